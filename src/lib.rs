@@ -1,0 +1,1 @@
+//! coinfer: streaming action recognition with Continual 3D CNNs.
