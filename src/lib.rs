@@ -1,1 +1,3 @@
 //! coinfer: streaming action recognition with Continual 3D CNNs.
+
+pub mod models;

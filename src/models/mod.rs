@@ -1,0 +1,63 @@
+//! Built-in models behind one streaming interface, and the registry of named variants.
+//!
+//! A model consumes one preprocessed frame per step (on its own timeline, `ModelSpec::fps`) and emits
+//! class probabilities whenever its continual network produces an output.
+
+use candle_core::Tensor;
+
+/// How a uint8 RGB frame becomes the network's float input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Normalize {
+    /// `(x / 255 - mean[c]) / std[c]` (pyslowfast / PyTorchVideo models).
+    MeanStd { mean: [f32; 3], std: [f32; 3] },
+    /// `x / 127.5 - 1` (DeepMind I3D).
+    SignedUnit,
+}
+
+/// How each layer initialises its temporal state at the start of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fill {
+    /// As if the stream were preceded by zero padding (the regular network's padding).
+    #[default]
+    Zeros,
+    /// As if each layer's first input had always been there.
+    Replicate,
+}
+
+/// What the preprocessing and the sinks need to know about a model.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Registry name, e.g. `i3d`, `x3d-s`.
+    pub name: String,
+    /// Frame rate of the model's own timeline (frames per second of the sampled stream).
+    pub fps: f64,
+    /// Short side after the resize, in pixels.
+    pub resize_short: usize,
+    /// Side of the square centre crop fed to the network.
+    pub crop: usize,
+    pub normalize: Normalize,
+    /// Number of classes of the classifier.
+    pub num_classes: usize,
+}
+
+/// Temporal facts of a built continual network, in steps of the model timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamShape {
+    /// Step index of the first output (the output is emitted on this step).
+    pub delay: usize,
+    /// Number of input frames one steady-state output depends on.
+    pub receptive_field: usize,
+    /// One output every `stride` steps.
+    pub stride: usize,
+}
+
+/// A continual network running on a stream, one frame per call.
+pub trait StreamModel: Send {
+    fn spec(&self) -> &ModelSpec;
+    fn shape(&self) -> StreamShape;
+    /// Feed one preprocessed frame, shape `(3, crop, crop)`, f32.
+    /// Returns the class probabilities `(num_classes,)` when the network emits an output.
+    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>>;
+    /// Forget the stream: the next step starts a new one.
+    fn reset(&mut self);
+}
