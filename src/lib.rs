@@ -1,3 +1,4 @@
 //! coinfer: streaming action recognition with Continual 3D CNNs.
 
+pub mod error;
 pub mod models;
