@@ -61,3 +61,54 @@ pub trait StreamModel: Send {
     /// Forget the stream: the next step starts a new one.
     fn reset(&mut self);
 }
+
+/// Options a user chooses when building a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// Checkpoint to load; `None` = the model's default (the bundled file, or the download cache).
+    pub weights: Option<std::path::PathBuf>,
+    pub fill: Fill,
+    /// Temporal window of the head, in emitted positions; `None` = the model's default.
+    pub pool: Option<usize>,
+}
+
+/// What `coinfer models` prints and the `meta` record reports, known without loading weights.
+#[derive(Debug, Clone)]
+pub struct ModelDescription {
+    pub spec: ModelSpec,
+    pub shape: StreamShape,
+    /// Multiply-accumulates per input frame of the continual network, averaged over a period of steps.
+    pub macs_per_step: f64,
+    /// The weights file that `build` would load.
+    pub weights: std::path::PathBuf,
+    pub weights_present: bool,
+    /// One line for humans.
+    pub summary: String,
+}
+
+/// Names of the built-in models, default first.
+pub fn names() -> Vec<&'static str> {
+    Vec::new()
+}
+
+/// The model `coinfer` runs when none is named.
+pub const DEFAULT_MODEL: &str = "i3d";
+
+/// Describe a built-in model without loading its weights.
+pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
+    let _ = opts;
+    Err(unknown_model(name))
+}
+
+/// Build a built-in model with its weights, ready to stream.
+pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
+    let _ = opts;
+    Err(unknown_model(name))
+}
+
+fn unknown_model(name: &str) -> anyhow::Error {
+    crate::error::classified(
+        crate::error::ErrorKind::Usage,
+        format!("unknown model '{name}' (known: {})", names().join(", ")),
+    )
+}
