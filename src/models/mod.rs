@@ -112,3 +112,51 @@ fn unknown_model(name: &str) -> anyhow::Error {
         format!("unknown model '{name}' (known: {})", names().join(", ")),
     )
 }
+
+/// Where a model builder gets its tensors: a checkpoint (strict: names and shapes are checked) or
+/// random values for tests, benchmarks and FLOP counts.
+pub trait WeightSource {
+    /// The tensor `name` with exactly `shape`, as f32 on the CPU.
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor>;
+}
+
+/// Deterministic random weights with plausible magnitudes: BatchNorm variances are positive, scales
+/// near one, convolution weights scaled by fan-in so that activations stay finite through deep nets.
+pub struct RandomWeights {
+    state: u64,
+}
+
+impl RandomWeights {
+    pub fn new(seed: u64) -> Self {
+        RandomWeights { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
+    }
+
+    /// Uniform in [0, 1) (xorshift64*).
+    fn next(&mut self) -> f32 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let v = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (v >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let (lo, hi) = if name.ends_with("running_var") {
+            (0.5, 1.5)
+        } else if name.ends_with("running_mean") || name.ends_with("bias") {
+            (-0.1, 0.1)
+        } else if name.ends_with("bn.weight") || name.ends_with("_bn.weight") {
+            (0.5, 1.5)
+        } else {
+            // Fan-in of a conv/linear weight: every dimension but the first.
+            let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+            let a = (3.0 / fan_in as f32).sqrt();
+            (-a, a)
+        };
+        let data: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * self.next()).collect();
+        Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
+    }
+}

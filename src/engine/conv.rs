@@ -1,0 +1,216 @@
+//! Continual 3-D convolution: a temporal kernel of `k` spatial convolutions (taps) over the same weights
+//! in clip and step form. In step form, the partial sums of pending outputs are accumulated tap by tap
+//! (the accumulator form of models-x3d-slowfast.md §2.1) and the (folded) bias is added once at emission.
+
+use candle_core::{Result, Tensor, bail};
+
+use super::schedule::{Accumulators, TemporalPad};
+use super::spatial::{Pad2d, SpatialConv};
+use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
+
+/// Pad a clip `(T, C, H, W)` along time with `before`/`after` frames: zeros, or copies of the edge frames.
+pub fn pad_time(x: &Tensor, before: usize, after: usize, fill: Fill) -> Result<Tensor> {
+    if before == 0 && after == 0 {
+        return Ok(x.clone());
+    }
+    match fill {
+        Fill::Zeros => x.pad_with_zeros(0, before, after),
+        Fill::Replicate => x.pad_with_same(0, before, after),
+    }
+}
+
+/// Frames `offset, offset + stride, …` (`count` of them) of a clip.
+pub fn strided_frames(x: &Tensor, offset: usize, stride: usize, count: usize) -> Result<Tensor> {
+    if stride == 1 {
+        return x.narrow(0, offset, count);
+    }
+    let idx: Vec<u32> = (0..count).map(|j| (offset + j * stride) as u32).collect();
+    x.index_select(&Tensor::new(idx, x.device())?, 0)
+}
+
+#[derive(Debug, Clone)]
+pub struct TemporalConv {
+    name: String,
+    /// Tap `i` multiplies input `j·s − p_b + i` of output `j` (tap 0 = oldest frame).
+    taps: Vec<SpatialConv>,
+    /// `(1, C_out, 1, 1)`.
+    bias: Option<Tensor>,
+    stride: usize,
+    pad: TemporalPad,
+    fill: Fill,
+    acc: Accumulators,
+    seen: usize,
+    last: Option<Tensor>,
+    out_hw: (usize, usize),
+}
+
+impl TemporalConv {
+    /// `weight`: `(C_out, C_in/groups, k_t, k_h, k_w)`; `bias`: `(C_out,)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: impl Into<String>,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        pad: TemporalPad,
+        spatial_stride: usize,
+        spatial_pad: Pad2d,
+        groups: usize,
+        fill: Fill,
+    ) -> Result<Self> {
+        let (c_out, _, k, _, _) = weight.dims5()?;
+        if stride == 0 || k == 0 {
+            bail!("temporal kernel and stride must be positive");
+        }
+        let taps = (0..k)
+            .map(|i| {
+                let w = weight.narrow(2, i, 1)?.squeeze(2)?;
+                SpatialConv::new(w, spatial_stride, spatial_pad, groups)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
+        let acc = Accumulators::new(k, stride, pad.stream_before());
+        Ok(TemporalConv {
+            name: name.into(),
+            taps,
+            bias,
+            stride,
+            pad,
+            fill,
+            acc,
+            seen: 0,
+            last: None,
+            out_hw: (0, 0),
+        })
+    }
+
+    /// A temporally pointwise (k = 1) convolution.
+    pub fn pointwise(name: impl Into<String>, weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let w = if weight.rank() == 2 {
+            let (o, i) = weight.dims2()?;
+            weight.reshape((o, i, 1, 1, 1))?
+        } else {
+            weight.clone()
+        };
+        Self::new(name, &w, bias, 1, TemporalPad::symmetric(0), 1, [0; 4], 1, Fill::Zeros)
+    }
+
+    fn k(&self) -> usize {
+        self.taps.len()
+    }
+
+    fn is_stateless(&self) -> bool {
+        self.k() == 1 && self.stride == 1 && self.pad.stream_before() == 0
+    }
+
+    fn emit(&self, acc: Option<Tensor>) -> Result<Tensor> {
+        let y = match acc {
+            Some(y) => y,
+            None => {
+                let (h, w) = self.out_hw;
+                super::spatial::zeros((1, self.taps[0].c_out(), h, w), &candle_core::Device::Cpu)?
+            }
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let taps = &self.taps;
+        let done = self.acc.absorb(
+            t,
+            |tap| x.map(|x| taps[tap].apply(x)).transpose(),
+            |a, b| a + b,
+        )?;
+        done.map(|(_, acc)| self.emit(acc)).transpose()
+    }
+}
+
+impl Layer for TemporalConv {
+    fn forward(&self, x: &Tensor, mode: PadMode) -> Result<Tensor> {
+        let (k, s) = (self.k(), self.stride);
+        let n = x.dim(0)?;
+        let (before, after) = self.pad.clip_pads(n, k, s, mode);
+        let padded = pad_time(x, before, after, self.fill)?;
+        let len = n + before + after;
+        if len < k {
+            bail!("{}: clip of {n} frames is shorter than the temporal kernel {k}", self.name);
+        }
+        let count = (len - k) / s + 1;
+        let mut y: Option<Tensor> = None;
+        for (i, tap) in self.taps.iter().enumerate() {
+            let term = tap.apply(&strided_frames(&padded, i, s, count)?)?;
+            y = Some(match y {
+                Some(y) => (y + term)?,
+                None => term,
+            });
+        }
+        let y = y.expect("k >= 1");
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+        if self.is_stateless() {
+            return self.emit(Some(self.taps[0].apply(x)?)).map(Some);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        self.out_hw = self.taps[0].output_hw(h, w);
+        if self.seen == 0 && self.fill == Fill::Replicate {
+            // The virtual past: this layer's first input, seen p_b times already.
+            for t in -(self.pad.stream_before() as i64)..0 {
+                self.absorb(t, Some(x))?;
+            }
+        }
+        let y = self.absorb(self.seen as i64, Some(x))?;
+        self.seen += 1;
+        if self.fill == Fill::Replicate {
+            self.last = Some(x.clone());
+        }
+        Ok(y)
+    }
+
+    fn flush(&mut self) -> Result<Vec<Tensor>> {
+        if self.is_stateless() {
+            return Ok(Vec::new());
+        }
+        let after = self.pad.flush_after(self.seen, self.k(), self.stride);
+        let mut outs = Vec::new();
+        let last = self.last.take();
+        for t in self.seen..self.seen + after {
+            let pad_frame = if self.fill == Fill::Replicate { last.as_ref() } else { None };
+            if let Some(y) = self.absorb(t as i64, pad_frame)? {
+                outs.push(y);
+            }
+        }
+        self.seen += after;
+        Ok(outs)
+    }
+
+    fn reset(&mut self) {
+        self.acc.clear();
+        self.seen = 0;
+        self.last = None;
+    }
+
+    fn temporal(&self) -> Temporal {
+        Temporal { receptive_field: self.k(), padding: self.pad.stream_before(), stride: self.stride }
+    }
+
+    fn report(&self, input: Chw) -> LayerReport {
+        let (h, w) = self.taps[0].output_hw(input.h, input.w);
+        LayerReport {
+            name: self.name.clone(),
+            kind: if self.k() == 1 { "conv 1-tap" } else { "conv" },
+            input,
+            output: Chw::new(self.taps[0].c_out(), h, w),
+            macs_per_output: self.k() as u64 * self.taps[0].macs(input.h, input.w),
+            temporal: self.temporal(),
+            children: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Continual building blocks.
+//!
+//! Every layer has a regular (clip) path, [`Layer::forward`], and a continual (step) path,
+//! [`Layer::step`], over the same weights. Clips are frame-major `(T, C, H, W)` tensors, so a temporal
+//! tap is a slice along dim 0 and every frame of a clip goes through a spatial op as one batch;
+//! a step is one `(1, C, H, W)` frame.
+//!
+//! Temporal bookkeeping follows the continual-inference library (models-x3d-slowfast.md §6): a layer
+//! with kernel `k`, start padding `p_b` and stride `s` emits output `j` on the step that delivers its last
+//! input, `t = j·s + d` with delay `d = k − 1 − p_b`, and nothing on other steps.
+
+pub mod container;
+pub mod conv;
+pub mod delay;
+pub mod kernels;
+pub mod pointwise;
+pub mod pool;
+pub mod schedule;
+pub mod spatial;
+
+use candle_core::{Result, Tensor};
+
+pub use crate::models::Fill;
+pub use container::{Parallel, Reduce, Sequential};
+pub use conv::TemporalConv;
+pub use delay::Delay;
+pub use pointwise::{Pointwise, SqueezeExcite, SeScope};
+pub use pool::{PoolKind, TemporalPool};
+pub use schedule::TemporalPad;
+pub use spatial::{SpatialConv, SpatialPool};
+
+/// Which temporal padding a clip forward uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// The regular network: padding at both ends (TF 'SAME' layers pick it from the clip length).
+    Full,
+    /// Only the start padding the stream uses, none at the end (the prefix oracle, `F_start`).
+    StartOnly,
+    /// No temporal padding anywhere (the steady-state oracle, `F_valid`).
+    Valid,
+}
+
+/// Temporal shape of a layer or of a composition, in the layer's input steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Temporal {
+    /// Input frames one output depends on.
+    pub receptive_field: usize,
+    /// Start padding (frames of virtual past before the first input).
+    pub padding: usize,
+    /// One output per `stride` inputs.
+    pub stride: usize,
+}
+
+impl Temporal {
+    /// A temporally pointwise layer.
+    pub const POINTWISE: Temporal = Temporal { receptive_field: 1, padding: 0, stride: 1 };
+
+    /// Steps between an input and the first output that has seen it as its newest frame.
+    pub fn delay(&self) -> usize {
+        self.receptive_field - 1 - self.padding
+    }
+
+    /// `self` followed by `next` (library formulas: strides multiply, the later layer's
+    /// receptive field and padding are scaled by the earlier stride).
+    pub fn then(self, next: Temporal) -> Temporal {
+        Temporal {
+            receptive_field: self.receptive_field + (next.receptive_field - 1) * self.stride,
+            padding: self.padding + next.padding * self.stride,
+            stride: self.stride * next.stride,
+        }
+    }
+}
+
+/// Channel, height, width of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chw {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Chw {
+    pub fn new(c: usize, h: usize, w: usize) -> Self {
+        Chw { c, h, w }
+    }
+    pub fn numel(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+/// What a layer computes, for cost counting and `--per-layer` tables; containers list their parts.
+#[derive(Debug, Clone)]
+pub struct LayerReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub input: Chw,
+    pub output: Chw,
+    /// Multiply-accumulates per emitted output frame (all temporal taps included).
+    pub macs_per_output: u64,
+    /// Per-input-frame work that happens on every step regardless of emission (e.g. spatial pooling).
+    pub temporal: Temporal,
+    pub children: Vec<LayerReport>,
+}
+
+/// A continual layer.
+pub trait Layer: Send {
+    /// Regular computation on a clip `(T, C, H, W)`; does not touch the stream state.
+    fn forward(&self, x: &Tensor, mode: PadMode) -> Result<Tensor>;
+    /// Feed one frame `(1, C, H, W)`; `Some` when the layer emits an output.
+    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>>;
+    /// End of a finite stream: process this layer's end padding and emit what it completes.
+    /// Leaves the stream state spent; call `reset` before streaming again.
+    fn flush(&mut self) -> Result<Vec<Tensor>>;
+    /// Forget the stream.
+    fn reset(&mut self);
+    fn temporal(&self) -> Temporal;
+    /// Shapes and costs for an input frame of shape `input`.
+    fn report(&self, input: Chw) -> LayerReport;
+}
+
+/// Run a whole clip through the step path (the library's `forward_steps`), optionally flushing at the
+/// end; the emitted outputs stacked on dim 0, or `None` if nothing was emitted.
+pub fn forward_steps(layer: &mut dyn Layer, clip: &Tensor, flush: bool) -> Result<Option<Tensor>> {
+    let mut outs = Vec::new();
+    for t in 0..clip.dim(0)? {
+        if let Some(y) = layer.step(&clip.narrow(0, t, 1)?)? {
+            outs.push(y);
+        }
+    }
+    if flush {
+        outs.extend(layer.flush()?);
+    }
+    if outs.is_empty() { Ok(None) } else { Tensor::cat(&outs, 0).map(Some) }
+}

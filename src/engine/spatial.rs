@@ -1,0 +1,150 @@
+//! Per-frame (2-D) operators applied to a batch of frames `(N, C, H, W)`: the spatial part of every
+//! 3-D layer. Each picks the fastest correct path: 1×1 convs as matrix products, depthwise convs through
+//! a hand-written kernel (candle's grouped conv is very slow), everything else through candle's conv2d
+//! after explicit (possibly asymmetric) zero padding.
+
+use candle_core::{D, DType, Device, Result, Tensor};
+
+use super::kernels::DepthwiseConv2d;
+
+/// Spatial zero padding `[top, bottom, left, right]`.
+pub type Pad2d = [usize; 4];
+
+/// One spatial convolution tap: weight `(C_out, C_in/groups, kh, kw)`, no bias.
+#[derive(Debug, Clone)]
+pub struct SpatialConv {
+    weight: Tensor,
+    /// `weight` as `(C_out, C_in)` for 1×1 convs.
+    matrix: Option<Tensor>,
+    depthwise: Option<DepthwiseConv2d>,
+    stride: usize,
+    pad: Pad2d,
+    groups: usize,
+}
+
+impl SpatialConv {
+    pub fn new(weight: Tensor, stride: usize, pad: Pad2d, groups: usize) -> Result<Self> {
+        let (c_out, c_in_g, kh, kw) = weight.dims4()?;
+        let weight = weight.to_dtype(DType::F32)?.contiguous()?;
+        let pointwise = kh == 1 && kw == 1 && groups == 1 && pad == [0; 4];
+        let matrix = if pointwise { Some(weight.reshape((c_out, c_in_g))?) } else { None };
+        let depthwise = if groups > 1 && c_in_g == 1 && groups == c_out && weight.device().is_cpu() {
+            Some(DepthwiseConv2d::new(&weight, stride, pad)?)
+        } else {
+            None
+        };
+        Ok(SpatialConv { weight, matrix, depthwise, stride, pad, groups })
+    }
+
+    pub fn c_out(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    pub fn c_in(&self) -> usize {
+        self.weight.dim(1).unwrap_or(0) * self.groups
+    }
+
+    pub fn kernel(&self) -> (usize, usize) {
+        let d = self.weight.dims();
+        (d[2], d[3])
+    }
+
+    pub fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        let (kh, kw) = self.kernel();
+        let [t, b, l, r] = self.pad;
+        ((h + t + b - kh) / self.stride + 1, (w + l + r - kw) / self.stride + 1)
+    }
+
+    /// Multiply-accumulates for one output frame from an input of `h × w`.
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let (oh, ow) = self.output_hw(h, w);
+        let (kh, kw) = self.kernel();
+        (self.c_out() * (self.c_in() / self.groups) * kh * kw * oh * ow) as u64
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if let Some(m) = &self.matrix {
+            if self.stride == 1 {
+                let c_out = m.dim(0)?;
+                let xs = x.reshape((n, c, h * w))?;
+                let y = if n == 1 {
+                    m.matmul(&xs.squeeze(0)?)?.unsqueeze(0)?
+                } else {
+                    m.broadcast_matmul(&xs)?
+                };
+                return y.reshape((n, c_out, h, w));
+            }
+        }
+        if let Some(dw) = &self.depthwise {
+            if x.device().is_cpu() {
+                return x.contiguous()?.apply_op1_no_bwd(dw);
+            }
+        }
+        let [t, b, l, r] = self.pad;
+        let padded = if self.pad == [0; 4] {
+            x.clone()
+        } else {
+            x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?
+        };
+        padded.conv2d(&self.weight, 0, self.stride, 1, self.groups)
+    }
+}
+
+/// Spatial pooling of every frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpatialPool {
+    /// Max over `k×k` windows with stride `s`; padding `[top, bottom, left, right]` never wins (it is −∞;
+    /// we pad with zeros where every input is ≥ 0, which gives identical results, models-i3d.md §2.3,
+    /// and pad with the row/column minimum otherwise).
+    Max { k: usize, stride: usize, pad: Pad2d },
+    /// Mean over the whole frame, keeping `(N, C, 1, 1)`.
+    GlobalMean,
+    /// Mean over `k×k` windows, stride 1, no padding (X3D's head pool).
+    Avg { k: usize },
+}
+
+impl SpatialPool {
+    pub fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        match *self {
+            SpatialPool::Max { k, stride, pad: [t, b, l, r] } => {
+                ((h + t + b - k) / stride + 1, (w + l + r - k) / stride + 1)
+            }
+            SpatialPool::GlobalMean => (1, 1),
+            SpatialPool::Avg { k } => (h - k + 1, w - k + 1),
+        }
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        match *self {
+            SpatialPool::Max { k, stride, pad } => {
+                if pad == [0; 4] {
+                    return x.max_pool2d_with_stride(k, stride);
+                }
+                // −∞ padding: shift every plane so its minimum is ≥ 0, zero-pad, pool, shift back.
+                // Exact when the inputs are already ≥ 0 (after ReLU), where the shift is 0.
+                let [t, b, l, r] = pad;
+                let low = x.min_keepdim(D::Minus1)?.min_keepdim(D::Minus2)?.clamp(f32::MIN, 0f32)?;
+                x.broadcast_sub(&low)?
+                    .pad_with_zeros(2, t, b)?
+                    .pad_with_zeros(3, l, r)?
+                    .max_pool2d_with_stride(k, stride)?
+                    .broadcast_add(&low)
+            }
+            SpatialPool::GlobalMean => x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2),
+            SpatialPool::Avg { k } => {
+                let (_, _, h, w) = x.dims4()?;
+                if k == h && k == w {
+                    x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
+                } else {
+                    x.avg_pool2d_with_stride(k, 1)
+                }
+            }
+        }
+    }
+}
+
+/// A zero tensor shaped like one output frame, used where an output has received no term.
+pub fn zeros(shape: (usize, usize, usize, usize), device: &Device) -> Result<Tensor> {
+    Tensor::zeros(shape, DType::F32, device)
+}
