@@ -90,6 +90,7 @@ impl Layer for Sequential {
             macs_per_output: 0,
             temporal: self.temporal(),
             children,
+            ..Default::default()
         }
     }
 }
@@ -235,6 +236,7 @@ impl Layer for Parallel {
             macs_per_output: 0,
             temporal: self.temporal(),
             children,
+            ..Default::default()
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct TemporalConv {
     seen: usize,
     last: Option<Tensor>,
     out_hw: (usize, usize),
+    /// The bias is a folded BatchNorm (for FLOP conventions that count BN separately).
+    folded_bn: bool,
 }
 
 impl TemporalConv {
@@ -81,6 +83,7 @@ impl TemporalConv {
             seen: 0,
             last: None,
             out_hw: (0, 0),
+            folded_bn: false,
         })
     }
 
@@ -93,6 +96,12 @@ impl TemporalConv {
             weight.clone()
         };
         Self::new(name, &w, bias, 1, TemporalPad::symmetric(0), 1, [0; 4], 1, Fill::Zeros)
+    }
+
+    /// Mark the bias as a BatchNorm folded in at load time.
+    pub fn with_folded_bn(mut self) -> Self {
+        self.folded_bn = true;
+        self
     }
 
     fn k(&self) -> usize {
@@ -210,6 +219,9 @@ impl Layer for TemporalConv {
             output: Chw::new(self.taps[0].c_out(), h, w),
             macs_per_output: self.k() as u64 * self.taps[0].macs(input.h, input.w),
             temporal: self.temporal(),
+            pad: Some(self.pad),
+            bn: self.folded_bn,
+            bias: self.bias.is_some() && !self.folded_bn,
             children: Vec::new(),
         }
     }

@@ -60,7 +60,7 @@ impl Layer for Delay {
             output: input,
             macs_per_output: 0,
             temporal: self.temporal(),
-            children: Vec::new(),
+            ..Default::default()
         }
     }
 }

@@ -42,7 +42,7 @@ pub enum PadMode {
 }
 
 /// Temporal shape of a layer or of a composition, in the layer's input steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Temporal {
     /// Input frames one output depends on.
     pub receptive_field: usize,
@@ -73,7 +73,7 @@ impl Temporal {
 }
 
 /// Channel, height, width of one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Chw {
     pub c: usize,
     pub h: usize,
@@ -90,7 +90,7 @@ impl Chw {
 }
 
 /// What a layer computes, for cost counting and `--per-layer` tables; containers list their parts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LayerReport {
     pub name: String,
     pub kind: &'static str,
@@ -98,8 +98,13 @@ pub struct LayerReport {
     pub output: Chw,
     /// Multiply-accumulates per emitted output frame (all temporal taps included).
     pub macs_per_output: u64,
-    /// Per-input-frame work that happens on every step regardless of emission (e.g. spatial pooling).
     pub temporal: Temporal,
+    /// Temporal padding of a window op (conv or pool); `None` for layers that keep the frame count.
+    pub pad: Option<TemporalPad>,
+    /// A BatchNorm was folded into this conv (counted separately in the paper's FLOP convention).
+    pub bn: bool,
+    /// The conv adds a bias of its own (not a folded BN).
+    pub bias: bool,
     pub children: Vec<LayerReport>,
 }
 

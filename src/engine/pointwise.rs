@@ -54,7 +54,7 @@ impl Layer for Pointwise {
             output,
             macs_per_output: 0,
             temporal: Temporal::POINTWISE,
-            children: Vec::new(),
+            ..Default::default()
         }
     }
 }
@@ -140,7 +140,7 @@ impl Layer for SqueezeExcite {
             output: input,
             macs_per_output: self.fc1.macs(1, 1) + self.fc2.macs(1, 1),
             temporal: Temporal::POINTWISE,
-            children: Vec::new(),
+            ..Default::default()
         }
     }
 }

@@ -149,7 +149,9 @@ impl Layer for TemporalPool {
             output: Chw::new(input.c, h, w),
             macs_per_output: 0,
             temporal: self.temporal(),
+            pad: Some(self.pad),
             children: Vec::new(),
+            ..Default::default()
         }
     }
 }
