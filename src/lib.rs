@@ -4,3 +4,4 @@ pub mod error;
 pub mod models;
 pub mod engine;
 pub mod flops;
+pub mod bench;

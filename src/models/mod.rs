@@ -60,6 +60,13 @@ pub trait StreamModel: Send {
     fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>>;
     /// Forget the stream: the next step starts a new one.
     fn reset(&mut self);
+    /// The regular (clip) network over the same weights on `clip` `(T, 3, crop, crop)`:
+    /// class probabilities `(num_classes,)`.
+    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor>;
+    /// Length of the regular network's clip (what a sliding-window baseline re-runs per frame).
+    fn clip_frames(&self) -> usize;
+    /// Shapes and costs of the continual network's layers (for `coinfer flops`).
+    fn report(&self) -> crate::engine::LayerReport;
 }
 
 /// Options a user chooses when building a model.
