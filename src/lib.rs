@@ -5,3 +5,4 @@ pub mod models;
 pub mod engine;
 pub mod flops;
 pub mod bench;
+pub mod batch;

@@ -1,0 +1,239 @@
+//! `coinfer batch`: label many clips, in parallel, resumably, optionally as one shard of N.
+//!
+//! Each worker owns its own model and labels whole clips; the calling thread is the only writer of
+//! the output journal, so every finished clip is appended as one whole, durable record.
+
+pub mod inputs;
+pub mod journal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::error::{ErrorKind, kind_of};
+use inputs::Shard;
+use journal::{ClipId, Format, Journal, csv_line};
+
+/// What labelling one clip produced.
+#[derive(Debug, Clone)]
+pub struct ClipResult {
+    pub duration_s: Option<f64>,
+    pub frames: u64,
+    pub steps: u64,
+    pub outputs: u64,
+    /// How the clip-level prediction was formed (documented in the README).
+    pub aggregation: &'static str,
+    /// `(class id, label, score)`, best first.
+    pub top: Vec<(usize, String, f32)>,
+    /// Action segments of the smoothed track, as JSON objects `{start, end, label, id, mean_score}`.
+    pub segments: Vec<Value>,
+}
+
+/// Labels whole clips; each worker thread owns one.
+pub trait ClipLabeler: Send {
+    fn label(&mut self, path: &Path) -> Result<ClipResult>;
+}
+
+pub struct BatchOptions {
+    pub out: Option<PathBuf>,
+    pub format: Format,
+    pub jobs: usize,
+    pub shard: Option<Shard>,
+    pub resume: bool,
+    pub fail_fast: bool,
+    pub progress: bool,
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchSummary {
+    pub total: usize,
+    pub skipped: usize,
+    pub labelled: usize,
+    pub failed: usize,
+    /// The exit-code class of the first failure.
+    pub first_failure: Option<ErrorKind>,
+}
+
+fn ok_record(id: &ClipId, r: &ClipResult, wall_s: f64, format: Format) -> Result<String> {
+    let top = |(i, l, s): &(usize, String, f32)| json!({"id": i, "label": l, "score": s});
+    match format {
+        Format::Jsonl => {
+            let v = json!({
+                "type": "clip", "path": id.path, "size": id.size, "mtime_ns": id.mtime_ns as i64,
+                "duration_s": r.duration_s, "frames": r.frames, "steps": r.steps, "outputs": r.outputs,
+                "aggregation": r.aggregation, "top": r.top.iter().map(top).collect::<Vec<_>>(),
+                "segments": r.segments, "wall_s": wall_s,
+            });
+            Ok(format!("{v}\n"))
+        }
+        Format::Csv => {
+            let first = r.top.first();
+            let topk = r.top.iter().map(|(_, l, s)| format!("{l}:{s:.4}")).collect::<Vec<_>>().join(";");
+            csv_line([
+                "ok".into(),
+                id.path.clone(),
+                id.size.to_string(),
+                id.mtime_ns.to_string(),
+                r.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+                r.frames.to_string(),
+                r.steps.to_string(),
+                r.outputs.to_string(),
+                r.aggregation.to_string(),
+                first.map(|t| t.0.to_string()).unwrap_or_default(),
+                first.map(|t| t.1.clone()).unwrap_or_default(),
+                first.map(|t| format!("{:.6}", t.2)).unwrap_or_default(),
+                topk,
+                Value::from(r.segments.clone()).to_string(),
+                format!("{wall_s:.3}"),
+                String::new(),
+                String::new(),
+            ])
+        }
+    }
+}
+
+fn error_record(id: &ClipId, err: &anyhow::Error, format: Format) -> Result<String> {
+    let kind = kind_of(err).as_str();
+    let message = format!("{err:#}");
+    match format {
+        Format::Jsonl => {
+            let v = json!({"type": "error", "path": id.path, "size": id.size, "mtime_ns": id.mtime_ns as i64,
+                           "kind": kind, "message": message});
+            Ok(format!("{v}\n"))
+        }
+        Format::Csv => {
+            let mut fields = vec![String::new(); journal::CSV_COLUMNS.len()];
+            fields[0] = "error".into();
+            fields[1] = id.path.clone();
+            fields[2] = id.size.to_string();
+            fields[3] = id.mtime_ns.to_string();
+            fields[15] = kind.into();
+            fields[16] = message;
+            csv_line(fields)
+        }
+    }
+}
+
+enum Done {
+    Labelled(ClipId, Result<ClipResult>, f64),
+    Failed(ClipId, anyhow::Error),
+}
+
+/// Run the batch: `make_labeler` builds one labeler per worker.
+pub fn run(
+    clips: Vec<PathBuf>,
+    opts: &BatchOptions,
+    make_labeler: &(dyn Fn() -> Result<Box<dyn ClipLabeler>> + Sync),
+) -> Result<BatchSummary> {
+    let mut journal = Journal::open(opts.out.as_deref(), opts.format, opts.resume)?;
+    let mut summary = BatchSummary::default();
+    let mut todo = Vec::new();
+    for path in clips {
+        if opts.shard.is_some_and(|s| !s.contains(&path)) {
+            continue;
+        }
+        summary.total += 1;
+        match ClipId::of(&path) {
+            Ok(id) if journal.is_done(&id) => summary.skipped += 1,
+            Ok(id) => todo.push((path, id)),
+            Err(e) => {
+                let id = ClipId { path: path.to_string_lossy().into_owned(), size: 0, mtime_ns: 0 };
+                let err = crate::error::classified(ErrorKind::NoInput, format!("{}: {e}", path.display()));
+                let line = error_record(&id, &err, opts.format)?;
+                journal.append(id, &line)?;
+                summary.failed += 1;
+                summary.first_failure.get_or_insert(ErrorKind::NoInput);
+            }
+        }
+    }
+    let bar = progress_bar(opts.progress, todo.len());
+    let queue = Mutex::new(todo.into_iter());
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<Done>();
+    let jobs = opts.jobs.max(1);
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let (queue, stop) = (&queue, &stop);
+            scope.spawn(move || {
+                let mut labeler = match make_labeler() {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        // Without a model this worker cannot label anything: fail the next clip loudly.
+                        if let Some((_, id)) = queue.lock().unwrap().next() {
+                            let _ = tx.send(Done::Failed(id, e));
+                        }
+                        stop.store(true, Ordering::SeqCst);
+                        None
+                    }
+                };
+                while let Some(labeler) = labeler.as_mut() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Some((path, id)) = queue.lock().unwrap().next() else { break };
+                    let t = Instant::now();
+                    let result = labeler.label(&path);
+                    if tx.send(Done::Labelled(id, result, t.elapsed().as_secs_f64())).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for done in rx {
+            let (id, line, failed) = match done {
+                Done::Labelled(id, Ok(r), wall) => {
+                    let line = ok_record(&id, &r, wall, opts.format)?;
+                    (id, line, None)
+                }
+                Done::Labelled(id, Err(e), _) | Done::Failed(id, e) => {
+                    let line = error_record(&id, &e, opts.format)?;
+                    (id, line, Some(e))
+                }
+            };
+            journal.append(id, &line)?;
+            match failed {
+                Some(e) => {
+                    summary.failed += 1;
+                    summary.first_failure.get_or_insert(kind_of(&e));
+                    if let Some(bar) = &bar {
+                        bar.println(format!("coinfer: {e:#}"));
+                    }
+                    if opts.fail_fast {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                None => summary.labelled += 1,
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{} failed", summary.failed));
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(summary)
+}
+
+fn progress_bar(enabled: bool, len: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} clips  {per_sec}  eta {eta}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
