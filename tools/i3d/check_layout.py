@@ -26,6 +26,9 @@ for name, a in [('Conv3d_1a_7x7', y), ('MaxPool3d_2a_3x3', p), ('Conv3d_2c_3x3',
     a = np.asarray(a)[0]; C,T,H,Wd = a.shape
     assert list(E[f'ep.{name}.shape']) == [C,T,H,Wd], (E[f'ep.{name}.shape'], a.shape)
     ch = E[f'ep.{name}.channels']; s = a[ch][:, [0, T-1]]
+    worst = max(np.abs(s[:,:,:2,:2]-E[f'ep.{name}.tl']).max(), np.abs(s[:,:,H-2:,Wd-2:]-E[f'ep.{name}.br']).max())
+    assert worst < 1e-5, f'{name}: corners differ by {worst}'
     print(name, a.shape, 'tl', np.abs(s[:,:,:2,:2]-E[f'ep.{name}.tl']).max(), 'br', np.abs(s[:,:,H-2:,Wd-2:]-E[f'ep.{name}.br']).max(),
           'tmean', np.abs(a.astype(np.float64).mean((0,2,3))-E[f'ep.{name}.tmean']).max(),
           'sum rel', abs(a.astype(np.float64).sum()-E[f'ep.{name}.sum'][0])/E[f'ep.{name}.sum'][1])
+print('OK: converted weights reproduce the flax endpoints')
