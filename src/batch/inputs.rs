@@ -51,15 +51,16 @@ fn expand_one(input: &str, out: &mut BTreeSet<PathBuf>) -> Result<()> {
     }
     if input.contains(['*', '?', '[']) {
         let matches = glob::glob(input).map_err(|e| classified(ErrorKind::Usage, format!("bad glob {input}: {e}")))?;
-        let before = out.len();
+        let mut matched = false;
         for m in matches.flatten() {
+            matched = true;
             if m.is_dir() {
                 walk(&m, out)?;
             } else {
                 out.insert(m);
             }
         }
-        if out.len() == before {
+        if !matched {
             return Err(classified(ErrorKind::NoInput, format!("no file matches {input}")));
         }
         return Ok(());
