@@ -2,3 +2,10 @@
 
 pub mod error;
 pub mod models;
+pub mod cli;
+pub mod labels;
+pub mod pipeline;
+pub mod preprocess;
+pub mod sink;
+pub mod smooth;
+pub mod source;
