@@ -42,6 +42,10 @@ pub struct Options {
     pub hold: usize,
     /// Also report outputs emitted before the receptive field is full (`ready: false`).
     pub emit_transient: bool,
+    /// Copies of the first frame fed before it (outputs discarded), so the first real frame already
+    /// yields an output: with the `replicate` fill and `warmup = delay` the network starts as if the
+    /// first frame had always been there. 0 = no warm-up.
+    pub warmup: usize,
 }
 
 /// Run the model over the packets, writing one `step` record per reported output and a `summary`
@@ -77,6 +81,7 @@ pub fn run(
     let (mut frames, mut steps, mut outputs, mut records) = (0u64, 0u64, 0u64, 0u64);
 
     let mut failure: Option<anyhow::Error> = None;
+    let mut warmed = opts.warmup == 0;
     'packets: for packet in packets {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -93,6 +98,15 @@ pub fn run(
             sink.frame(packet.frame, packet.pts);
         }
         let Some(input) = packet.input.as_ref() else { continue };
+        if !warmed {
+            warmed = true;
+            for i in 0..opts.warmup {
+                if let Err(e) = model.step(input) {
+                    failure = Some(e.context(format!("model warm-up step {i} failed")));
+                    break 'packets;
+                }
+            }
+        }
         for _ in 0..packet.steps {
             let step = steps;
             let t0 = Instant::now();

@@ -56,7 +56,7 @@ impl StreamModel for WindowModel {
         self.window[slot].copy_from_slice(&means);
         let s = self.steps;
         self.steps += 1;
-        if s < self.shape.delay || (s - self.shape.delay) % self.shape.stride != 0 {
+        if s < self.shape.delay || !(s - self.shape.delay).is_multiple_of(self.shape.stride) {
             return Ok(None);
         }
         let n = self.window.len() as f32;
@@ -89,7 +89,7 @@ fn labels() -> Labels {
 }
 
 fn opts() -> Options {
-    Options { top_k: 5, threshold: 0.0, smooth: SmoothMode::None, hold: 0, emit_transient: false }
+    Options { top_k: 5, threshold: 0.0, smooth: SmoothMode::None, hold: 0, emit_transient: false, warmup: 0 }
 }
 
 /// softmax of three values, the reference for the model's scores.
@@ -170,6 +170,7 @@ fn check_record(v: &Value) {
                     ("receptive_field", Ty::UInt),
                     ("stride", Ty::UInt),
                     ("fill", Ty::Str),
+                    ("warmup_steps", Ty::UInt),
                     ("pool", Ty::OptUInt),
                     ("smooth", Ty::Str),
                     ("hold", Ty::UInt),
@@ -279,6 +280,7 @@ fn meta_record_follows_the_schema() {
         receptive_field: 99,
         stride: 1,
         fill: "replicate",
+        warmup_steps: 3,
         pool: None,
         smooth: "ema:0.5".into(),
         hold: 2,
@@ -365,6 +367,30 @@ fn transient_outputs_are_marked_not_ready() {
     // Window at step 2: one zero-filled slot and frames 0, 1, 2.
     let want = softmax3([0.75, 0.0, 0.0])[0];
     assert!(close(first["top"][0]["score"].as_f64().unwrap(), want));
+}
+
+#[test]
+fn warmup_brings_the_first_output_to_the_first_frame() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { emit_transient: true, warmup: 2, ..opts() };
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    let s = res.unwrap();
+    // 20 real steps, each with an output; the 2 warm-up steps are not counted.
+    assert_eq!((s.frames, s.steps, s.outputs, s.records), (20, 20, 20, 20));
+    assert_eq!(model.steps, 22);
+    let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert_eq!((steps[0]["step"].as_u64(), steps[0]["frame"].as_u64()), (Some(0), Some(0)));
+    // Real step 0: the model has seen frame 0 three times (two warm-up copies), one slot still zero.
+    assert!(close(steps[0]["top"][0]["score"].as_f64().unwrap(), softmax3([0.75, 0.0, 0.0])[0]));
+    // Real step 1: four copies of class 0.
+    assert!(close(steps[1]["top"][0]["score"].as_f64().unwrap(), softmax3([1.0, 0.0, 0.0])[0]));
+    // Readiness counts real frames only: the window of rf 4 holds 4 real frames from step 3 on.
+    let ready: Vec<bool> = steps.iter().map(|r| r["ready"].as_bool().unwrap()).collect();
+    assert_eq!(&ready[..5], &[false, false, false, true, true]);
+    // Past the warm-up the window is the last 4 real frames: at step 12 frames 9..=12, one of class 0.
+    assert_eq!(steps[11]["top"][0]["id"], 0, "step 11: a 2-2 tie goes to the lower id");
+    assert_eq!(steps[12]["top"][0]["id"], 1);
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Stream a video through a model (the default subcommand)
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List the built-in models
     Models(models::ModelsArgs),
     /// Print the class names, one per line

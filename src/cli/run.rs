@@ -236,6 +236,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let emit_transient = args.emit_transient(info.is_stream);
     let shape = model.shape();
     let spec = model.spec().clone();
+    // Replicate fill: feed the first frame `delay` times first, so the network behaves as if that
+    // frame had always been there and its first output comes with the first real frame.
+    let warmup = if args.fill == FillArg::Replicate { shape.delay } else { 0 };
 
     let meta = Meta {
         kind: Meta::KIND,
@@ -250,6 +253,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         receptive_field: shape.receptive_field,
         stride: shape.stride,
         fill: args.fill.as_str(),
+        warmup_steps: warmup,
         pool: model_opts.pool,
         smooth: args.smooth.to_string(),
         hold: args.hold,
@@ -286,6 +290,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         smooth: args.smooth,
         hold: args.hold,
         emit_transient,
+        warmup,
     };
     let (packets, decoder) = pipeline::spawn_decoder(src, &spec, stop.clone())?;
     let summary = {

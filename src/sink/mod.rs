@@ -47,6 +47,9 @@ pub struct Meta {
     pub stride: usize,
     /// `zeros` or `replicate`.
     pub fill: &'static str,
+    /// Copies of the first frame fed before the stream (replicate fill: the model's delay), so that
+    /// the first output comes with the first frame. Not counted in `step`.
+    pub warmup_steps: usize,
     /// Head pooling window asked for; null = the model's default.
     pub pool: Option<usize>,
     pub smooth: String,
