@@ -25,11 +25,12 @@ Examples:
   ffmpeg -i clip.mp4 -f rawvideo -pix_fmt bgr24 - | coinfer run --raw 640x360 --pix-fmt bgr24 --fps 30 -
   coinfer run --format v4l2 /dev/video0
 
-Defaults are chosen so a live user sees a label within about a second: streams (stdin, devices,
-URLs) report outputs from the first one the network emits, marked \"ready\":false until the
-receptive field is full, with --fill replicate so those early outputs see the first frame rather
-than padding. Files report only ready outputs unless --emit-transient. No extra smoothing by
-default: the network's head already averages over its temporal window.";
+Defaults are chosen so a live user sees a label within about a second: --fill replicate warms
+the network up with copies of the first frame, so the first output comes with the first frame
+instead of after the model's delay (2.5 s for I3D). Streams (stdin, devices, URLs) report these
+early outputs, marked \"ready\":false until the receptive field is full; files report only ready
+outputs unless --emit-transient. No extra smoothing by default: the network's head already averages
+over its temporal window, and more smoothing only adds lag.";
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = RUN_EXAMPLES)]
