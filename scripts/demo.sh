@@ -3,6 +3,6 @@
 # default model. JSON Lines go to stdout; extra arguments are passed to coinfer (e.g. -k 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+bash scripts/install-deps.sh
 cargo build --release
 exec cargo run --release --quiet -- samples/sports2d-demo.mp4 "$@"
