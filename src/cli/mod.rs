@@ -1,0 +1,111 @@
+//! The command line: argument structs and one module per subcommand.
+//!
+//! `run` is the default subcommand: `coinfer clip.mp4` is `coinfer run clip.mp4`.
+
+pub mod labels;
+pub mod models;
+pub mod run;
+
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  coinfer samples/sports2d-demo.mp4                 # JSON Lines on stdout, one record per output
+  coinfer clip.mp4 | jq -c 'select(.type==\"step\") | [.pts, .current.label]'
+  coinfer --model x3d-s --smooth ema:0.3 --hold 3 clip.mp4
+  ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | coinfer -
+  ffmpeg -i rtsp://camera/stream -f yuv4mpegpipe - | coinfer -
+  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt rgb24 - | coinfer --raw 640x360 --fps 30 -
+  coinfer models
+  coinfer labels
+
+Exit codes: 0 ok, 1 runtime error, 2 usage, 65 bad data, 66 no such input, 130 interrupted.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coinfer",
+    version,
+    about = "Recognise human actions in video as it streams, with continual 3D CNNs",
+    long_about = "Recognise human actions in video as it streams, with continual 3D CNNs.\n\n\
+        coinfer decodes a file, a device or a pipe, steps a continual network one frame at a time \
+        and writes JSON Lines to stdout: a `meta` record, one `step` record per output, a `summary`.\n\
+        `run` is the default subcommand: `coinfer clip.mp4` is `coinfer run clip.mp4`.",
+    after_help = EXAMPLES,
+    arg_required_else_help = true,
+    subcommand_required = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream a video through a model (the default subcommand)
+    Run(Box<run::RunArgs>),
+    /// List the built-in models
+    Models(models::ModelsArgs),
+    /// Print the class names, one per line
+    Labels(labels::LabelsArgs),
+}
+
+/// Parse the process arguments, inserting `run` when the first argument is not a subcommand
+/// (so `coinfer clip.mp4` and `coinfer -k 3 clip.mp4` work). A file named like a subcommand can be
+/// given as `./models` or `coinfer run models`.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(with_default_subcommand(args))
+}
+
+fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else { return args };
+    let cmd = Cli::command();
+    let is_subcommand = first == "help"
+        || cmd.get_subcommands().any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first));
+    let is_top_flag = matches!(first.as_str(), "-h" | "--help" | "-V" | "--version");
+    if !is_subcommand && !is_top_flag {
+        args.insert(1, OsString::from("run"));
+    }
+    args
+}
+
+/// Run a parsed command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::execute(&args),
+        Command::Models(args) => models::execute(&args),
+        Command::Labels(args) => labels::execute(&args),
+    }
+}
+
+/// True when the error is a closed output (`coinfer … | head`), which ends the program quietly.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Vec<String> {
+        let v = with_default_subcommand(args.iter().map(OsString::from).collect());
+        v.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn run_is_the_default_subcommand() {
+        assert_eq!(parsed(&["coinfer", "clip.mp4"]), ["coinfer", "run", "clip.mp4"]);
+        assert_eq!(parsed(&["coinfer", "-k", "3", "-"]), ["coinfer", "run", "-k", "3", "-"]);
+        assert_eq!(parsed(&["coinfer", "models"]), ["coinfer", "models"]);
+        assert_eq!(parsed(&["coinfer", "run", "x"]), ["coinfer", "run", "x"]);
+        assert_eq!(parsed(&["coinfer", "--help"]), ["coinfer", "--help"]);
+        assert_eq!(parsed(&["coinfer"]), ["coinfer"]);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,385 @@
+//! `coinfer run INPUT`: stream a video through a model and write JSON Lines.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use clap::{Args, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ErrorKind, classified};
+use crate::labels::Labels;
+use crate::models::{self, Fill, ModelOptions};
+use crate::pipeline;
+use crate::sink::{InputSize, JsonLines, Meta, Progress, Sink, SourceMeta};
+use crate::smooth::SmoothMode;
+use crate::source::{self, OpenOptions, RawVideo, SourceInfo};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  coinfer run samples/sports2d-demo.mp4
+  coinfer run -k 3 --threshold 0.05 clip.mkv
+  coinfer run --smooth mean:8 --hold 4 --no-transient clip.mp4
+  ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | coinfer run -
+  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt bgr24 - | coinfer run --raw 640x360 --pix-fmt bgr24 --fps 30 -
+  coinfer run --format v4l2 /dev/video0
+
+Defaults are chosen so a live user sees a label within about a second: --fill replicate warms
+the network up with copies of the first frame, so the first output comes with the first frame
+instead of after the model's delay (2.5 s for I3D). Streams (stdin, devices, URLs) report these
+early outputs, marked \"ready\":false until the receptive field is full; files report only ready
+outputs unless --emit-transient. No extra smoothing by default: the network's head already averages
+over its temporal window, and more smoothing only adds lag.";
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = RUN_EXAMPLES)]
+pub struct RunArgs {
+    /// Video file, device (/dev/video0), URL (rtsp://…), or `-` for stdin (y4m, mpegts, fragmented mp4, or --raw)
+    pub input: String,
+
+    /// Model to run (see `coinfer models`)
+    #[arg(short, long, default_value = models::DEFAULT_MODEL)]
+    pub model: String,
+
+    /// Checkpoint to load instead of the model's default
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+
+    /// Class names: text (one per line), JSON {name: id} or CSV id,name [default: embedded Kinetics-400]
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+
+    /// Classes listed per output
+    #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: u64,
+
+    /// List only classes whose (smoothed) score is at least P
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub threshold: f32,
+
+    /// Smoothing of the scores over outputs: none, ema:ALPHA (0<ALPHA<=1) or mean:N
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub smooth: SmoothMode,
+
+    /// A new label must lead for K outputs before the reported label switches (0: at once)
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub hold: usize,
+
+    /// How each layer's temporal state starts: zeros (the clip network's padding) or replicate (as if the first frame had always been there)
+    #[arg(long, value_enum, default_value_t = FillArg::Replicate)]
+    pub fill: FillArg,
+
+    /// Also report outputs emitted before the receptive field is full ("ready":false) [default for streams]
+    #[arg(long, conflicts_with = "no_transient")]
+    pub emit_transient: bool,
+
+    /// Report only outputs whose receptive field is full [default for files]
+    #[arg(long)]
+    pub no_transient: bool,
+
+    /// Temporal window of the head's pooling, in its positions [default: the model's]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pool: Option<u64>,
+
+    /// Read raw frames of this size from the input (e.g. `--raw 640x360 --fps 30 -`)
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub raw: Option<(u32, u32)>,
+
+    /// Pixel format of raw frames (rgb24, bgr24, gray, yuv420p, … as FFmpeg names them)
+    #[arg(long, value_name = "FMT", default_value = "rgb24", requires = "raw")]
+    pub pix_fmt: String,
+
+    /// Frame rate of the input when it carries none (required with --raw)
+    #[arg(long, value_name = "FPS", value_parser = parse_fps)]
+    pub fps: Option<f64>,
+
+    /// Force the input format (FFmpeg's name: v4l2, mpegts, yuv4mpegpipe, …)
+    #[arg(long, value_name = "FMT")]
+    pub format: Option<String>,
+
+    /// No progress display and no notes on stderr (errors are still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// No progress display on stderr
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Describe the model and the input on stderr
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS) [default: physical cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FillArg {
+    Zeros,
+    Replicate,
+}
+
+impl FillArg {
+    fn fill(self) -> Fill {
+        match self {
+            FillArg::Zeros => Fill::Zeros,
+            FillArg::Replicate => Fill::Replicate,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            FillArg::Zeros => "zeros",
+            FillArg::Replicate => "replicate",
+        }
+    }
+}
+
+fn parse_probability(s: &str) -> Result<f32, String> {
+    let p: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not between 0 and 1")) }
+}
+
+fn parse_fps(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if f.is_finite() && f > 0.0 && f <= 10_000.0 { Ok(f) } else { Err(format!("{f} is not a frame rate (0 < FPS <= 10000)")) }
+}
+
+/// `WxH` with both sides in 1..=16384 (a bound that keeps a frame's buffer sane).
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}' is not WxH, e.g. 640x360"))?;
+    let side = |v: &str| -> Result<u32, String> {
+        let n: u32 = v.trim().parse().map_err(|_| format!("'{s}' is not WxH, e.g. 640x360"))?;
+        if (1..=16384).contains(&n) { Ok(n) } else { Err(format!("{n} is not a frame side (1..=16384)")) }
+    };
+    Ok((side(w)?, side(h)?))
+}
+
+impl RunArgs {
+    /// Whether to report transient outputs: as asked, else for live streams only.
+    pub fn emit_transient(&self, is_stream: bool) -> bool {
+        if self.emit_transient {
+            true
+        } else if self.no_transient {
+            false
+        } else {
+            is_stream
+        }
+    }
+
+    /// Apply `--threads` to the process environment. Call before any thread is started and before
+    /// the first tensor operation (candle reads these once).
+    pub fn apply_threads(&self) {
+        if let Some(n) = self.threads {
+            // SAFETY: called from main before any other thread exists, so nothing reads the
+            // environment concurrently.
+            unsafe {
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+            }
+        }
+    }
+}
+
+/// A file that is not there is a "no such input" (66) before any model is loaded; devices, URLs,
+/// stdin and forced formats (lavfi, v4l2 names) are left to the decoder.
+fn check_input(input: &str, forced_format: bool) -> anyhow::Result<()> {
+    if input == "-" || forced_format || input.contains("://") {
+        return Ok(());
+    }
+    if !Path::new(input).exists() {
+        return Err(classified(ErrorKind::NoInput, format!("no such file: {input}")));
+    }
+    Ok(())
+}
+
+pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
+    let stop = interrupt_flag()?;
+    let labels = match &args.labels {
+        Some(path) => Labels::from_file(path)?,
+        None => Labels::kinetics400(),
+    };
+    if args.raw.is_some() && args.fps.is_none() {
+        return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
+    }
+    check_input(&args.input, args.format.is_some())?;
+
+    let model_opts = ModelOptions {
+        weights: args.weights.clone(),
+        fill: args.fill.fill(),
+        pool: args.pool.map(|p| p as usize),
+    };
+    let desc = models::describe(&args.model, &model_opts)?;
+    if labels.len() != desc.spec.num_classes {
+        return Err(classified(
+            ErrorKind::Usage,
+            format!(
+                "the labels ({}) have {} names but model {} has {} classes",
+                labels.source,
+                labels.len(),
+                args.model,
+                desc.spec.num_classes
+            ),
+        ));
+    }
+
+    let open_opts = OpenOptions {
+        raw: args.raw.map(|(width, height)| RawVideo { width, height, pix_fmt: args.pix_fmt.clone() }),
+        fps: args.fps,
+        format: args.format.clone(),
+    };
+    let src = source::open(&args.input, &open_opts)?;
+    let mut model = models::build(&args.model, &model_opts)?;
+    let weights_sha256 = sha256_file(&desc.weights)?;
+    let info = src.info();
+    let emit_transient = args.emit_transient(info.is_stream);
+    let shape = model.shape();
+    let spec = model.spec().clone();
+    // Replicate fill: feed the first frame `delay` times first, so the network behaves as if that
+    // frame had always been there and its first output comes with the first real frame.
+    let warmup = if args.fill == FillArg::Replicate { shape.delay } else { 0 };
+
+    let meta = Meta {
+        kind: Meta::KIND,
+        model: spec.name.clone(),
+        weights: desc.weights.display().to_string(),
+        weights_sha256,
+        labels: labels.source.clone(),
+        num_classes: spec.num_classes,
+        model_fps: spec.fps,
+        input: InputSize { resize_short: spec.resize_short, crop: spec.crop },
+        delay: shape.delay,
+        receptive_field: shape.receptive_field,
+        stride: shape.stride,
+        fill: args.fill.as_str(),
+        warmup_steps: warmup,
+        pool: model_opts.pool,
+        smooth: args.smooth.to_string(),
+        hold: args.hold,
+        top_k: args.top_k as usize,
+        threshold: args.threshold,
+        emit_transient,
+        version: env!("CARGO_PKG_VERSION"),
+        source: source_meta(&args.input, info),
+    };
+    if args.verbose > 0 && !args.quiet {
+        eprintln!(
+            "coinfer: {} at {} fps, {}x{} crop, first output at step {}, ready after {} steps; \
+             input {}x{} {} in {} at {} fps",
+            spec.name,
+            spec.fps,
+            spec.crop,
+            spec.crop,
+            shape.delay,
+            shape.receptive_field,
+            info.width,
+            info.height,
+            info.codec,
+            info.container,
+            info.fps.map_or("unknown".to_string(), |f| format!("{f:.3}")),
+        );
+    }
+
+    let mut jsonl = JsonLines::new(std::io::stdout().lock());
+    jsonl.meta(&meta)?;
+    let mut progress = Progress::new(!args.quiet && !args.no_progress, if info.is_stream { None } else { info.frames });
+    let opts = pipeline::Options {
+        top_k: args.top_k as usize,
+        threshold: args.threshold,
+        smooth: args.smooth,
+        hold: args.hold,
+        emit_transient,
+        warmup,
+    };
+    let (packets, decoder) = pipeline::spawn_decoder(src, &spec, stop.clone())?;
+    let summary = {
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut jsonl];
+        if let Some(p) = progress.as_mut() {
+            sinks.push(p);
+        }
+        pipeline::run(packets, model.as_mut(), &labels, &opts, &mut sinks, &stop)?
+    };
+    if summary.status == "interrupted" {
+        // The decoder may be blocked on a live input; the process exits without waiting for it.
+        return Err(classified(ErrorKind::Interrupted, "interrupted"));
+    }
+    let _ = decoder.join();
+    Ok(())
+}
+
+fn source_meta(input: &str, info: &SourceInfo) -> SourceMeta {
+    SourceMeta {
+        input: input.to_string(),
+        width: info.width,
+        height: info.height,
+        fps: info.fps,
+        frames: info.frames,
+        duration: info.duration,
+        codec: info.codec.clone(),
+        container: info.container.clone(),
+        is_stream: info.is_stream,
+    }
+}
+
+/// SHA-256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| classified(ErrorKind::NoInput, format!("cannot open weights {}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The flag raised by the first Ctrl-C (the run stops reading, writes its summary and exits 130);
+/// a second Ctrl-C exits at once.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    if let Some(flag) = FLAG.get() {
+        return Ok(flag.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(ErrorKind::Interrupted.exit_code());
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
+    let _ = FLAG.set(flag.clone());
+    Ok(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("640x360"), Ok((640, 360)));
+        assert_eq!(parse_size("2X3"), Ok((2, 3)));
+        for bad in ["640", "0x10", "10x0", "x", "640x-1", "99999x10", "axb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sha256_of_a_known_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        // FIPS 180-2 test vector for "abc".
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

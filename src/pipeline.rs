@@ -1,0 +1,337 @@
+//! The streaming loop: decoded frames → continual model → smoother → sinks.
+//!
+//! Decoding, resampling and preprocessing run on their own thread ([`spawn_decoder`]) and feed the
+//! model thread through a small bounded channel, so decoding overlaps with the network. The model loop
+//! ([`run`]) only sees an iterator of [`Packet`]s, which keeps it testable without a decoder.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::Tensor;
+
+use crate::labels::Labels;
+use crate::models::{ModelSpec, StreamModel};
+use crate::sink::{SegmentRecord, Sink, StepRecord, Summary, TopEntry};
+use crate::smooth::{Hysteresis, Segments, SmoothMode, Smoother};
+
+/// One decoded source frame and what it feeds to the model.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// Source frame index.
+    pub frame: u64,
+    /// Presentation time, seconds.
+    pub pts: f64,
+    /// Model steps this frame feeds on the model's timeline: 0 (dropped), 1, or more (repeated when
+    /// the source is slower than the model).
+    pub steps: usize,
+    /// The preprocessed frame `(3, crop, crop)`; `None` when `steps` is 0.
+    pub input: Option<Tensor>,
+}
+
+/// What the user chose for reporting.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub top_k: usize,
+    /// Only classes with a smoothed score >= threshold are listed in `top`.
+    pub threshold: f32,
+    pub smooth: SmoothMode,
+    pub hold: usize,
+    /// Also report outputs emitted before the receptive field is full (`ready: false`).
+    pub emit_transient: bool,
+    /// Copies of the first frame fed before it (outputs discarded), so the first real frame already
+    /// yields an output: with the `replicate` fill and `warmup = delay` the network starts as if the
+    /// first frame had always been there. 0 = no warm-up.
+    pub warmup: usize,
+}
+
+/// Run the model over the packets, writing one `step` record per reported output and a `summary`
+/// at the end (also after an interruption or a decode/model error, then with its status).
+///
+/// Returns the summary; when `stop` was raised the summary's status is `interrupted`. An error from a
+/// sink (e.g. a closed stdout) ends the run at once without a summary.
+pub fn run(
+    packets: impl Iterator<Item = anyhow::Result<Packet>>,
+    model: &mut dyn StreamModel,
+    labels: &Labels,
+    opts: &Options,
+    sinks: &mut [&mut dyn Sink],
+    stop: &AtomicBool,
+) -> anyhow::Result<Summary> {
+    let classes = model.spec().num_classes;
+    anyhow::ensure!(
+        labels.len() == classes,
+        crate::error::classified(
+            crate::error::ErrorKind::Usage,
+            format!("the labels ({}, {} names) do not match the model's {classes} classes", labels.source, labels.len()),
+        )
+    );
+    let shape = model.shape();
+    let start = Instant::now();
+    let mut smoother = Smoother::new(opts.smooth, classes);
+    let mut hysteresis = Hysteresis::new(opts.hold);
+    let mut segments = Segments::new();
+    let mut probs = vec![0f32; classes];
+    let mut order: Vec<usize> = (0..classes).collect();
+    let mut top: Vec<TopEntry<'_>> = Vec::with_capacity(opts.top_k);
+    let mut latencies: Vec<f32> = Vec::new();
+    let (mut frames, mut steps, mut outputs, mut records) = (0u64, 0u64, 0u64, 0u64);
+
+    let mut failure: Option<anyhow::Error> = None;
+    let mut warmed = opts.warmup == 0;
+    'packets: for packet in packets {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let packet = match packet {
+            Ok(p) => p,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        frames += 1;
+        for sink in sinks.iter_mut() {
+            sink.frame(packet.frame, packet.pts);
+        }
+        let Some(input) = packet.input.as_ref() else { continue };
+        if !warmed {
+            warmed = true;
+            for i in 0..opts.warmup {
+                if let Err(e) = model.step(input) {
+                    failure = Some(e.context(format!("model warm-up step {i} failed")));
+                    break 'packets;
+                }
+            }
+        }
+        for _ in 0..packet.steps {
+            let step = steps;
+            let t0 = Instant::now();
+            let out = match model.step(input).with_context(|| format!("model step {step} failed")) {
+                Ok(out) => out,
+                Err(e) => {
+                    failure = Some(e);
+                    break 'packets;
+                }
+            };
+            let latency = t0.elapsed().as_secs_f64() * 1e3;
+            latencies.push(latency as f32);
+            steps += 1;
+            let Some(out) = out else { continue };
+            outputs += 1;
+            let ready = step + 1 >= shape.receptive_field as u64;
+            if !ready && !opts.emit_transient {
+                continue;
+            }
+            if let Err(e) = copy_probs(&out, &mut probs) {
+                failure = Some(e.context(format!("model output at step {step}")));
+                break 'packets;
+            }
+            let smoothed = smoother.push(&probs);
+            rank(smoothed, &mut order);
+            top.clear();
+            top.extend(
+                order
+                    .iter()
+                    .take(opts.top_k)
+                    .filter(|&&id| smoothed[id] >= opts.threshold)
+                    .map(|&id| TopEntry { id, label: labels.name(id), score: smoothed[id] }),
+            );
+            let current = hysteresis.update(order[0]);
+            segments.push(current, packet.pts, smoothed[current]);
+            let rec = StepRecord {
+                kind: StepRecord::KIND,
+                frame: packet.frame,
+                pts: packet.pts,
+                step,
+                ready,
+                top: &top,
+                current: TopEntry { id: current, label: labels.name(current), score: smoothed[current] },
+                latency_ms: (latency * 1e3).round() / 1e3,
+            };
+            for sink in sinks.iter_mut() {
+                sink.step(&rec).context("writing a step record")?;
+            }
+            records += 1;
+        }
+    }
+
+    let wall_s = start.elapsed().as_secs_f64();
+    let status = if failure.is_some() {
+        "error"
+    } else if stop.load(Ordering::Relaxed) {
+        "interrupted"
+    } else {
+        "ok"
+    };
+    latencies.sort_by(f32::total_cmp);
+    let summary = Summary {
+        kind: Summary::KIND,
+        status,
+        frames,
+        steps,
+        outputs,
+        records,
+        wall_s,
+        steps_per_s: if wall_s > 0.0 { steps as f64 / wall_s } else { 0.0 },
+        p50_ms: percentile(&latencies, 0.50),
+        p95_ms: percentile(&latencies, 0.95),
+        segments: segments
+            .snapshot()
+            .into_iter()
+            .map(|s| SegmentRecord {
+                start: s.start,
+                end: s.end,
+                id: s.id,
+                label: labels.name(s.id).to_string(),
+                outputs: s.outputs,
+                mean_score: s.mean_score,
+            })
+            .collect(),
+    };
+    for sink in sinks.iter_mut() {
+        sink.summary(&summary).context("writing the summary record")?;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// Order class ids by descending score (ties: lower id first), reusing `order`.
+fn rank(scores: &[f32], order: &mut [usize]) {
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i;
+    }
+    order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+}
+
+/// Nearest-rank percentile of sorted values, rounded to microseconds.
+fn percentile(sorted: &[f32], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some((sorted[rank - 1] as f64 * 1e3).round() / 1e3)
+}
+
+/// Copy a `(classes,)` output into `buf` without allocating when it sits in CPU memory.
+fn copy_probs(t: &Tensor, buf: &mut [f32]) -> anyhow::Result<()> {
+    let t = t.flatten_all()?;
+    anyhow::ensure!(t.elem_count() == buf.len(), "expected {} class scores, got {}", buf.len(), t.elem_count());
+    let t = t.to_dtype(candle_core::DType::F32)?;
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            buf.copy_from_slice(&cpu.as_slice::<f32>()?[a..b]);
+            return Ok(());
+        }
+    }
+    buf.copy_from_slice(&t.to_vec1::<f32>()?);
+    Ok(())
+}
+
+/// Packets from the decoder thread; ends when the decoder ends or when `stop` is raised, checking
+/// `stop` even while the source blocks (a live pipe that sends nothing).
+pub struct Packets {
+    rx: Receiver<anyhow::Result<Packet>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Iterator for Packets {
+    type Item = anyhow::Result<Packet>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(item) => return Some(item),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+/// Frames in flight between the decoder and the model: enough to hide decode jitter, small enough to
+/// keep latency and memory low.
+pub const CHANNEL_FRAMES: usize = 4;
+
+/// Start decoding, resampling onto the model's timeline and preprocessing on a thread of its own.
+/// The thread ends at the end of the input, on the first error (sent as the last item), or when the
+/// receiver is dropped.
+pub fn spawn_decoder(
+    mut source: Box<dyn crate::source::FrameSource>,
+    spec: &ModelSpec,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Packets, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(CHANNEL_FRAMES);
+    let spec = spec.clone();
+    let handle = std::thread::Builder::new()
+        .name("decode".into())
+        .spawn(move || {
+            if let Err(e) = decode_loop(source.as_mut(), &spec, &tx) {
+                let _ = tx.send(Err(e));
+            }
+        })
+        .context("cannot start the decoder thread")?;
+    Ok((Packets { rx, stop }, handle))
+}
+
+fn decode_loop(
+    source: &mut dyn crate::source::FrameSource,
+    spec: &ModelSpec,
+    tx: &SyncSender<anyhow::Result<Packet>>,
+) -> anyhow::Result<()> {
+    use crate::preprocess::{Preprocessor, Resampler};
+    use crate::source::Frame;
+
+    let mut resampler = Resampler::new(spec.fps);
+    let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
+    // Built on the first frame and again if the frame size changes mid-stream.
+    let mut pre: Option<(u32, u32, Preprocessor)> = None;
+    while source.next_frame(&mut frame)? {
+        let steps = resampler.feed(frame.pts);
+        let input = if steps > 0 {
+            let stale = !matches!(&pre, Some((w, h, _)) if *w == frame.width && *h == frame.height);
+            if stale {
+                pre = Some((frame.width, frame.height, Preprocessor::new(spec, frame.width, frame.height)?));
+            }
+            let (_, _, p) = pre.as_mut().expect("built above");
+            Some(p.tensor(&frame)?)
+        } else {
+            None
+        };
+        let packet = Packet { frame: frame.index, pts: frame.pts, steps, input };
+        if tx.send(Ok(packet)).is_err() {
+            break; // the model side has finished (sink closed, interrupted)
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f32> = (1..=20).map(|x| x as f32).collect();
+        assert_eq!(percentile(&v, 0.5), Some(10.0));
+        assert_eq!(percentile(&v, 0.95), Some(19.0));
+        assert_eq!(percentile(&[3.0], 0.95), Some(3.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn ranks_by_score_then_id() {
+        let mut order = vec![0; 4];
+        rank(&[0.1, 0.4, 0.1, 0.4], &mut order);
+        assert_eq!(order, vec![1, 3, 0, 2]);
+    }
+}

@@ -1,0 +1,246 @@
+//! Smoothing between the network and the sinks: temporal averaging of the class probabilities,
+//! hysteresis on the reported label, and the segments of the resulting label track.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{ErrorKind, classified};
+
+/// How successive outputs are averaged (`--smooth`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SmoothMode {
+    /// Report each output as the network gives it.
+    None,
+    /// Exponential moving average: `s = alpha * p + (1 - alpha) * s`, started at the first output.
+    Ema(f32),
+    /// Mean of the last N outputs (fewer at the start).
+    Mean(usize),
+}
+
+impl FromStr for SmoothMode {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let bad = |why: &str| {
+            classified(
+                ErrorKind::Usage,
+                format!("bad smoothing '{s}': {why} (expected none, ema:ALPHA with 0<ALPHA<=1, or mean:N with N>=1)"),
+            )
+        };
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        match (kind, arg) {
+            ("none", None) => Ok(SmoothMode::None),
+            ("ema", Some(a)) => {
+                let alpha: f32 = a.parse().map_err(|_| bad("ALPHA is not a number"))?;
+                if !(alpha > 0.0 && alpha <= 1.0) {
+                    return Err(bad("ALPHA out of range"));
+                }
+                Ok(SmoothMode::Ema(alpha))
+            }
+            ("mean", Some(a)) => {
+                let n: usize = a.parse().map_err(|_| bad("N is not a whole number"))?;
+                if n == 0 {
+                    return Err(bad("N must be at least 1"));
+                }
+                Ok(SmoothMode::Mean(n))
+            }
+            _ => Err(bad("unknown form")),
+        }
+    }
+}
+
+impl fmt::Display for SmoothMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SmoothMode::None => f.write_str("none"),
+            SmoothMode::Ema(a) => write!(f, "ema:{a}"),
+            SmoothMode::Mean(n) => write!(f, "mean:{n}"),
+        }
+    }
+}
+
+/// Averages probability vectors of a fixed length; all buffers are allocated once.
+#[derive(Debug, Clone)]
+pub struct Smoother {
+    mode: SmoothMode,
+    classes: usize,
+    /// Current smoothed output.
+    out: Vec<f32>,
+    /// Ring of the last N outputs (mean mode only), `N * classes` values.
+    ring: Vec<f32>,
+    /// Number of outputs seen (saturating use in mean mode).
+    seen: usize,
+}
+
+impl Smoother {
+    pub fn new(mode: SmoothMode, classes: usize) -> Self {
+        let ring = match mode {
+            SmoothMode::Mean(n) => vec![0.0; n * classes],
+            _ => Vec::new(),
+        };
+        Smoother { mode, classes, out: vec![0.0; classes], ring, seen: 0 }
+    }
+
+    pub fn mode(&self) -> SmoothMode {
+        self.mode
+    }
+
+    /// Feed one output of the network; returns the smoothed probabilities.
+    pub fn push(&mut self, probs: &[f32]) -> &[f32] {
+        assert_eq!(probs.len(), self.classes, "probability vector of the wrong length");
+        match self.mode {
+            SmoothMode::None => self.out.copy_from_slice(probs),
+            SmoothMode::Ema(alpha) => {
+                if self.seen == 0 {
+                    self.out.copy_from_slice(probs);
+                } else {
+                    for (s, &p) in self.out.iter_mut().zip(probs) {
+                        *s = alpha * p + (1.0 - alpha) * *s;
+                    }
+                }
+            }
+            SmoothMode::Mean(n) => {
+                let slot = self.seen % n;
+                self.ring[slot * self.classes..(slot + 1) * self.classes].copy_from_slice(probs);
+                let filled = (self.seen + 1).min(n);
+                // Summing the ring afresh (not a running sum) keeps the result exact over long streams.
+                self.out.fill(0.0);
+                for row in self.ring.chunks_exact(self.classes).take(filled) {
+                    for (s, &p) in self.out.iter_mut().zip(row) {
+                        *s += p;
+                    }
+                }
+                let inv = 1.0 / filled as f32;
+                self.out.iter_mut().for_each(|s| *s *= inv);
+            }
+        }
+        self.seen += 1;
+        &self.out
+    }
+
+    pub fn reset(&mut self) {
+        self.seen = 0;
+        self.out.fill(0.0);
+    }
+}
+
+/// Hysteresis on the top-1 label (`--hold K`): a new label must lead for K consecutive outputs
+/// before the reported label switches to it. K of 0 or 1 switches at once.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    hold: usize,
+    current: Option<usize>,
+    challenger: Option<usize>,
+    lead: usize,
+}
+
+impl Hysteresis {
+    pub fn new(hold: usize) -> Self {
+        Hysteresis { hold: hold.max(1), current: None, challenger: None, lead: 0 }
+    }
+
+    /// Feed the id that leads this output; returns the reported id.
+    pub fn update(&mut self, leader: usize) -> usize {
+        match self.current {
+            None => self.current = Some(leader),
+            Some(cur) if cur == leader => {
+                self.challenger = None;
+                self.lead = 0;
+            }
+            Some(_) => {
+                if self.challenger == Some(leader) {
+                    self.lead += 1;
+                } else {
+                    self.challenger = Some(leader);
+                    self.lead = 1;
+                }
+                if self.lead >= self.hold {
+                    self.current = Some(leader);
+                    self.challenger = None;
+                    self.lead = 0;
+                }
+            }
+        }
+        self.current.expect("set above")
+    }
+
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+}
+
+/// A run of consecutive outputs with the same reported label.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    /// Presentation time (s) of the first output with this label.
+    pub start: f64,
+    /// Presentation time (s) of the last output with this label.
+    pub end: f64,
+    pub id: usize,
+    /// Number of outputs in the segment.
+    pub outputs: usize,
+    /// Mean smoothed score of the label over the segment.
+    pub mean_score: f64,
+}
+
+/// Collects segments from the reported label track.
+#[derive(Debug, Clone, Default)]
+pub struct Segments {
+    done: Vec<Segment>,
+    open: Option<Segment>,
+}
+
+impl Segments {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add one output: reported id, its presentation time, and its smoothed score.
+    pub fn push(&mut self, id: usize, pts: f64, score: f32) {
+        if let Some(seg) = &mut self.open {
+            if seg.id == id {
+                seg.end = pts;
+                // mean_score holds the running sum until `finish`.
+                seg.mean_score += score as f64;
+                seg.outputs += 1;
+                return;
+            }
+            let seg = self.open.take().expect("checked");
+            self.done.push(close(seg));
+        }
+        self.open = Some(Segment { start: pts, end: pts, id, outputs: 1, mean_score: score as f64 });
+    }
+
+    /// The segments so far, the open one included.
+    pub fn snapshot(&self) -> Vec<Segment> {
+        let mut v = self.done.clone();
+        if let Some(seg) = &self.open {
+            v.push(close(seg.clone()));
+        }
+        v
+    }
+}
+
+fn close(mut seg: Segment) -> Segment {
+    seg.mean_score /= seg.outputs as f64;
+    seg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("none".parse::<SmoothMode>().unwrap(), SmoothMode::None);
+        assert_eq!("ema:0.25".parse::<SmoothMode>().unwrap(), SmoothMode::Ema(0.25));
+        assert_eq!("mean:4".parse::<SmoothMode>().unwrap(), SmoothMode::Mean(4));
+        for bad in ["", "ema", "ema:0", "ema:1.5", "ema:x", "mean:0", "mean:-1", "median:3", "none:1"] {
+            let e = bad.parse::<SmoothMode>().unwrap_err();
+            assert_eq!(crate::error::kind_of(&e), ErrorKind::Usage, "{bad}");
+        }
+    }
+}

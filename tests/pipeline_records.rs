@@ -1,0 +1,572 @@
+//! The model loop and its records, driven by a small deterministic continual model defined here:
+//! it keeps the per-channel means of its last `rf` input frames (zeros before the stream starts,
+//! like zero padding) and emits softmax(mean of those means) from step `delay` on, every `stride`
+//! steps. Frames are constant per channel, so every expected score below is computed by hand from
+//! the window contents, independently of the pipeline's code.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{Device, Tensor};
+use coinfer::labels::Labels;
+use coinfer::models::{ModelSpec, Normalize, StreamModel, StreamShape};
+use coinfer::pipeline::{self, Options, Packet};
+use coinfer::sink::{InputSize, JsonLines, Meta, Sink, SourceMeta, StepRecord, Summary};
+use coinfer::smooth::SmoothMode;
+use serde_json::Value;
+
+const CLASSES: usize = 3;
+
+struct WindowModel {
+    spec: ModelSpec,
+    shape: StreamShape,
+    window: Vec<[f32; CLASSES]>,
+    steps: usize,
+}
+
+impl WindowModel {
+    fn new(delay: usize, rf: usize, stride: usize) -> Self {
+        let spec = ModelSpec {
+            name: "window".into(),
+            fps: 10.0,
+            resize_short: 2,
+            crop: 2,
+            normalize: Normalize::SignedUnit,
+            num_classes: CLASSES,
+        };
+        WindowModel {
+            spec,
+            shape: StreamShape { delay, receptive_field: rf, stride },
+            window: vec![[0.0; CLASSES]; rf],
+            steps: 0,
+        }
+    }
+}
+
+impl StreamModel for WindowModel {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    fn shape(&self) -> StreamShape {
+        self.shape
+    }
+    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        let means = frame.flatten_from(1)?.mean(1)?.to_vec1::<f32>()?;
+        let slot = self.steps % self.shape.receptive_field;
+        self.window[slot].copy_from_slice(&means);
+        let s = self.steps;
+        self.steps += 1;
+        if s < self.shape.delay || !(s - self.shape.delay).is_multiple_of(self.shape.stride) {
+            return Ok(None);
+        }
+        let n = self.window.len() as f32;
+        let m: Vec<f32> = (0..CLASSES).map(|c| self.window.iter().map(|w| w[c]).sum::<f32>() / n).collect();
+        let t = Tensor::new(m.as_slice(), &Device::Cpu)?;
+        Ok(Some(candle_nn::ops::softmax(&t, 0)?))
+    }
+    fn reset(&mut self) {
+        self.window.iter_mut().for_each(|w| *w = [0.0; CLASSES]);
+        self.steps = 0;
+    }
+}
+
+/// A 3x2x2 frame whose channel `c` is 1 and the others 0.
+fn frame_of(c: usize) -> Tensor {
+    let mut v = vec![0f32; 12];
+    v[c * 4..c * 4 + 4].fill(1.0);
+    Tensor::from_vec(v, (3, 2, 2), &Device::Cpu).unwrap()
+}
+
+/// Frames 0..10 show class 0, frames 10..20 class 1, one model step each, pts = index / 10.
+fn two_scenes() -> Vec<anyhow::Result<Packet>> {
+    (0..20u64)
+        .map(|i| Ok(Packet { frame: i, pts: i as f64 / 10.0, steps: 1, input: Some(frame_of(if i < 10 { 0 } else { 1 })) }))
+        .collect()
+}
+
+fn labels() -> Labels {
+    Labels::from_names("test", vec!["zero".into(), "one".into(), "two".into()])
+}
+
+fn opts() -> Options {
+    Options { top_k: 5, threshold: 0.0, smooth: SmoothMode::None, hold: 0, emit_transient: false, warmup: 0 }
+}
+
+/// softmax of three values, the reference for the model's scores.
+fn softmax3(m: [f64; 3]) -> [f64; 3] {
+    let e: Vec<f64> = m.iter().map(|x| x.exp()).collect();
+    let s: f64 = e.iter().sum();
+    [e[0] / s, e[1] / s, e[2] / s]
+}
+
+/// Run and return the JSON values written, one per line.
+fn run_jsonl(
+    packets: Vec<anyhow::Result<Packet>>,
+    model: &mut WindowModel,
+    opts: &Options,
+    stop: &AtomicBool,
+) -> (anyhow::Result<Summary>, Vec<Value>) {
+    let mut sink = JsonLines::new(Vec::new());
+    let res = pipeline::run(packets.into_iter(), model, &labels(), opts, &mut [&mut sink], stop);
+    let bytes = sink.into_inner();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "every record ends with a newline");
+    let values = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect();
+    (res, values)
+}
+
+// ---- the documented schema (README "Output records"), checked key by key ----
+
+#[derive(Clone, Copy)]
+enum Ty {
+    Str,
+    UInt,
+    Num,
+    Bool,
+    OptUInt,
+    OptNum,
+}
+
+fn check_type(v: &Value, ty: Ty, what: &str) {
+    let ok = match ty {
+        Ty::Str => v.is_string(),
+        Ty::UInt => v.is_u64(),
+        Ty::Num => v.is_number(),
+        Ty::Bool => v.is_boolean(),
+        Ty::OptUInt => v.is_null() || v.is_u64(),
+        Ty::OptNum => v.is_null() || v.is_number(),
+    };
+    assert!(ok, "{what} has the wrong type: {v}");
+}
+
+fn check_object(v: &Value, fields: &[(&str, Ty)], nested: &[&str], what: &str) {
+    let obj = v.as_object().unwrap_or_else(|| panic!("{what} is not an object: {v}"));
+    let mut want: Vec<&str> = fields.iter().map(|f| f.0).chain(nested.iter().copied()).collect();
+    let mut got: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "keys of {what}");
+    for (name, ty) in fields {
+        check_type(&obj[*name], *ty, &format!("{what}.{name}"));
+    }
+}
+
+const TOP: &[(&str, Ty)] = &[("id", Ty::UInt), ("label", Ty::Str), ("score", Ty::Num)];
+
+fn check_record(v: &Value) {
+    match v["type"].as_str().expect("every record has a string type") {
+        "meta" => {
+            check_object(
+                v,
+                &[
+                    ("type", Ty::Str),
+                    ("model", Ty::Str),
+                    ("weights", Ty::Str),
+                    ("weights_sha256", Ty::Str),
+                    ("labels", Ty::Str),
+                    ("num_classes", Ty::UInt),
+                    ("model_fps", Ty::Num),
+                    ("delay", Ty::UInt),
+                    ("receptive_field", Ty::UInt),
+                    ("stride", Ty::UInt),
+                    ("fill", Ty::Str),
+                    ("warmup_steps", Ty::UInt),
+                    ("pool", Ty::OptUInt),
+                    ("smooth", Ty::Str),
+                    ("hold", Ty::UInt),
+                    ("top_k", Ty::UInt),
+                    ("threshold", Ty::Num),
+                    ("emit_transient", Ty::Bool),
+                    ("version", Ty::Str),
+                ],
+                &["input", "source"],
+                "meta",
+            );
+            check_object(&v["input"], &[("resize_short", Ty::UInt), ("crop", Ty::UInt)], &[], "meta.input");
+            check_object(
+                &v["source"],
+                &[
+                    ("input", Ty::Str),
+                    ("width", Ty::UInt),
+                    ("height", Ty::UInt),
+                    ("fps", Ty::OptNum),
+                    ("frames", Ty::OptUInt),
+                    ("duration", Ty::OptNum),
+                    ("codec", Ty::Str),
+                    ("container", Ty::Str),
+                    ("is_stream", Ty::Bool),
+                ],
+                &[],
+                "meta.source",
+            );
+            let sha = v["weights_sha256"].as_str().unwrap();
+            assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "sha256 hex: {sha}");
+            assert!(matches!(v["fill"].as_str(), Some("zeros" | "replicate")));
+        }
+        "step" => {
+            check_object(
+                v,
+                &[
+                    ("type", Ty::Str),
+                    ("frame", Ty::UInt),
+                    ("pts", Ty::Num),
+                    ("step", Ty::UInt),
+                    ("ready", Ty::Bool),
+                    ("latency_ms", Ty::Num),
+                ],
+                &["top", "current"],
+                "step",
+            );
+            for t in v["top"].as_array().expect("top is an array") {
+                check_object(t, TOP, &[], "step.top[]");
+            }
+            check_object(&v["current"], TOP, &[], "step.current");
+        }
+        "summary" => {
+            check_object(
+                v,
+                &[
+                    ("type", Ty::Str),
+                    ("status", Ty::Str),
+                    ("frames", Ty::UInt),
+                    ("steps", Ty::UInt),
+                    ("outputs", Ty::UInt),
+                    ("records", Ty::UInt),
+                    ("wall_s", Ty::Num),
+                    ("steps_per_s", Ty::Num),
+                    ("p50_ms", Ty::OptNum),
+                    ("p95_ms", Ty::OptNum),
+                ],
+                &["segments"],
+                "summary",
+            );
+            assert!(matches!(v["status"].as_str(), Some("ok" | "interrupted" | "error")));
+            for s in v["segments"].as_array().expect("segments is an array") {
+                check_object(
+                    s,
+                    &[
+                        ("start", Ty::Num),
+                        ("end", Ty::Num),
+                        ("id", Ty::UInt),
+                        ("label", Ty::Str),
+                        ("outputs", Ty::UInt),
+                        ("mean_score", Ty::Num),
+                    ],
+                    &[],
+                    "summary.segments[]",
+                );
+            }
+        }
+        other => panic!("unknown record type {other}"),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-5
+}
+
+#[test]
+fn meta_record_follows_the_schema() {
+    let meta = Meta {
+        kind: Meta::KIND,
+        model: "window".into(),
+        weights: "weights/w.safetensors".into(),
+        weights_sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        labels: "kinetics400".into(),
+        num_classes: 400,
+        model_fps: 25.0,
+        input: InputSize { resize_short: 256, crop: 224 },
+        delay: 3,
+        receptive_field: 99,
+        stride: 1,
+        fill: "replicate",
+        warmup_steps: 3,
+        pool: None,
+        smooth: "ema:0.5".into(),
+        hold: 2,
+        top_k: 5,
+        threshold: 0.0,
+        emit_transient: true,
+        version: env!("CARGO_PKG_VERSION"),
+        source: SourceMeta {
+            input: "-".into(),
+            width: 640,
+            height: 360,
+            fps: Some(30.0),
+            frames: None,
+            duration: None,
+            codec: "rawvideo".into(),
+            container: "yuv4mpegpipe".into(),
+            is_stream: true,
+        },
+    };
+    let mut sink = JsonLines::new(Vec::new());
+    sink.meta(&meta).unwrap();
+    let text = String::from_utf8(sink.into_inner()).unwrap();
+    assert_eq!(text.matches('\n').count(), 1, "one compact line");
+    assert!(text.starts_with("{\"type\":\"meta\""), "type comes first: {text}");
+    check_record(&serde_json::from_str(text.trim_end()).unwrap());
+}
+
+#[test]
+fn records_follow_the_schema_and_the_window_arithmetic() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &opts(), &stop);
+    let summary = res.unwrap();
+    recs.iter().for_each(check_record);
+
+    // Outputs at steps 2..=19; steps 2 is transient (window not yet full: rf 4 needs step 3).
+    let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert_eq!(steps.len(), 17);
+    assert_eq!(recs.last().unwrap()["type"], "summary");
+    for (i, r) in steps.iter().enumerate() {
+        let s = i as u64 + 3;
+        assert_eq!(r["step"], s);
+        assert_eq!(r["frame"], s);
+        assert!(close(r["pts"].as_f64().unwrap(), s as f64 / 10.0));
+        assert_eq!(r["ready"], true);
+        assert_eq!(r["top"].as_array().unwrap().len(), 3, "top-5 of 3 classes lists all 3");
+        // Window = frames s-3..=s; class-0 frames are those < 10.
+        let zeros = (s - 3..=s).filter(|&f| f < 10).count() as f64;
+        let want = softmax3([zeros / 4.0, (4.0 - zeros) / 4.0, 0.0]);
+        // Ties go to the lower id (step 11: two frames of each).
+        let top1 = if zeros >= 2.0 { 0 } else { 1 };
+        assert_eq!(r["top"][0]["id"], top1, "step {s}");
+        assert_eq!(r["top"][0]["label"], ["zero", "one"][top1]);
+        assert!(close(r["top"][0]["score"].as_f64().unwrap(), want[top1]), "step {s}: {}", r["top"][0]);
+        assert_eq!(r["top"][2]["id"], 2);
+        assert!(close(r["top"][2]["score"].as_f64().unwrap(), want[2]));
+        assert_eq!(r["current"]["id"], top1);
+    }
+
+    assert_eq!((summary.frames, summary.steps, summary.outputs, summary.records), (20, 20, 18, 17));
+    assert_eq!(summary.status, "ok");
+    let segs = &summary.segments;
+    assert_eq!(segs.len(), 2);
+    assert_eq!((segs[0].id, segs[0].outputs), (0, 9));
+    assert!(close(segs[0].start, 0.3) && close(segs[0].end, 1.1));
+    assert_eq!((segs[1].id, segs[1].outputs, segs[1].label.as_str()), (1, 8, "one"));
+    assert!(close(segs[1].start, 1.2) && close(segs[1].end, 1.9));
+    // Segment 0: seven full class-0 windows (steps 3..=9), then 3 of 4 and 2 of 4.
+    let full = softmax3([1.0, 0.0, 0.0])[0];
+    let want0 = (7.0 * full + softmax3([0.75, 0.25, 0.0])[0] + softmax3([0.5, 0.5, 0.0])[0]) / 9.0;
+    assert!(close(segs[0].mean_score, want0), "{} vs {want0}", segs[0].mean_score);
+    assert!(summary.p50_ms.is_some() && summary.p95_ms >= summary.p50_ms);
+}
+
+#[test]
+fn transient_outputs_are_marked_not_ready() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { emit_transient: true, ..opts() };
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    assert_eq!(res.unwrap().records, 18);
+    let first = recs.iter().find(|r| r["type"] == "step").unwrap();
+    assert_eq!((first["step"].as_u64(), first["ready"].as_bool()), (Some(2), Some(false)));
+    // Window at step 2: one zero-filled slot and frames 0, 1, 2.
+    let want = softmax3([0.75, 0.0, 0.0])[0];
+    assert!(close(first["top"][0]["score"].as_f64().unwrap(), want));
+}
+
+#[test]
+fn warmup_brings_the_first_output_to_the_first_frame() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { emit_transient: true, warmup: 2, ..opts() };
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    let s = res.unwrap();
+    // 20 real steps, each with an output; the 2 warm-up steps are not counted.
+    assert_eq!((s.frames, s.steps, s.outputs, s.records), (20, 20, 20, 20));
+    assert_eq!(model.steps, 22);
+    let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert_eq!((steps[0]["step"].as_u64(), steps[0]["frame"].as_u64()), (Some(0), Some(0)));
+    // Real step 0: the model has seen frame 0 three times (two warm-up copies), one slot still zero.
+    assert!(close(steps[0]["top"][0]["score"].as_f64().unwrap(), softmax3([0.75, 0.0, 0.0])[0]));
+    // Real step 1: four copies of class 0.
+    assert!(close(steps[1]["top"][0]["score"].as_f64().unwrap(), softmax3([1.0, 0.0, 0.0])[0]));
+    // Readiness counts real frames only: the window of rf 4 holds 4 real frames from step 3 on.
+    let ready: Vec<bool> = steps.iter().map(|r| r["ready"].as_bool().unwrap()).collect();
+    assert_eq!(&ready[..5], &[false, false, false, true, true]);
+    // Past the warm-up the window is the last 4 real frames: at step 12 frames 9..=12, one of class 0.
+    assert_eq!(steps[11]["top"][0]["id"], 0, "step 11: a 2-2 tie goes to the lower id");
+    assert_eq!(steps[12]["top"][0]["id"], 1);
+}
+
+#[test]
+fn stride_dropped_and_repeated_frames() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(1, 2, 2);
+    // Frame 1 is dropped by the resampler; frame 2 feeds two steps; frame 3 one.
+    let packets = vec![
+        Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)) }),
+        Ok(Packet { frame: 1, pts: 0.04, steps: 0, input: None }),
+        Ok(Packet { frame: 2, pts: 0.08, steps: 2, input: Some(frame_of(1)) }),
+        Ok(Packet { frame: 3, pts: 0.12, steps: 1, input: Some(frame_of(0)) }),
+    ];
+    let o = Options { emit_transient: true, top_k: 1, ..opts() };
+    let (res, recs) = run_jsonl(packets, &mut model, &o, &stop);
+    let s = res.unwrap();
+    assert_eq!((s.frames, s.steps, s.outputs), (4, 4, 2));
+    let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    // Outputs at steps 1 and 3 (delay 1, stride 2): step 1 is frame 2's first step, step 3 is frame 3.
+    assert_eq!((steps[0]["step"].as_u64(), steps[0]["frame"].as_u64()), (Some(1), Some(2)));
+    assert_eq!((steps[1]["step"].as_u64(), steps[1]["frame"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(steps[0]["ready"], true, "rf 2 is full at step 1");
+    // Step 1 window: frames 0 (class 2) and 2 (class 1): a tie, lower id wins.
+    assert_eq!(steps[0]["top"].as_array().unwrap().len(), 1);
+    assert_eq!(steps[0]["top"][0]["id"], 1);
+    // Step 3 window: frame 2 (second step, class 1) and frame 3 (class 0): tie again.
+    assert_eq!(steps[1]["top"][0]["id"], 0);
+}
+
+#[test]
+fn threshold_filters_but_current_stays() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { threshold: 0.3, ..opts() };
+    let (_, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    let r = recs.iter().find(|r| r["type"] == "step").unwrap();
+    // Full class-0 window: scores e/(e+2) = 0.576 and 1/(e+2) = 0.212 twice; only the first passes.
+    assert_eq!(r["top"].as_array().unwrap().len(), 1);
+    let r = recs.iter().find(|r| r["step"] == 11).unwrap();
+    // Step 11: 0.5/0.5/0 gives two scores of e^.5/(2e^.5+1) = 0.38 over the threshold.
+    assert_eq!(r["top"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn ema_and_hold_shape_the_track() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { smooth: SmoothMode::Ema(0.5), hold: 3, ..opts() };
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    let s = res.unwrap();
+    // Raw scores per step (class 0, class 1) from the window counts, then EMA by hand.
+    let mut ema: Option<[f64; 3]> = None;
+    let mut first_lead1 = None;
+    for st in 3..20u64 {
+        let zeros = (st - 3..=st).filter(|&f| f < 10).count() as f64;
+        let p = softmax3([zeros / 4.0, (4.0 - zeros) / 4.0, 0.0]);
+        let e = match ema {
+            None => p,
+            Some(prev) => [0.5 * p[0] + 0.5 * prev[0], 0.5 * p[1] + 0.5 * prev[1], 0.5 * p[2] + 0.5 * prev[2]],
+        };
+        ema = Some(e);
+        let r = recs.iter().find(|r| r["step"] == st).unwrap();
+        assert!(close(r["top"][0]["score"].as_f64().unwrap(), e[0].max(e[1])), "step {st}");
+        if e[1] > e[0] && first_lead1.is_none() {
+            first_lead1 = Some(st);
+        }
+    }
+    // Class 1 first leads the smoothed scores at step 12 and keeps leading; with --hold 3 the
+    // reported label switches on its third leading output, step 14.
+    assert_eq!(first_lead1, Some(12));
+    for st in 3..20u64 {
+        let r = recs.iter().find(|r| r["step"] == st).unwrap();
+        assert_eq!(r["current"]["id"], if st >= 14 { 1 } else { 0 }, "step {st}");
+    }
+    assert_eq!(s.segments.len(), 2);
+    assert!(close(s.segments[1].start, 1.4));
+}
+
+#[test]
+fn interruption_writes_a_summary() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let stop_ref = &stop;
+    // The "user" presses Ctrl-C while frame 5 is being decoded.
+    let packets = two_scenes().into_iter().enumerate().map(move |(i, p)| {
+        if i == 5 {
+            stop_ref.store(true, Ordering::SeqCst);
+        }
+        p
+    });
+    let mut sink = JsonLines::new(Vec::new());
+    let s = pipeline::run(packets, &mut model, &labels(), &opts(), &mut [&mut sink], &stop).unwrap();
+    assert_eq!(s.status, "interrupted");
+    assert_eq!(s.frames, 5);
+    let text = String::from_utf8(sink.into_inner()).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!((last["type"].as_str(), last["status"].as_str()), (Some("summary"), Some("interrupted")));
+}
+
+#[test]
+fn a_decode_error_still_closes_with_a_summary() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let mut packets = two_scenes();
+    packets.truncate(6);
+    packets.push(Err(anyhow::anyhow!("frame 6 is short")));
+    let (res, recs) = run_jsonl(packets, &mut model, &opts(), &stop);
+    assert!(res.unwrap_err().to_string().contains("frame 6 is short"));
+    let last = recs.last().unwrap();
+    assert_eq!((last["status"].as_str(), last["frames"].as_u64()), (Some("error"), Some(6)));
+}
+
+/// A writer whose reader has gone away, like stdout under `| head -1` after the first line.
+struct ClosedAfter(usize);
+
+impl Write for ClosedAfter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.0 == 0 {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        self.0 -= 1;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_closed_stdout_stops_the_run_as_a_broken_pipe() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let mut sink = JsonLines::new(ClosedAfter(1));
+    let err = pipeline::run(two_scenes().into_iter(), &mut model, &labels(), &opts(), &mut [&mut sink], &stop)
+        .unwrap_err();
+    assert!(coinfer::cli::is_broken_pipe(&err), "{err:#}");
+    // It stopped at the failed write rather than running the rest of the stream.
+    assert_eq!(model.steps, 5);
+}
+
+#[test]
+fn labels_must_match_the_classes() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let mut sink = JsonLines::new(Vec::new());
+    let two = Labels::from_names("two", vec!["a".into(), "b".into()]);
+    let err = pipeline::run(two_scenes().into_iter(), &mut model, &two, &opts(), &mut [&mut sink], &stop)
+        .unwrap_err();
+    assert_eq!(coinfer::error::kind_of(&err), coinfer::error::ErrorKind::Usage);
+}
+
+/// A sink that records what the progress display would be told, to check the order of calls.
+#[derive(Default)]
+struct Calls(Vec<String>);
+
+impl Sink for Calls {
+    fn frame(&mut self, index: u64, _pts: f64) {
+        self.0.push(format!("f{index}"));
+    }
+    fn step(&mut self, rec: &StepRecord<'_>) -> io::Result<()> {
+        self.0.push(format!("s{}", rec.step));
+        Ok(())
+    }
+    fn summary(&mut self, _s: &Summary) -> io::Result<()> {
+        self.0.push("end".into());
+        Ok(())
+    }
+}
+
+#[test]
+fn every_sink_sees_frames_then_their_outputs() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let mut calls = Calls::default();
+    let mut packets = two_scenes();
+    packets.truncate(5);
+    pipeline::run(packets.into_iter(), &mut model, &labels(), &opts(), &mut [&mut calls], &stop).unwrap();
+    assert_eq!(calls.0, ["f0", "f1", "f2", "f3", "s3", "f4", "s4", "end"]);
+}
