@@ -2,3 +2,5 @@
 
 pub mod error;
 pub mod models;
+pub mod preprocess;
+pub mod source;
