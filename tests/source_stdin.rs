@@ -122,6 +122,18 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     assert_eq!(kind_of(&e), ErrorKind::Data);
     assert!(e.to_string().contains("frame 3") && e.to_string().contains("1000 of 16005"), "{e}");
 
+    // An ordinary mp4 (moov at the end) larger than the probe buffer cannot be read from a pipe: FFmpeg
+    // reports no pixel format, which would abort the process inside swscale if it reached the scaler.
+    let big = path("big.mp4");
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=60", "-c:v", "libx264", "-preset",
+        "ultrafast", "-pix_fmt", "yuv420p", big.to_str().unwrap()]);
+    let mut child = pipe_to_stdin("cat", &[big.to_str().unwrap()]);
+    let e = decode_stdin(&OpenOptions::default()).unwrap_err();
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert_eq!(kind_of(&e), ErrorKind::Data, "{e}");
+    assert!(e.to_string().contains("fragmented mp4"), "{e}");
+
     // Nothing at all on stdin.
     let mut child = pipe_to_stdin("true", &[]);
     child.wait().unwrap();

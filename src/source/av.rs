@@ -10,7 +10,7 @@ use ffmpeg_next::{Error as AvError, Packet, codec, frame};
 
 use super::convert::{Picture, RgbConverter};
 use super::{Frame, FrameSource, OpenOptions, SourceInfo};
-use crate::error::{ErrorKind, classified};
+use crate::error::{ErrorKind, classified, kind_of};
 
 pub(crate) struct AvSource {
     info: SourceInfo,
@@ -29,7 +29,12 @@ pub(crate) struct AvSource {
     /// Packets the decoder rejected as invalid data (skipped, as the ffmpeg CLI does).
     bad_packets: u64,
     last_error: Option<String>,
+    /// Advice appended to data errors (e.g. an ordinary mp4 piped to stdin).
+    hint: Option<&'static str>,
 }
+
+const PIPE_MP4_HINT: &str = "an ordinary mp4 cannot be streamed through a pipe (its index is at the end): \
+pipe y4m, mpegts or fragmented mp4 (-movflags frag_keyframe+empty_moov), or give the file's path";
 
 fn av_err(e: c_int) -> String {
     AvError::from(e).to_string()
@@ -147,6 +152,7 @@ impl AvSource {
         })?;
         let codec_name = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
         let container = input.format().name().to_string();
+        let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
         let info = SourceInfo {
             width: decoder.width(),
             height: decoder.height(),
@@ -172,6 +178,7 @@ impl AvSource {
             finished: false,
             bad_packets: 0,
             last_error: None,
+            hint,
         })
     }
 
@@ -242,6 +249,15 @@ impl FrameSource for AvSource {
         if self.finished {
             return Ok(false);
         }
+        self.decode_next(frame).map_err(|e| match self.hint {
+            Some(hint) if kind_of(&e) == ErrorKind::Data => classified(ErrorKind::Data, format!("{e}; {hint}")),
+            _ => e,
+        })
+    }
+}
+
+impl AvSource {
+    fn decode_next(&mut self, frame: &mut Frame) -> anyhow::Result<bool> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
                 Ok(()) => {
