@@ -55,8 +55,17 @@ const PTS_EPS: f64 = 1e-9;
 
 impl Resampler {
     pub fn new(model_fps: f64) -> Self {
-        assert!(model_fps.is_finite() && model_fps > 0.0, "model fps must be positive");
-        Resampler { step: 1.0 / model_fps, origin: None, next_step: 0, last_pts: 0.0, last_interval: None }
+        assert!(
+            model_fps.is_finite() && model_fps > 0.0,
+            "model fps must be positive"
+        );
+        Resampler {
+            step: 1.0 / model_fps,
+            origin: None,
+            next_step: 0,
+            last_pts: 0.0,
+            last_interval: None,
+        }
     }
 
     /// Index of the next model step to be fed (= steps fed so far).
@@ -76,7 +85,10 @@ impl Resampler {
             return 0;
         }
         let interval = pts - self.last_pts;
-        let half = self.last_interval.map_or(interval, |last| last.min(interval)) / 2.0;
+        let half = self
+            .last_interval
+            .map_or(interval, |last| last.min(interval))
+            / 2.0;
         self.last_interval = Some(interval);
         self.last_pts = pts;
         let end = pts + half;
@@ -107,7 +119,12 @@ fn taps(input: usize, output: usize, first: usize, count: usize) -> Vec<Tap> {
             let i0 = (src.floor() as usize).min(input - 1);
             let i1 = (i0 + 1).min(input - 1);
             let l = src - i0 as f64;
-            Tap { i0, i1, w0: 1.0 - l, w1: l }
+            Tap {
+                i0,
+                i1,
+                w0: 1.0 - l,
+                w1: l,
+            }
         })
         .collect()
 }
@@ -115,8 +132,16 @@ fn taps(input: usize, output: usize, first: usize, count: usize) -> Vec<Tap> {
 /// Size after the short-side resize (height, width).
 pub fn resized_size(width: usize, height: usize, short: usize) -> (usize, usize) {
     let (s, l) = (width.min(height), width.max(height));
-    let long = if s == short { l } else { ((l as f64 / s as f64) * short as f64).floor() as usize };
-    if height <= width { (short, long) } else { (long, short) }
+    let long = if s == short {
+        l
+    } else {
+        ((l as f64 / s as f64) * short as f64).floor() as usize
+    };
+    if height <= width {
+        (short, long)
+    } else {
+        (long, short)
+    }
 }
 
 /// Short-side bilinear resize, centre crop and normalisation of RGB24 frames; buffers are allocated
@@ -145,7 +170,10 @@ impl Preprocessor {
         if spec.crop == 0 || spec.resize_short < spec.crop {
             return Err(classified(
                 ErrorKind::Runtime,
-                format!("model {}: crop {} larger than the resized short side {}", spec.name, spec.crop, spec.resize_short),
+                format!(
+                    "model {}: crop {} larger than the resized short side {}",
+                    spec.name, spec.crop, spec.resize_short
+                ),
             ));
         }
         let mut p = Preprocessor {
@@ -174,7 +202,10 @@ impl Preprocessor {
 
     fn set_geometry(&mut self, width: usize, height: usize) -> anyhow::Result<()> {
         if width == 0 || height == 0 {
-            return Err(classified(ErrorKind::Data, format!("frame size {width}x{height} cannot be preprocessed")));
+            return Err(classified(
+                ErrorKind::Data,
+                format!("frame size {width}x{height} cannot be preprocessed"),
+            ));
         }
         let (rh, rw) = resized_size(width, height, self.resize_short);
         let (top, left) = ((rh - self.crop) / 2, (rw - self.crop) / 2);
@@ -195,7 +226,11 @@ impl Preprocessor {
         if frame.rgb.len() != w * h * 3 {
             return Err(classified(
                 ErrorKind::Runtime,
-                format!("frame {}: {} bytes for {w}x{h} RGB", frame.index, frame.rgb.len()),
+                format!(
+                    "frame {}: {} bytes for {w}x{h} RGB",
+                    frame.index,
+                    frame.rgb.len()
+                ),
             ));
         }
         if w != self.width || h != self.height {
@@ -247,15 +282,15 @@ impl Preprocessor {
         match self.normalize {
             Normalize::SignedUnit => {
                 for (i, px) in self.crop_u8.chunks_exact(3).enumerate() {
-                    for ch in 0..3 {
-                        self.chw[ch * plane + i] = px[ch] as f32 / 127.5 - 1.0;
+                    for (ch, &v) in px.iter().enumerate() {
+                        self.chw[ch * plane + i] = v as f32 / 127.5 - 1.0;
                     }
                 }
             }
             Normalize::MeanStd { mean, std } => {
                 for (i, px) in self.values.chunks_exact(3).enumerate() {
-                    for ch in 0..3 {
-                        self.chw[ch * plane + i] = ((px[ch] / 255.0) as f32 - mean[ch]) / std[ch];
+                    for (ch, &v) in px.iter().enumerate() {
+                        self.chw[ch * plane + i] = ((v / 255.0) as f32 - mean[ch]) / std[ch];
                     }
                 }
             }
@@ -276,7 +311,14 @@ mod tests {
     use super::*;
 
     fn spec(short: usize, crop: usize, normalize: Normalize) -> ModelSpec {
-        ModelSpec { name: "t".into(), fps: 25.0, resize_short: short, crop, normalize, num_classes: 1 }
+        ModelSpec {
+            name: "t".into(),
+            fps: 25.0,
+            resize_short: short,
+            crop,
+            normalize,
+            num_classes: 1,
+        }
     }
 
     fn frame(w: u32, h: u32, f: impl Fn(u32, u32, u32) -> u8) -> Frame {
@@ -288,7 +330,13 @@ mod tests {
                 }
             }
         }
-        Frame { index: 0, pts: 0.0, width: w, height: h, rgb }
+        Frame {
+            index: 0,
+            pts: 0.0,
+            width: w,
+            height: h,
+            rgb,
+        }
     }
 
     #[test]
@@ -304,14 +352,62 @@ mod tests {
     fn taps_match_hand_computed_values() {
         // 4 -> 2: src = (o + .5) * 2 - .5 = 0.5, 2.5
         let t = taps(4, 2, 0, 2);
-        assert_eq!(t[0], Tap { i0: 0, i1: 1, w0: 0.5, w1: 0.5 });
-        assert_eq!(t[1], Tap { i0: 2, i1: 3, w0: 0.5, w1: 0.5 });
+        assert_eq!(
+            t[0],
+            Tap {
+                i0: 0,
+                i1: 1,
+                w0: 0.5,
+                w1: 0.5
+            }
+        );
+        assert_eq!(
+            t[1],
+            Tap {
+                i0: 2,
+                i1: 3,
+                w0: 0.5,
+                w1: 0.5
+            }
+        );
         // 2 -> 4: src = (o + .5) / 2 - .5 = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (upper tap clamped)
         let t = taps(2, 4, 0, 4);
-        assert_eq!(t[0], Tap { i0: 0, i1: 1, w0: 1.0, w1: 0.0 });
-        assert_eq!(t[1], Tap { i0: 0, i1: 1, w0: 0.75, w1: 0.25 });
-        assert_eq!(t[2], Tap { i0: 0, i1: 1, w0: 0.25, w1: 0.75 });
-        assert_eq!(t[3], Tap { i0: 1, i1: 1, w0: 0.75, w1: 0.25 });
+        assert_eq!(
+            t[0],
+            Tap {
+                i0: 0,
+                i1: 1,
+                w0: 1.0,
+                w1: 0.0
+            }
+        );
+        assert_eq!(
+            t[1],
+            Tap {
+                i0: 0,
+                i1: 1,
+                w0: 0.75,
+                w1: 0.25
+            }
+        );
+        assert_eq!(
+            t[2],
+            Tap {
+                i0: 0,
+                i1: 1,
+                w0: 0.25,
+                w1: 0.75
+            }
+        );
+        assert_eq!(
+            t[3],
+            Tap {
+                i0: 1,
+                i1: 1,
+                w0: 0.75,
+                w1: 0.25
+            }
+        );
     }
 
     #[test]
@@ -366,7 +462,10 @@ mod tests {
         assert_eq!(v[0], -1.0);
         assert_eq!(v[4], 1.0);
         assert_eq!(v[8], 51.0 / 127.5 - 1.0);
-        let ms = Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] };
+        let ms = Normalize::MeanStd {
+            mean: [0.45; 3],
+            std: [0.225; 3],
+        };
         let mut p = Preprocessor::new(&spec(2, 2, ms), 2, 2).unwrap();
         let v = p.normalized(&f).unwrap().to_vec();
         assert_eq!(v[0], (0.0f32 - 0.45) / 0.225);
@@ -377,10 +476,22 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         let mut p = Preprocessor::new(&spec(4, 4, Normalize::SignedUnit), 8, 8).unwrap();
-        let f = Frame { index: 3, pts: 0.0, width: 8, height: 8, rgb: vec![0; 10] };
+        let f = Frame {
+            index: 3,
+            pts: 0.0,
+            width: 8,
+            height: 8,
+            rgb: vec![0; 10],
+        };
         assert!(p.crop_u8(&f).is_empty());
         assert!(p.tensor(&f).is_err());
-        let f = Frame { index: 4, pts: 0.0, width: 0, height: 8, rgb: vec![] };
+        let f = Frame {
+            index: 4,
+            pts: 0.0,
+            width: 0,
+            height: 8,
+            rgb: vec![],
+        };
         assert!(p.tensor(&f).is_err());
         assert!(Preprocessor::new(&spec(4, 5, Normalize::SignedUnit), 8, 8).is_err());
         assert!(Preprocessor::new(&spec(4, 4, Normalize::SignedUnit), 0, 8).is_err());
@@ -396,7 +507,10 @@ mod tests {
             }
         }
         let want: Vec<u64> = (0..fed.len() as u64).map(|n| (12 * n + 5) / 10).collect();
-        assert_eq!(&fed[..16], &[0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18]);
+        assert_eq!(
+            &fed[..16],
+            &[0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18]
+        );
         assert_eq!(fed, want);
         assert_eq!(fed.len(), 250);
     }
@@ -404,7 +518,9 @@ mod tests {
     #[test]
     fn resampler_30_to_5_takes_every_sixth() {
         let mut r = Resampler::new(5.0);
-        let fed: Vec<u64> = (0..60u64).filter(|&k| r.feed(1.5 + k as f64 / 30.0) > 0).collect();
+        let fed: Vec<u64> = (0..60u64)
+            .filter(|&k| r.feed(1.5 + k as f64 / 30.0) > 0)
+            .collect();
         assert_eq!(fed, (0..10).map(|n| 6 * n).collect::<Vec<_>>());
     }
 

@@ -11,7 +11,10 @@ use coinfer::source::{Frame, OpenOptions, RawVideo, open};
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -30,13 +33,27 @@ fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<S
         .args(input_args)
         .arg("-i")
         .arg(path)
-        .args(["-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .args([
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
     assert!(out.status.success());
     let n = w * h * 3;
-    assert_eq!(out.stdout.len() % n, 0, "CLI output is not a whole number of {w}x{h} frames");
+    assert_eq!(
+        out.stdout.len() % n,
+        0,
+        "CLI output is not a whole number of {w}x{h} frames"
+    );
     out.stdout.chunks(n).map(sha).collect()
 }
 
@@ -50,7 +67,11 @@ struct Decoded {
 fn decode_all(input: &str, opts: &OpenOptions) -> anyhow::Result<Decoded> {
     let mut src = open(input, opts)?;
     let mut f = Frame::default();
-    let mut d = Decoded { hashes: vec![], pts: vec![], size: (0, 0) };
+    let mut d = Decoded {
+        hashes: vec![],
+        pts: vec![],
+        size: (0, 0),
+    };
     while src.next_frame(&mut f)? {
         assert_eq!(f.index as usize, d.hashes.len());
         assert_eq!(f.rgb.len(), f.width as usize * f.height as usize * 3);
@@ -79,29 +100,222 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
     let src = |size: &str| {
         let (w, h) = size.split_once('x').unwrap();
         let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
-        format!("testsrc2=size={}x{}:rate=25:duration=0.4,scale={w}:{h}", w & !1, h & !1)
+        format!(
+            "testsrc2=size={}x{}:rate=25:duration=0.4,scale={w}:{h}",
+            w & !1,
+            h & !1
+        )
     };
-    let cases: Vec<(&str, Vec<String>, u32, u32, usize, &str)> = vec![
-        ("h264_bt709.mp4", vec!["-f", "lavfi", "-i", &src("320x240"), "-c:v", "libx264", "-pix_fmt", "yuv420p",
-            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
-            .into_iter().map(String::from).collect(), 320, 240, 10, "h264"),
-        ("h264_untagged.mp4", vec!["-f", "lavfi", "-i", &src("320x240"), "-c:v", "libx264", "-pix_fmt", "yuv420p"]
-            .into_iter().map(String::from).collect(), 320, 240, 10, "h264"),
-        ("h264_444_odd.mkv", vec!["-f", "lavfi", "-i", &src("321x241"), "-c:v", "libx264", "-pix_fmt", "yuv444p"]
-            .into_iter().map(String::from).collect(), 321, 241, 10, "h264"),
-        ("vp9_odd.webm", vec!["-f", "lavfi", "-i", &src("99x67"), "-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p",
-            "-deadline", "realtime", "-cpu-used", "8"].into_iter().map(String::from).collect(), 99, 67, 10, "vp9"),
-        ("vp9_444.mkv", vec!["-f", "lavfi", "-i", &src("128x96"), "-c:v", "libvpx-vp9", "-pix_fmt", "yuv444p",
-            "-deadline", "realtime", "-cpu-used", "8"].into_iter().map(String::from).collect(), 128, 96, 10, "vp9"),
-        ("mpeg4.avi", vec!["-f", "lavfi", "-i", &src("176x144"), "-c:v", "mpeg4", "-q:v", "3"]
-            .into_iter().map(String::from).collect(), 176, 144, 10, "mpeg4"),
-        ("mjpeg.mov", vec!["-f", "lavfi", "-i", &src("160x120"), "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3"]
-            .into_iter().map(String::from).collect(), 160, 120, 10, "mjpeg"),
-        ("png_rgb24.mkv", vec!["-f", "lavfi", "-i", &src("65x33"), "-c:v", "png", "-pix_fmt", "rgb24"]
-            .into_iter().map(String::from).collect(), 65, 33, 10, "png"),
-        ("audio_first.mp4", vec!["-f", "lavfi", "-i", "sine=frequency=440:duration=0.4", "-f", "lavfi", "-i",
-            &src("128x72"), "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v", "libx264", "-pix_fmt", "yuv420p"]
-            .into_iter().map(String::from).collect(), 128, 72, 10, "h264"),
+    type Case<'a> = (&'a str, Vec<String>, u32, u32, usize, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "h264_bt709.mp4",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("320x240"),
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-colorspace",
+                "bt709",
+                "-color_primaries",
+                "bt709",
+                "-color_trc",
+                "bt709",
+                "-color_range",
+                "tv",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            320,
+            240,
+            10,
+            "h264",
+        ),
+        (
+            "h264_untagged.mp4",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("320x240"),
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            320,
+            240,
+            10,
+            "h264",
+        ),
+        (
+            "h264_444_odd.mkv",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("321x241"),
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv444p",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            321,
+            241,
+            10,
+            "h264",
+        ),
+        (
+            "vp9_odd.webm",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("99x67"),
+                "-c:v",
+                "libvpx-vp9",
+                "-pix_fmt",
+                "yuv420p",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            99,
+            67,
+            10,
+            "vp9",
+        ),
+        (
+            "vp9_444.mkv",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("128x96"),
+                "-c:v",
+                "libvpx-vp9",
+                "-pix_fmt",
+                "yuv444p",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            128,
+            96,
+            10,
+            "vp9",
+        ),
+        (
+            "mpeg4.avi",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("176x144"),
+                "-c:v",
+                "mpeg4",
+                "-q:v",
+                "3",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            176,
+            144,
+            10,
+            "mpeg4",
+        ),
+        (
+            "mjpeg.mov",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("160x120"),
+                "-c:v",
+                "mjpeg",
+                "-pix_fmt",
+                "yuvj422p",
+                "-q:v",
+                "3",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            160,
+            120,
+            10,
+            "mjpeg",
+        ),
+        (
+            "png_rgb24.mkv",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                &src("65x33"),
+                "-c:v",
+                "png",
+                "-pix_fmt",
+                "rgb24",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            65,
+            33,
+            10,
+            "png",
+        ),
+        (
+            "audio_first.mp4",
+            vec![
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=0.4",
+                "-f",
+                "lavfi",
+                "-i",
+                &src("128x72"),
+                "-map",
+                "0:a",
+                "-map",
+                "1:v",
+                "-c:a",
+                "aac",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            128,
+            72,
+            10,
+            "h264",
+        ),
     ];
     for (name, args, w, h, frames, codec) in &cases {
         let path = p(&dir, name);
@@ -115,14 +329,25 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         assert_eq!((info.width, info.height), (*w, *h), "{name}");
         assert_eq!(info.codec, *codec, "{name}");
         assert!(!info.is_stream, "{name}");
-        assert!((info.fps.unwrap() - 25.0).abs() < 1e-6, "{name}: fps {:?}", info.fps);
-        let got = decode_all(input, &OpenOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(
+            (info.fps.unwrap() - 25.0).abs() < 1e-6,
+            "{name}: fps {:?}",
+            info.fps
+        );
+        let got =
+            decode_all(input, &OpenOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(got.size, (*w, *h), "{name}");
         assert_eq!(got.hashes.len(), *frames, "{name}: frame count");
         let want = cli_rgb_hashes(&[], &path, *w as usize, *h as usize);
-        assert_eq!(got.hashes, want, "{name}: RGB bytes differ from the ffmpeg CLI's");
+        assert_eq!(
+            got.hashes, want,
+            "{name}: RGB bytes differ from the ffmpeg CLI's"
+        );
         for (i, t) in got.pts.iter().enumerate() {
-            assert!((t - i as f64 / 25.0).abs() < 1e-3, "{name}: frame {i} pts {t}");
+            assert!(
+                (t - i as f64 / 25.0).abs() < 1e-3,
+                "{name}: frame {i} pts {t}"
+            );
         }
     }
 }
@@ -141,7 +366,15 @@ fn sample_clip_rgb_matches_the_ffmpeg_cli() {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
         .arg(&sample)
-        .args(["-frames:v", &n.to_string(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .args([
+            "-frames:v",
+            &n.to_string(),
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
         .output()
         .unwrap();
     let size = 1768 * 994 * 3;
@@ -151,20 +384,31 @@ fn sample_clip_rgb_matches_the_ffmpeg_cli() {
         assert!(src.next_frame(&mut f).unwrap());
         assert_eq!(f.index, i as u64);
         assert!((f.pts - i as f64 / 30.0).abs() < 1e-9);
-        assert!(f.rgb == want, "frame {i}: RGB bytes differ from the ffmpeg CLI's");
+        assert!(
+            f.rgb == want,
+            "frame {i}: RGB bytes differ from the ffmpeg CLI's"
+        );
     }
 }
 
 /// `best_effort_timestamp_time` of every video frame, as ffprobe reports them.
 fn ffprobe_pts(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=best_effort_timestamp_time",
-            "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=best_effort_timestamp_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
     assert!(out.status.success());
-        // One line per frame; side data may add a trailing comma or blank lines.
+    // One line per frame; side data may add a trailing comma or blank lines.
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -180,9 +424,23 @@ fn vfr_clip_timestamps_and_frame_selection() {
     let path = p(&dir, "vfr.mkv");
     // 30 fps with jitter (±8 ms), then a 0.4 s gap after frame 40, then 15 fps from frame 60.
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=3",
-        "-vf", "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'",
-        "-fps_mode", "passthrough", "-enc_time_base", "1/1000", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "2", path.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=30:duration=3",
+        "-vf",
+        "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'",
+        "-fps_mode",
+        "passthrough",
+        "-enc_time_base",
+        "1/1000",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-bf",
+        "2",
+        path.to_str().unwrap(),
     ]);
     let want = ffprobe_pts(&path);
     assert_eq!(want.len(), 90);
@@ -193,7 +451,11 @@ fn vfr_clip_timestamps_and_frame_selection() {
     }
     // The clip really is variable: intervals from 25 to 67 ms plus the gap.
     let iv: Vec<f64> = want.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(iv.iter().any(|&d| d < 0.028) && iv.iter().any(|&d| d > 0.06) && iv.iter().any(|&d| d > 0.4));
+    assert!(
+        iv.iter().any(|&d| d < 0.028)
+            && iv.iter().any(|&d| d > 0.06)
+            && iv.iter().any(|&d| d > 0.4)
+    );
 
     for model_fps in [25.0, 5.0, 50.0] {
         // Selection made by the Resampler on our pts...
@@ -231,16 +493,32 @@ fn vfr_clip_timestamps_and_frame_selection() {
             };
             if steady {
                 let best = (0..want.len())
-                    .min_by(|&a, &b| (want[a] - t).abs().partial_cmp(&(want[b] - t).abs()).unwrap())
+                    .min_by(|&a, &b| {
+                        (want[a] - t)
+                            .abs()
+                            .partial_cmp(&(want[b] - t).abs())
+                            .unwrap()
+                    })
                     .unwrap();
-                assert!((want[best] - t).abs() + 0.002 >= (want[i] - t).abs(), "step {n}: frame {i} vs nearest {best}");
+                assert!(
+                    (want[best] - t).abs() + 0.002 >= (want[i] - t).abs(),
+                    "step {n}: frame {i} vs nearest {best}"
+                );
             }
         }
     }
 }
 
 fn raw_opts(w: u32, h: u32, pix: &str, fps: Option<f64>) -> OpenOptions {
-    OpenOptions { raw: Some(RawVideo { width: w, height: h, pix_fmt: pix.into() }), fps, format: None }
+    OpenOptions {
+        raw: Some(RawVideo {
+            width: w,
+            height: h,
+            pix_fmt: pix.into(),
+        }),
+        fps,
+        format: None,
+    }
 }
 
 #[test]
@@ -250,11 +528,25 @@ fn raw_and_y4m_files() {
     let lavfi_src = format!("testsrc2=size=96x54:rate=25:duration=0.32,scale={w}:{h}");
     // rgb24: bytes pass through unchanged.
     let rgb = p(&dir, "f.rgb");
-    ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-f", "rawvideo", "-pix_fmt", "rgb24", rgb.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &lavfi_src,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        rgb.to_str().unwrap(),
+    ]);
     let bytes = std::fs::read(&rgb).unwrap();
     let frames: Vec<String> = bytes.chunks(w * h * 3).map(sha).collect();
     assert_eq!(frames.len(), 8);
-    let mut src = open(rgb.to_str().unwrap(), &raw_opts(w as u32, h as u32, "rgb24", Some(12.5))).unwrap();
+    let mut src = open(
+        rgb.to_str().unwrap(),
+        &raw_opts(w as u32, h as u32, "rgb24", Some(12.5)),
+    )
+    .unwrap();
     assert_eq!(src.info().frames, Some(8));
     assert_eq!(src.info().codec, "rawvideo");
     let mut f = Frame::default();
@@ -269,17 +561,46 @@ fn raw_and_y4m_files() {
     // yuv420p, gray, bgr24: converted as the CLI converts untagged raw input.
     for pix in ["yuv420p", "gray", "bgr24", "nv12"] {
         let raw = p(&dir, &format!("f.{pix}"));
-        ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-f", "rawvideo", "-pix_fmt", pix, raw.to_str().unwrap()]);
-        let got = decode_all(raw.to_str().unwrap(), &raw_opts(w as u32, h as u32, pix, Some(25.0))).unwrap();
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &lavfi_src,
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            pix,
+            raw.to_str().unwrap(),
+        ]);
+        let got = decode_all(
+            raw.to_str().unwrap(),
+            &raw_opts(w as u32, h as u32, pix, Some(25.0)),
+        )
+        .unwrap();
         let size = format!("{w}x{h}");
-        let want = cli_rgb_hashes(&["-f", "rawvideo", "-pix_fmt", pix, "-s", &size, "-r", "25"], &raw, w, h);
+        let want = cli_rgb_hashes(
+            &["-f", "rawvideo", "-pix_fmt", pix, "-s", &size, "-r", "25"],
+            &raw,
+            w,
+            h,
+        );
         assert_eq!(want.len(), 8);
         assert_eq!(got.hashes, want, "raw {pix}");
     }
 
     // y4m by path is probed by libavformat.
     let y4m = p(&dir, "f.y4m");
-    ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-pix_fmt", "yuv444p", "-f", "yuv4mpegpipe", y4m.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &lavfi_src,
+        "-pix_fmt",
+        "yuv444p",
+        "-f",
+        "yuv4mpegpipe",
+        y4m.to_str().unwrap(),
+    ]);
     let got = decode_all(y4m.to_str().unwrap(), &OpenOptions::default()).unwrap();
     assert_eq!(got.hashes, cli_rgb_hashes(&[], &y4m, w, h));
 
@@ -288,7 +609,11 @@ fn raw_and_y4m_files() {
     short.truncate(5 * w * h * 3 + 100);
     let trunc = p(&dir, "short.rgb");
     std::fs::write(&trunc, &short).unwrap();
-    let mut src = open(trunc.to_str().unwrap(), &raw_opts(w as u32, h as u32, "rgb24", Some(25.0))).unwrap();
+    let mut src = open(
+        trunc.to_str().unwrap(),
+        &raw_opts(w as u32, h as u32, "rgb24", Some(25.0)),
+    )
+    .unwrap();
     for _ in 0..5 {
         assert!(src.next_frame(&mut f).unwrap());
     }
@@ -299,7 +624,11 @@ fn raw_and_y4m_files() {
     assert!(!src.next_frame(&mut f).unwrap());
 
     // A size that does not match the data: every frame is whole until the tail.
-    let e = decode_all(rgb.to_str().unwrap(), &raw_opts(100, 100, "rgb24", Some(25.0))).unwrap_err();
+    let e = decode_all(
+        rgb.to_str().unwrap(),
+        &raw_opts(100, 100, "rgb24", Some(25.0)),
+    )
+    .unwrap_err();
     assert_eq!(kind_of(&e), ErrorKind::Data, "{e}");
     assert!(e.to_string().contains("frame 4"), "{e}");
 
@@ -308,18 +637,37 @@ fn raw_and_y4m_files() {
     for (opts, what) in [
         (raw_opts(0, 10, "rgb24", Some(25.0)), "zero width"),
         (raw_opts(10, 0, "rgb24", Some(25.0)), "zero height"),
-        (raw_opts(100_000, 100_000, "rgb24", Some(25.0)), "absurd size"),
-        (raw_opts(16384, 16384, "rgba64le", Some(25.0)), "absurd bytes"),
-        (raw_opts(10, 10, "rgb25", Some(25.0)), "unknown pixel format"),
-        (raw_opts(10, 10, "vaapi", Some(25.0)), "hardware pixel format"),
+        (
+            raw_opts(100_000, 100_000, "rgb24", Some(25.0)),
+            "absurd size",
+        ),
+        (
+            raw_opts(16384, 16384, "rgba64le", Some(25.0)),
+            "absurd bytes",
+        ),
+        (
+            raw_opts(10, 10, "rgb25", Some(25.0)),
+            "unknown pixel format",
+        ),
+        (
+            raw_opts(10, 10, "vaapi", Some(25.0)),
+            "hardware pixel format",
+        ),
         (raw_opts(10, 10, "rgb24", None), "no fps"),
         (raw_opts(10, 10, "rgb24", Some(0.0)), "zero fps"),
         (raw_opts(10, 10, "rgb24", Some(f64::NAN)), "NaN fps"),
     ] {
-        let e = open(rgbs, &opts).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        let e = open(rgbs, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
         assert_eq!(kind_of(&e), ErrorKind::Usage, "{what}: {e}");
     }
-    let e = open(p(&dir, "missing.rgb").to_str().unwrap(), &raw_opts(10, 10, "rgb24", Some(25.0))).err().unwrap();
+    let e = open(
+        p(&dir, "missing.rgb").to_str().unwrap(),
+        &raw_opts(10, 10, "rgb24", Some(25.0)),
+    )
+    .err()
+    .unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput);
 }
 
@@ -349,20 +697,40 @@ fn bad_inputs_are_classified_errors() {
 
     let noise = p(&dir, "noise.mkv");
     let mut x: u32 = 12345;
-    let bytes: Vec<u8> = (0..200_000).map(|_| { x = x.wrapping_mul(1664525).wrapping_add(1013904223); (x >> 24) as u8 }).collect();
+    let bytes: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+            (x >> 24) as u8
+        })
+        .collect();
     std::fs::write(&noise, &bytes).unwrap();
     assert_eq!(kind_of(&open_err(&noise)), ErrorKind::Data);
 
     let wav = p(&dir, "tone.wav");
-    ffmpeg(&["-f", "lavfi", "-i", "sine=duration=0.5", wav.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=0.5",
+        wav.to_str().unwrap(),
+    ]);
     let e = open_err(&wav);
     assert_eq!(kind_of(&e), ErrorKind::Data);
     assert!(e.to_string().contains("no video stream"), "{e}");
 
     // mp4 with its moov at the end, cut in half: no moov.
     let mp4 = p(&dir, "clip.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-        mp4.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        mp4.to_str().unwrap(),
+    ]);
     let full = std::fs::read(&mp4).unwrap();
     let cut = p(&dir, "moovless.mp4");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
@@ -374,12 +742,24 @@ fn bad_inputs_are_classified_errors() {
 
     // Faststart mp4 cut in half: the frames present decode, then the stream ends (as with the ffmpeg CLI).
     let fast = p(&dir, "fast.mp4");
-    ffmpeg(&["-i", mp4.to_str().unwrap(), "-c", "copy", "-movflags", "+faststart", fast.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        mp4.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        fast.to_str().unwrap(),
+    ]);
     let full = std::fs::read(&fast).unwrap();
     let half = p(&dir, "half.mp4");
     std::fs::write(&half, &full[..full.len() / 2]).unwrap();
     let d = decode_all(half.to_str().unwrap(), &OpenOptions::default()).unwrap();
-    assert!(d.hashes.len() > 5 && d.hashes.len() < 50, "{} frames", d.hashes.len());
+    assert!(
+        d.hashes.len() > 5 && d.hashes.len() < 50,
+        "{} frames",
+        d.hashes.len()
+    );
 
     // Garbage in the middle of the coded data: no panic, whatever FFmpeg can still decode.
     let mut damaged = std::fs::read(&fast).unwrap();
@@ -395,10 +775,20 @@ fn bad_inputs_are_classified_errors() {
     }
 
     // Bad options and unreachable URLs.
-    let opts = OpenOptions { format: Some("no-such-format".into()), ..Default::default() };
-    assert_eq!(kind_of(&open(mp4.to_str().unwrap(), &opts).err().unwrap()), ErrorKind::Usage);
-    let e = open("http://127.0.0.1:9/clip.mp4", &OpenOptions::default()).err().unwrap();
+    let opts = OpenOptions {
+        format: Some("no-such-format".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        kind_of(&open(mp4.to_str().unwrap(), &opts).err().unwrap()),
+        ErrorKind::Usage
+    );
+    let e = open("http://127.0.0.1:9/clip.mp4", &OpenOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput, "{e}");
-    let e = open("/dev/video-none", &OpenOptions::default()).err().unwrap();
+    let e = open("/dev/video-none", &OpenOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput, "{e}");
 }

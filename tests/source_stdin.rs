@@ -15,7 +15,10 @@ unsafe extern "C" {
 }
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -33,7 +36,17 @@ fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<S
         .args(input_args)
         .arg("-i")
         .arg(path)
-        .args(["-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .args([
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -42,7 +55,11 @@ fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<S
 
 /// Runs `cmd` with its stdout on our stdin (fd 0).
 fn pipe_to_stdin(cmd: &str, args: &[&str]) -> Child {
-    let mut child = Command::new(cmd).args(args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let out = child.stdout.take().unwrap();
     assert_eq!(unsafe { dup2(out.as_raw_fd(), 0) }, 0);
     drop(out); // fd 0 keeps the pipe open
@@ -68,19 +85,62 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     let path = |n: &str| dir.path().join(n);
 
     let y4m = path("a.y4m");
-    ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", y4m.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &lavfi_src,
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "yuv4mpegpipe",
+        y4m.to_str().unwrap(),
+    ]);
     let ts = path("a.ts");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x54:rate=25:duration=0.4", "-c:v", "libx264", "-pix_fmt",
-        "yuv420p", "-f", "mpegts", ts.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x54:rate=25:duration=0.4",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "mpegts",
+        ts.to_str().unwrap(),
+    ]);
     let frag = path("a.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x54:rate=25:duration=0.4", "-c:v", "libx264", "-pix_fmt",
-        "yuv420p", "-movflags", "frag_keyframe+empty_moov", frag.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x54:rate=25:duration=0.4",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "frag_keyframe+empty_moov",
+        frag.to_str().unwrap(),
+    ]);
     let raw = path("a.rgb");
-    ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-f", "rawvideo", "-pix_fmt", "rgb24", raw.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &lavfi_src,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        raw.to_str().unwrap(),
+    ]);
 
     for (file, (fw, fh)) in [(&y4m, (w, h)), (&ts, (96, 54)), (&frag, (96, 54))] {
         let mut child = pipe_to_stdin("cat", &[file.to_str().unwrap()]);
-        let (got, is_stream) = decode_stdin(&OpenOptions::default()).unwrap_or_else(|e| panic!("{file:?}: {e:#}"));
+        let (got, is_stream) =
+            decode_stdin(&OpenOptions::default()).unwrap_or_else(|e| panic!("{file:?}: {e:#}"));
         child.wait().unwrap();
         assert!(is_stream);
         assert_eq!(got.len(), 10, "{file:?}");
@@ -89,7 +149,10 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
 
     // mpegts with the format forced.
     let mut child = pipe_to_stdin("cat", &[ts.to_str().unwrap()]);
-    let opts = OpenOptions { format: Some("mpegts".into()), ..Default::default() };
+    let opts = OpenOptions {
+        format: Some("mpegts".into()),
+        ..Default::default()
+    };
     let (got, _) = decode_stdin(&opts).unwrap();
     child.wait().unwrap();
     assert_eq!(got.len(), 10);
@@ -113,20 +176,34 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     let mut child = pipe_to_stdin("head", &["-c", &n, raw.to_str().unwrap()]);
     let mut src = open("-", &raw_opts).unwrap();
     let mut f = Frame::default();
-    for i in 0..3 {
+    for w in &want[..3] {
         assert!(src.next_frame(&mut f).unwrap());
-        assert_eq!(sha(&f.rgb), want[i]);
+        assert_eq!(&sha(&f.rgb), w);
     }
     let e = src.next_frame(&mut f).unwrap_err();
     child.wait().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::Data);
-    assert!(e.to_string().contains("frame 3") && e.to_string().contains("1000 of 16005"), "{e}");
+    assert!(
+        e.to_string().contains("frame 3") && e.to_string().contains("1000 of 16005"),
+        "{e}"
+    );
 
     // An ordinary mp4 (moov at the end) larger than the probe buffer cannot be read from a pipe: FFmpeg
     // reports no pixel format, which would abort the process inside swscale if it reached the scaler.
     let big = path("big.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=60", "-c:v", "libx264", "-preset",
-        "ultrafast", "-pix_fmt", "yuv420p", big.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30:duration=60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        big.to_str().unwrap(),
+    ]);
     let mut child = pipe_to_stdin("cat", &[big.to_str().unwrap()]);
     let e = decode_stdin(&OpenOptions::default()).unwrap_err();
     let _ = child.kill();

@@ -46,13 +46,21 @@ fn open_error(input: &str, e: c_int) -> anyhow::Error {
     let kind = match AvError::from(e) {
         AvError::Other { errno } if errno == libc_errno::ENOENT => ErrorKind::NoInput,
         AvError::Other { errno } if errno == libc_errno::EACCES => ErrorKind::NoInput,
-        AvError::Other { errno } if errno == libc_errno::EIO || errno == libc_errno::ECONNREFUSED => {
+        AvError::Other { errno }
+            if errno == libc_errno::EIO || errno == libc_errno::ECONNREFUSED =>
+        {
             ErrorKind::NoInput
         }
-        AvError::ProtocolNotFound | AvError::HttpNotFound | AvError::HttpForbidden => ErrorKind::NoInput,
+        AvError::ProtocolNotFound | AvError::HttpNotFound | AvError::HttpForbidden => {
+            ErrorKind::NoInput
+        }
         _ => ErrorKind::Data,
     };
-    let what = if kind == ErrorKind::NoInput { "cannot open" } else { "not a readable video" };
+    let what = if kind == ErrorKind::NoInput {
+        "cannot open"
+    } else {
+        "not a readable video"
+    };
     classified(kind, format!("{input}: {what}: {}", av_err(e)))
 }
 
@@ -85,11 +93,17 @@ impl AvSource {
                     .map_err(|_| classified(ErrorKind::Usage, "format name contains a NUL byte"))?;
                 fmt = av_find_input_format(name_c.as_ptr());
                 if fmt.is_null() {
-                    return Err(classified(ErrorKind::Usage, format!("unknown input format '{name}'")));
+                    return Err(classified(
+                        ErrorKind::Usage,
+                        format!("unknown input format '{name}'"),
+                    ));
                 }
             }
             let mut dict: *mut AVDictionary = ptr::null_mut();
-            if let Some(fps) = opts.fps.filter(|_| format_name.as_deref() == Some("rawvideo")) {
+            if let Some(fps) = opts
+                .fps
+                .filter(|_| format_name.as_deref() == Some("rawvideo"))
+            {
                 let v = CString::new(format!("{fps}")).unwrap();
                 av_dict_set(&mut dict, c"framerate".as_ptr(), v.as_ptr(), 0);
             }
@@ -102,16 +116,27 @@ impl AvSource {
             let mut input_ctx = Input::wrap(ps);
             let r = avformat_find_stream_info(input_ctx.as_mut_ptr(), ptr::null_mut());
             if r < 0 {
-                return Err(classified(ErrorKind::Data, format!("{input}: cannot read stream information: {}", av_err(r))));
+                return Err(classified(
+                    ErrorKind::Data,
+                    format!("{input}: cannot read stream information: {}", av_err(r)),
+                ));
             }
             Self::from_input(input, input_ctx, opts, is_stream)
         }
     }
 
-    unsafe fn from_input(name: &str, mut input: Input, opts: &OpenOptions, is_stream: bool) -> anyhow::Result<Self> {
+    unsafe fn from_input(
+        name: &str,
+        mut input: Input,
+        opts: &OpenOptions,
+        is_stream: bool,
+    ) -> anyhow::Result<Self> {
         let ctx = unsafe { input.as_mut_ptr() };
         let stream_index = unsafe { pick_video_stream(ctx) }.ok_or_else(|| {
-            classified(ErrorKind::Data, format!("{name}: no video stream (not a video file?)"))
+            classified(
+                ErrorKind::Data,
+                format!("{name}: no video stream (not a video file?)"),
+            )
         })?;
         unsafe {
             // Only the chosen stream is demuxed into packets we read.
@@ -121,13 +146,23 @@ impl AvSource {
                 }
             }
         }
-        let stream = input.stream(stream_index).expect("stream index from the context");
+        let stream = input
+            .stream(stream_index)
+            .expect("stream index from the context");
         let tb = stream.time_base();
-        let time_base = if tb.denominator() != 0 { f64::from(tb) } else { 0.0 };
-        let rate_of = |r: ffmpeg_next::Rational| {
-            (r.numerator() > 0 && r.denominator() > 0).then(|| f64::from(r)).filter(|f| f.is_finite() && *f < 10_000.0)
+        let time_base = if tb.denominator() != 0 {
+            f64::from(tb)
+        } else {
+            0.0
         };
-        let fps = rate_of(stream.avg_frame_rate()).or_else(|| rate_of(stream.rate())).or(opts.fps);
+        let rate_of = |r: ffmpeg_next::Rational| {
+            (r.numerator() > 0 && r.denominator() > 0)
+                .then(|| f64::from(r))
+                .filter(|f| f.is_finite() && *f < 10_000.0)
+        };
+        let fps = rate_of(stream.avg_frame_rate())
+            .or_else(|| rate_of(stream.rate()))
+            .or(opts.fps);
         let frames = (stream.frames() > 0).then(|| stream.frames() as u64);
         let duration = if stream.duration() > 0 && time_base > 0.0 {
             Some(stream.duration() as f64 * time_base)
@@ -137,20 +172,34 @@ impl AvSource {
             None
         };
 
-        let mut cctx = codec::Context::from_parameters(stream.parameters())
-            .map_err(|e| classified(ErrorKind::Data, format!("{name}: bad codec parameters: {e}")))?;
+        let mut cctx = codec::Context::from_parameters(stream.parameters()).map_err(|e| {
+            classified(
+                ErrorKind::Data,
+                format!("{name}: bad codec parameters: {e}"),
+            )
+        })?;
         let codec_id = cctx.id();
         unsafe {
             let c = cctx.as_mut_ptr();
             (*c).pkt_timebase = tb.into();
             // Auto thread count; frame threading only for files, where its extra latency does not matter.
             (*c).thread_count = 0;
-            (*c).thread_type = if is_stream { FF_THREAD_SLICE as c_int } else { (FF_THREAD_FRAME | FF_THREAD_SLICE) as c_int };
+            (*c).thread_type = if is_stream {
+                FF_THREAD_SLICE as c_int
+            } else {
+                (FF_THREAD_FRAME | FF_THREAD_SLICE) as c_int
+            };
         }
         let decoder = cctx.decoder().video().map_err(|e| {
-            classified(ErrorKind::Data, format!("{name}: cannot decode video codec {codec_id:?}: {e}"))
+            classified(
+                ErrorKind::Data,
+                format!("{name}: cannot decode video codec {codec_id:?}: {e}"),
+            )
         })?;
-        let codec_name = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
+        let codec_name = decoder
+            .codec()
+            .map(|c| c.name().to_string())
+            .unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
         let container = input.format().name().to_string();
         let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
         let info = SourceInfo {
@@ -185,7 +234,8 @@ impl AvSource {
     /// Converts the frame just decoded into `out`.
     fn emit(&mut self, out: &mut Frame) -> anyhow::Result<()> {
         let f = unsafe { &*self.decoded.as_ptr() };
-        let format: AVPixelFormat = unsafe { std::mem::transmute::<c_int, AVPixelFormat>(f.format) };
+        let format: AVPixelFormat =
+            unsafe { std::mem::transmute::<c_int, AVPixelFormat>(f.format) };
         let pic = Picture {
             data: [f.data[0], f.data[1], f.data[2], f.data[3]].map(|p| p as *const u8),
             linesize: [f.linesize[0], f.linesize[1], f.linesize[2], f.linesize[3]],
@@ -217,7 +267,10 @@ impl AvSource {
                 Some(e) => format!(": {e}"),
                 None => String::new(),
             };
-            return Err(classified(ErrorKind::Data, format!("no video frame could be decoded{why}")));
+            return Err(classified(
+                ErrorKind::Data,
+                format!("no video frame could be decoded{why}"),
+            ));
         }
         Ok(false)
     }
@@ -232,7 +285,14 @@ unsafe fn pick_video_stream(ctx: *mut AVFormatContext) -> Option<usize> {
             (*(*st).codecpar).codec_type == AVMediaType::AVMEDIA_TYPE_VIDEO
                 && (*st).disposition & AV_DISPOSITION_ATTACHED_PIC as c_int == 0
         };
-        let best = av_find_best_stream(ctx, AVMediaType::AVMEDIA_TYPE_VIDEO, -1, -1, ptr::null_mut(), 0);
+        let best = av_find_best_stream(
+            ctx,
+            AVMediaType::AVMEDIA_TYPE_VIDEO,
+            -1,
+            -1,
+            ptr::null_mut(),
+            0,
+        );
         if best >= 0 && is_video(best as usize) {
             return Some(best as usize);
         }
@@ -250,7 +310,9 @@ impl FrameSource for AvSource {
             return Ok(false);
         }
         self.decode_next(frame).map_err(|e| match self.hint {
-            Some(hint) if kind_of(&e) == ErrorKind::Data => classified(ErrorKind::Data, format!("{e}; {hint}")),
+            Some(hint) if kind_of(&e) == ErrorKind::Data => {
+                classified(ErrorKind::Data, format!("{e}; {hint}"))
+            }
             _ => e,
         })
     }
@@ -299,7 +361,10 @@ impl AvSource {
                 }
                 Err(e) => {
                     if self.next_index == 0 {
-                        return Err(classified(ErrorKind::Data, format!("reading the input failed: {e}")));
+                        return Err(classified(
+                            ErrorKind::Data,
+                            format!("reading the input failed: {e}"),
+                        ));
                     }
                     // A damaged tail (truncated file, dropped connection): end the stream after
                     // draining what the decoder holds, as the ffmpeg CLI does.

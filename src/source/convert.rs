@@ -42,16 +42,26 @@ unsafe impl Send for RgbConverter {}
 
 impl RgbConverter {
     pub fn new() -> Self {
-        RgbConverter { key: None, sws: ptr::null_mut(), out: ptr::null_mut() }
+        RgbConverter {
+            key: None,
+            sws: ptr::null_mut(),
+            out: ptr::null_mut(),
+        }
     }
 
     /// Converts `pic` into `rgb` (resized to width*height*3, rows packed).
     pub fn convert(&mut self, pic: &Picture, rgb: &mut Vec<u8>) -> anyhow::Result<()> {
         if pic.format == AVPixelFormat::AV_PIX_FMT_NONE {
-            return Err(classified(ErrorKind::Data, "the video stream has no known pixel format (is the input complete?)"));
+            return Err(classified(
+                ErrorKind::Data,
+                "the video stream has no known pixel format (is the input complete?)",
+            ));
         }
         if pic.width <= 0 || pic.height <= 0 {
-            return Err(classified(ErrorKind::Data, format!("invalid frame size {}x{}", pic.width, pic.height)));
+            return Err(classified(
+                ErrorKind::Data,
+                format!("invalid frame size {}x{}", pic.width, pic.height),
+            ));
         }
         let (w, h) = (pic.width as usize, pic.height as usize);
         let row = w * 3;
@@ -78,11 +88,14 @@ impl RgbConverter {
                 pic.linesize.as_ptr(),
                 0,
                 pic.height,
-                out.data.as_ptr() as *const *mut u8,
+                out.data.as_ptr(),
                 out.linesize.as_ptr(),
             );
             if n != pic.height {
-                return Err(classified(ErrorKind::Data, format!("colour conversion failed ({n} of {} rows)", pic.height)));
+                return Err(classified(
+                    ErrorKind::Data,
+                    format!("colour conversion failed ({n} of {} rows)", pic.height),
+                ));
             }
             copy_rows(out.data[0], out.linesize[0] as isize, row, h, rgb);
         }
@@ -96,7 +109,10 @@ impl RgbConverter {
             if sws_isSupportedInput(key.format) == 0 {
                 return Err(classified(
                     ErrorKind::Data,
-                    format!("pixel format {} cannot be converted to RGB", pixel_format_name(key.format)),
+                    format!(
+                        "pixel format {} cannot be converted to RGB",
+                        pixel_format_name(key.format)
+                    ),
                 ));
             }
             self.sws = sws_getContext(
@@ -114,13 +130,19 @@ impl RgbConverter {
             if self.sws.is_null() {
                 return Err(classified(
                     ErrorKind::Data,
-                    format!("cannot convert {} {}x{} to RGB", pixel_format_name(key.format), key.width, key.height),
+                    format!(
+                        "cannot convert {} {}x{} to RGB",
+                        pixel_format_name(key.format),
+                        key.width,
+                        key.height
+                    ),
                 ));
             }
             // As vf_scale does: read the defaults, replace the input matrix and range, write back.
             let mut inv_table: *mut c_int = ptr::null_mut();
             let mut table: *mut c_int = ptr::null_mut();
-            let (mut src_full, mut dst_full, mut brightness, mut contrast, mut saturation) = (0, 0, 0, 0, 0);
+            let (mut src_full, mut dst_full, mut brightness, mut contrast, mut saturation) =
+                (0, 0, 0, 0, 0);
             sws_getColorspaceDetails(
                 self.sws,
                 &mut inv_table,
@@ -132,14 +154,20 @@ impl RgbConverter {
                 &mut saturation,
             );
             let cs = key.color_space as c_int;
-            let cs = if (1..=7).contains(&cs) { cs } else { AVColorSpace::AVCOL_SPC_BT470BG as c_int };
+            let cs = if (1..=7).contains(&cs) {
+                cs
+            } else {
+                AVColorSpace::AVCOL_SPC_BT470BG as c_int
+            };
             let coeffs = sws_getCoefficients(cs);
             match key.color_range {
                 AVColorRange::AVCOL_RANGE_JPEG => src_full = 1,
                 AVColorRange::AVCOL_RANGE_MPEG => src_full = 0,
                 _ => {}
             }
-            sws_setColorspaceDetails(self.sws, coeffs, src_full, coeffs, dst_full, brightness, contrast, saturation);
+            sws_setColorspaceDetails(
+                self.sws, coeffs, src_full, coeffs, dst_full, brightness, contrast, saturation,
+            );
 
             self.out = av_frame_alloc();
             if self.out.is_null() {
@@ -149,7 +177,10 @@ impl RgbConverter {
             (*self.out).width = key.width;
             (*self.out).height = key.height;
             if av_frame_get_buffer(self.out, 0) < 0 {
-                return Err(classified(ErrorKind::Runtime, format!("cannot allocate a {}x{} frame", key.width, key.height)));
+                return Err(classified(
+                    ErrorKind::Runtime,
+                    format!("cannot allocate a {}x{} frame", key.width, key.height),
+                ));
             }
         }
         self.key = Some(key);

@@ -35,8 +35,18 @@ impl RawSource {
     pub fn open(input: &str, raw: &RawVideo, fps: Option<f64>) -> anyhow::Result<Self> {
         let fps = match fps {
             Some(f) if f.is_finite() && f > 0.0 => f,
-            Some(f) => return Err(classified(ErrorKind::Usage, format!("--fps must be a positive number, got {f}"))),
-            None => return Err(classified(ErrorKind::Usage, "raw input needs a frame rate (--fps)")),
+            Some(f) => {
+                return Err(classified(
+                    ErrorKind::Usage,
+                    format!("--fps must be a positive number, got {f}"),
+                ));
+            }
+            None => {
+                return Err(classified(
+                    ErrorKind::Usage,
+                    "raw input needs a frame rate (--fps)",
+                ));
+            }
         };
         let (w, h) = (raw.width, raw.height);
         if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
@@ -55,14 +65,20 @@ impl RawSource {
         }
         let frame_bytes = frame_bytes as usize;
 
-        let (reader, is_stream, frames): (Box<dyn Read + Send>, bool, Option<u64>) = if input == "-" {
+        let (reader, is_stream, frames): (Box<dyn Read + Send>, bool, Option<u64>) = if input == "-"
+        {
             (Box::new(std::io::stdin()), true, None)
         } else {
             let meta = super::check_local_path(input)?;
-            let file = std::fs::File::open(input)
-                .map_err(|e| classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}")))?;
+            let file = std::fs::File::open(input).map_err(|e| {
+                classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}"))
+            })?;
             let frames = meta.is_file().then(|| meta.len() / frame_bytes as u64);
-            (Box::new(std::io::BufReader::with_capacity(1 << 20, file)), !meta.is_file(), frames)
+            (
+                Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+                !meta.is_file(),
+                frames,
+            )
         };
         let info = SourceInfo {
             width: w,
@@ -90,7 +106,12 @@ impl RawSource {
 
 /// An FFmpeg pixel format name the scaler can read; anything else is a usage error.
 fn parse_pixel_format(name: &str) -> anyhow::Result<AVPixelFormat> {
-    let bad = || classified(ErrorKind::Usage, format!("unknown or unsupported raw pixel format '{name}'"));
+    let bad = || {
+        classified(
+            ErrorKind::Usage,
+            format!("unknown or unsupported raw pixel format '{name}'"),
+        )
+    };
     let pix = Pixel::from_str(name).map_err(|_| bad())?;
     let fmt: AVPixelFormat = pix.into();
     if fmt == AVPixelFormat::AV_PIX_FMT_NONE {
@@ -99,7 +120,9 @@ fn parse_pixel_format(name: &str) -> anyhow::Result<AVPixelFormat> {
     let desc = unsafe { av_pix_fmt_desc_get(fmt) };
     // Hardware and bitstream formats have no bytes we could read.
     if desc.is_null()
-        || unsafe { (*desc).flags } & (AV_PIX_FMT_FLAG_HWACCEL as u64 | AV_PIX_FMT_FLAG_BITSTREAM as u64) != 0
+        || unsafe { (*desc).flags }
+            & (AV_PIX_FMT_FLAG_HWACCEL as u64 | AV_PIX_FMT_FLAG_BITSTREAM as u64)
+            != 0
         || unsafe { sws_isSupportedInput(fmt) } == 0
     {
         return Err(bad());
@@ -141,7 +164,10 @@ impl FrameSource for RawSource {
             &mut self.buf[..]
         };
         let got = read_full(&mut *self.reader, target).map_err(|e| {
-            classified(ErrorKind::Data, format!("raw input: reading frame {index} failed: {e}"))
+            classified(
+                ErrorKind::Data,
+                format!("raw input: reading frame {index} failed: {e}"),
+            )
         })?;
         if got == 0 {
             self.done = true;
