@@ -220,4 +220,42 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     child.wait().unwrap();
     let (got, _) = decode_stdin(&raw_opts).unwrap();
     assert!(got.is_empty());
+
+    // Interrupt (last: the flag is global): an endless live y4m stream ends cleanly soon after the request.
+    let mut child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=96x54:rate=25",
+            "-f",
+            "yuv4mpegpipe",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    assert_eq!(unsafe { dup2(out.as_raw_fd(), 0) }, 0);
+    drop(out);
+    let mut src = open("-", &OpenOptions::default()).unwrap();
+    for _ in 0..3 {
+        assert!(src.next_frame(&mut f).unwrap());
+    }
+    coinfer::source::request_interrupt();
+    let t0 = std::time::Instant::now();
+    let mut more = 0;
+    while src.next_frame(&mut f).unwrap() {
+        more += 1;
+        assert!(more < 50, "still decoding after the interrupt");
+    }
+    assert!(t0.elapsed().as_secs_f64() < 2.0);
+    assert!(!src.next_frame(&mut f).unwrap());
+    let _ = child.kill();
+    child.wait().unwrap();
 }

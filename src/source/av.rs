@@ -107,9 +107,26 @@ impl AvSource {
                 let v = CString::new(format!("{fps}")).unwrap();
                 av_dict_set(&mut dict, c"framerate".as_ptr(), v.as_ptr(), 0);
             }
+            // Our context, so that blocking reads (stdin, network, devices) stop on `request_interrupt`.
+            ps = avformat_alloc_context();
+            if ps.is_null() {
+                av_dict_free(&mut dict);
+                return Err(classified(ErrorKind::Runtime, "out of memory"));
+            }
+            (*ps).interrupt_callback = AVIOInterruptCB {
+                callback: Some(interrupt_cb),
+                opaque: ptr::null_mut(),
+            };
+            // On failure avformat_open_input frees the context itself.
             let r = avformat_open_input(&mut ps, url_c.as_ptr(), fmt, &mut dict);
             av_dict_free(&mut dict);
             if r < 0 {
+                if super::interrupted() {
+                    return Err(classified(
+                        ErrorKind::Interrupted,
+                        "interrupted while opening the input",
+                    ));
+                }
                 return Err(open_error(input, r));
             }
             // From here on `input_ctx` owns `ps` and closes it on every return path.
@@ -276,6 +293,11 @@ impl AvSource {
     }
 }
 
+/// libavformat's interrupt callback: non-zero makes blocking I/O return AVERROR_EXIT.
+unsafe extern "C" fn interrupt_cb(_opaque: *mut std::os::raw::c_void) -> c_int {
+    super::interrupted() as c_int
+}
+
 /// The best video stream that is a real video (not cover art), as FFmpeg ranks them.
 unsafe fn pick_video_stream(ctx: *mut AVFormatContext) -> Option<usize> {
     unsafe {
@@ -358,6 +380,11 @@ impl AvSource {
                 Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {
                     // Live devices: no packet ready yet.
                     std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(_) if super::interrupted() => {
+                    // The user asked to stop: end the stream now, without draining the decoder.
+                    self.finished = true;
+                    return Ok(false);
                 }
                 Err(e) => {
                     if self.next_index == 0 {

@@ -82,6 +82,19 @@ pub trait FrameSource: Send {
 }
 
 static VERBOSE_FFMPEG: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ask every open source to stop: blocking reads return and `next_frame` reports the end of the input
+/// (Ok(false)), so the caller can still write its summary. Only an atomic store, so it is safe to call
+/// from a signal handler.
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether `request_interrupt` was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 static INIT: Once = Once::new();
 
 /// Let FFmpeg print its own warnings and errors on stderr (by default it is silenced, so that a bad

@@ -137,7 +137,7 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         match reader.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && !super::interrupted() => {}
             Err(e) => return Err(e),
         }
     }
@@ -163,13 +163,21 @@ impl FrameSource for RawSource {
             self.buf.resize(self.frame_bytes, 0);
             &mut self.buf[..]
         };
-        let got = read_full(&mut *self.reader, target).map_err(|e| {
-            classified(
-                ErrorKind::Data,
-                format!("raw input: reading frame {index} failed: {e}"),
-            )
-        })?;
-        if got == 0 {
+        if super::interrupted() {
+            self.done = true;
+            return Ok(false);
+        }
+        let got = match read_full(&mut *self.reader, target) {
+            Ok(n) => n,
+            Err(_) if super::interrupted() => 0,
+            Err(e) => {
+                return Err(classified(
+                    ErrorKind::Data,
+                    format!("raw input: reading frame {index} failed: {e}"),
+                ));
+            }
+        };
+        if got == 0 || (got < self.frame_bytes && super::interrupted()) {
             self.done = true;
             return Ok(false);
         }
