@@ -85,7 +85,7 @@ impl AvSource {
         let url_c = CString::new(if from_stdin { "pipe:0" } else { input })
             .map_err(|_| classified(ErrorKind::Usage, "input name contains a NUL byte"))?;
 
-        let mut ps: *mut AVFormatContext = ptr::null_mut();
+        let mut ps: *mut AVFormatContext;
         unsafe {
             let mut fmt: *const AVInputFormat = ptr::null();
             if let Some(name) = &format_name {
