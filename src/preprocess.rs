@@ -259,7 +259,9 @@ impl Preprocessor {
                 for ch in 0..3 {
                     let v = t.w0 * row[j0 + ch] + t.w1 * row[j1 + ch];
                     self.values[o + ch] = v;
-                    self.crop_u8[o + ch] = (v + 0.5).floor().clamp(0.0, 255.0) as u8;
+                    // floor(v + 0.5) clipped to [0, 255]: the saturating cast truncates towards zero, which is floor
+                    // for v + 0.5 >= 0 and gives 0 below (and avoids a libm floor call per value).
+                    self.crop_u8[o + ch] = (v + 0.5) as u8;
                 }
             }
         }

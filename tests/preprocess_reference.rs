@@ -186,5 +186,19 @@ fn bench_decode_and_preprocess() {
             1e3 * t_dec / n as f64,
             1e3 * t_pre / n as f64
         );
+        // The preprocessing alone, repeated on the last frame (no decoder competing for the cache).
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            std::hint::black_box(pre.crop_u8(&frame));
+        }
+        let t1 = Instant::now();
+        for _ in 0..100 {
+            std::hint::black_box(pre.tensor(&frame).unwrap());
+        }
+        println!(
+            "         crop_u8 alone {:.2} ms, tensor alone {:.2} ms",
+            (t1 - t0).as_secs_f64() * 10.0,
+            t1.elapsed().as_secs_f64() * 10.0
+        );
     }
 }

@@ -774,6 +774,11 @@ fn bad_inputs_are_classified_errors() {
         Err(e) => assert_eq!(kind_of(&e), ErrorKind::Data, "{e}"),
     }
 
+    // A forced demuxer takes names that are not paths.
+    let opts = OpenOptions { format: Some("lavfi".into()), ..Default::default() };
+    let d = decode_all("testsrc2=size=64x48:rate=25:duration=0.2", &opts).unwrap();
+    assert_eq!((d.hashes.len(), d.size), (5, (64, 48)));
+
     // Bad options and unreachable URLs.
     let opts = OpenOptions {
         format: Some("no-such-format".into()),

@@ -74,8 +74,13 @@ impl AvSource {
         let url = super::is_url(input);
         let mut is_stream = from_stdin || url;
         if !from_stdin && !url {
-            let meta = super::check_local_path(input)?;
-            is_stream = !meta.is_file();
+            if opts.format.is_none() {
+                let meta = super::check_local_path(input)?;
+                is_stream = !meta.is_file();
+            } else {
+                // A forced demuxer may take a name that is no path (lavfi graphs, x11grab displays).
+                is_stream = !std::fs::metadata(input).is_ok_and(|m| m.is_file());
+            }
         }
         let mut format_name = opts.format.clone();
         if format_name.is_none() && input.starts_with("/dev/video") {
