@@ -39,6 +39,9 @@ use crate::source::Frame;
 ///   (it is repeated; `feed` returns more than 1), and the smaller-interval rule keeps a long gap from
 ///   claiming steps beyond the frame's own half interval;
 /// * duplicates and timestamps that go backwards feed nothing (`feed` returns 0) and do not move the timeline;
+/// * a jump of more than `MAX_JUMP` (10 s) either way is a discontinuity (a timestamp reset or wrap,
+///   concatenated streams, a camera that stalled): the frame is placed one interval after the previous one
+///   and the timeline continues from there, instead of a burst of repeats or a long wait;
 /// * higher model rate than source rate: a frame feeds every step in its window (repeats); the very first
 ///   frame feeds only step 0.
 #[derive(Debug, Clone)]
@@ -48,7 +51,12 @@ pub struct Resampler {
     next_step: u64,
     last_pts: f64,
     last_interval: Option<f64>,
+    /// Added to incoming pts; changed at each discontinuity.
+    offset: f64,
 }
+
+/// A pts jump larger than this (seconds) is a discontinuity, not a gap.
+pub const MAX_JUMP: f64 = 10.0;
 
 /// Timestamps closer than this (seconds) count as equal: avoids float noise deciding ties.
 const PTS_EPS: f64 = 1e-9;
@@ -65,6 +73,7 @@ impl Resampler {
             next_step: 0,
             last_pts: 0.0,
             last_interval: None,
+            offset: 0.0,
         }
     }
 
@@ -75,13 +84,22 @@ impl Resampler {
 
     /// Feed the pts (seconds) of the next decoded frame; returns how many model steps this frame feeds.
     pub fn feed(&mut self, pts: f64) -> usize {
+        if !pts.is_finite() {
+            return 0;
+        }
         let Some(origin) = self.origin else {
             self.origin = Some(pts);
             self.last_pts = pts;
             self.next_step = 1;
             return 1;
         };
-        if !pts.is_finite() || pts <= self.last_pts + PTS_EPS {
+        let mut pts = pts + self.offset;
+        if (pts - self.last_pts).abs() > MAX_JUMP {
+            let continued = self.last_pts + self.last_interval.unwrap_or(self.step);
+            self.offset += continued - pts;
+            pts = continued;
+        }
+        if pts <= self.last_pts + PTS_EPS {
             return 0;
         }
         let interval = pts - self.last_pts;
@@ -541,5 +559,15 @@ mod tests {
         assert_eq!(r.feed(0.8), 2);
         assert_eq!(r.feed(1.0), 2);
         assert_eq!(r.steps(), 11);
+        // Discontinuities: a jump to 100 s continues at 1.0 + 0.2 = 1.2 (window end 1.3: steps 1.1, 1.2),
+        // and the stream goes on from there; so does a reset to 0.
+        assert_eq!(r.feed(100.0), 2);
+        assert_eq!(r.feed(100.2), 2);
+        assert_eq!(r.feed(0.0), 2);
+        assert_eq!(r.feed(0.2), 2);
+        assert_eq!(r.steps(), 19);
+        assert_eq!(r.feed(f64::NAN), 0);
+        // A gap below the limit is a gap: 9 s of steps repeat the frame after it.
+        assert_eq!(r.feed(9.2), 90);
     }
 }
