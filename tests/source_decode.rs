@@ -740,7 +740,7 @@ fn bad_inputs_are_classified_errors() {
     std::fs::write(&head, &full[..64]).unwrap();
     assert_eq!(kind_of(&open_err(&head)), ErrorKind::Data);
 
-    // Faststart mp4 cut in half: the frames present decode, then the stream ends (as with the ffmpeg CLI).
+    // A faststart mp4 (index first), to cut and to damage.
     let fast = p(&dir, "fast.mp4");
     ffmpeg(&[
         "-i",
@@ -754,12 +754,21 @@ fn bad_inputs_are_classified_errors() {
     let full = std::fs::read(&fast).unwrap();
     let half = p(&dir, "half.mp4");
     std::fs::write(&half, &full[..full.len() / 2]).unwrap();
-    let d = decode_all(half.to_str().unwrap(), &OpenOptions::default()).unwrap();
-    assert!(
-        d.hashes.len() > 5 && d.hashes.len() < 50,
-        "{} frames",
-        d.hashes.len()
-    );
+    // Faststart mp4 cut in half: the frames present are delivered, then the truncation is a Data error.
+    let mut src = open(half.to_str().unwrap(), &OpenOptions::default()).unwrap();
+    let mut f = Frame::default();
+    let mut n = 0;
+    let e = loop {
+        match src.next_frame(&mut f) {
+            Ok(true) => n += 1,
+            Ok(false) => panic!("truncation not reported after {n} frames"),
+            Err(e) => break e,
+        }
+    };
+    assert!(n > 5 && n < 50, "{n} frames");
+    assert_eq!(kind_of(&e), ErrorKind::Data, "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    assert!(!src.next_frame(&mut f).unwrap());
 
     // Garbage in the middle of the coded data: no panic, whatever FFmpeg can still decode.
     let mut damaged = std::fs::read(&fast).unwrap();
@@ -775,7 +784,10 @@ fn bad_inputs_are_classified_errors() {
     }
 
     // A forced demuxer takes names that are not paths.
-    let opts = OpenOptions { format: Some("lavfi".into()), ..Default::default() };
+    let opts = OpenOptions {
+        format: Some("lavfi".into()),
+        ..Default::default()
+    };
     let d = decode_all("testsrc2=size=64x48:rate=25:duration=0.2", &opts).unwrap();
     assert_eq!((d.hashes.len(), d.size), (5, (64, 48)));
 

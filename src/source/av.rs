@@ -29,6 +29,10 @@ pub(crate) struct AvSource {
     /// Packets the decoder rejected as invalid data (skipped, as the ffmpeg CLI does).
     bad_packets: u64,
     last_error: Option<String>,
+    /// End time of the video stream as its header declares it (for truncation checks).
+    declared_end: Option<f64>,
+    /// A demuxer error after some frames: the stream ends there and `finish` reports it.
+    read_error: Option<String>,
     /// Advice appended to data errors (e.g. an ordinary mp4 piped to stdin).
     hint: Option<&'static str>,
 }
@@ -186,6 +190,15 @@ impl AvSource {
             .or_else(|| rate_of(stream.rate()))
             .or(opts.fps);
         let frames = (stream.frames() > 0).then(|| stream.frames() as u64);
+        // Where the video stream itself says it ends (not the container, whose audio may run longer).
+        let declared_end = (stream.duration() > 0 && time_base > 0.0).then(|| {
+            let start = if stream.start_time() != AV_NOPTS_VALUE {
+                stream.start_time()
+            } else {
+                0
+            };
+            (start + stream.duration()) as f64 * time_base
+        });
         let duration = if stream.duration() > 0 && time_base > 0.0 {
             Some(stream.duration() as f64 * time_base)
         } else if input.duration() > 0 {
@@ -243,12 +256,14 @@ impl AvSource {
             decoded: frame::Video::empty(),
             conv: RgbConverter::new(),
             fallback_step: 1.0 / fps.unwrap_or(30.0),
+            declared_end,
             last_pts: None,
             next_index: 0,
             eof_sent: false,
             finished: false,
             bad_packets: 0,
             last_error: None,
+            read_error: None,
             hint,
         })
     }
@@ -292,6 +307,31 @@ impl AvSource {
             return Err(classified(
                 ErrorKind::Data,
                 format!("no video frame could be decoded{why}"),
+            ));
+        }
+        if self.read_error.is_none() && !self.info.is_stream && !super::interrupted() {
+            // Most demuxers report a cut file as a plain end of file: compare with what the header
+            // declares, with room for edit lists and rounding.
+            let n = self.next_index;
+            if let Some(declared) = self.info.frames
+                && n + (declared / 50).max(2) < declared
+            {
+                self.read_error = Some(format!("the header declares {declared} frames"));
+            } else if let (Some(end), Some(last)) = (self.declared_end, self.last_pts)
+                && last + (0.1 * end).max(1.0) < end
+            {
+                self.read_error = Some(format!(
+                    "the last frame is at {last:.3} s, the header says {end:.3} s"
+                ));
+            }
+        }
+        if let Some(e) = self.read_error.take() {
+            return Err(classified(
+                ErrorKind::Data,
+                format!(
+                    "the input is truncated or damaged: {e}; {} frames were decoded",
+                    self.next_index
+                ),
             ));
         }
         Ok(false)
@@ -398,9 +438,10 @@ impl AvSource {
                             format!("reading the input failed: {e}"),
                         ));
                     }
-                    // A damaged tail (truncated file, dropped connection): end the stream after
-                    // draining what the decoder holds, as the ffmpeg CLI does.
-                    self.last_error = Some(e.to_string());
+                    // A damaged tail (truncated file, dropped connection): deliver what the decoder
+                    // holds, then report the damage at the end (`finish`).
+                    self.read_error =
+                        Some(format!("{e} (after packet of frame {})", self.next_index));
                     let _ = self.decoder.send_eof();
                     self.eof_sent = true;
                 }
