@@ -4,6 +4,19 @@
 //! (`--raw WxH`) are read by our own reader (`raw`) so that a short last frame is reported exactly.
 //! Colour conversion to RGB24 is swscale's, configured like the ffmpeg CLI (`convert`), so the bytes
 //! equal `ffmpeg -i INPUT -f rawvideo -pix_fmt rgb24 -` for the same input.
+//!
+//! Errors (classified for the exit code, one message each, never a panic or a swscale abort):
+//! * `NoInput`: missing file, a directory, permission denied, unreachable URL or device;
+//! * `Usage`: unknown `--format`, bad raw geometry (zero, a side over 16384, a frame over 1 GiB), unknown or
+//!   hardware pixel format, missing or non-positive `--fps` for raw input;
+//! * `Data`: empty, corrupt, non-video files, no video stream, no decodable frame, an mp4 without its index
+//!   (moov) or an ordinary mp4 piped to stdin, a raw stream whose last frame is short (the message names the
+//!   frame), and truncated files: after the frames that are there, `next_frame` fails if the demuxer
+//!   reported an error or the file holds clearly fewer frames (or less time) than its header declares.
+//!   Containers that declare neither (Matroska/WebM) end quietly where the data ends, as the ffmpeg CLI does.
+//!   Packets the decoder rejects are skipped, as the ffmpeg CLI does.
+//!
+//! `request_interrupt` stops blocking reads (stdin, network, devices); `next_frame` then reports the end.
 
 mod av;
 mod convert;
