@@ -1,0 +1,451 @@
+//! Inputs FFmpeg demuxes and decodes: files, stdin (`pipe:0`), devices and URLs.
+
+use std::ffi::CString;
+use std::os::raw::c_int;
+use std::ptr;
+
+use ffmpeg_next::ffi::*;
+use ffmpeg_next::format::context::Input;
+use ffmpeg_next::{Error as AvError, Packet, codec, frame};
+
+use super::convert::{Picture, RgbConverter};
+use super::{Frame, FrameSource, OpenOptions, SourceInfo};
+use crate::error::{ErrorKind, classified, kind_of};
+
+pub(crate) struct AvSource {
+    info: SourceInfo,
+    input: Input,
+    stream_index: usize,
+    time_base: f64,
+    decoder: codec::decoder::Video,
+    decoded: frame::Video,
+    conv: RgbConverter,
+    /// Frame duration used when a frame carries no timestamp.
+    fallback_step: f64,
+    last_pts: Option<f64>,
+    next_index: u64,
+    eof_sent: bool,
+    finished: bool,
+    /// Packets the decoder rejected as invalid data (skipped, as the ffmpeg CLI does).
+    bad_packets: u64,
+    last_error: Option<String>,
+    /// End time of the video stream as its header declares it (for truncation checks).
+    declared_end: Option<f64>,
+    /// A demuxer error after some frames: the stream ends there and `finish` reports it.
+    read_error: Option<String>,
+    /// Advice appended to data errors (e.g. an ordinary mp4 piped to stdin).
+    hint: Option<&'static str>,
+}
+
+const PIPE_MP4_HINT: &str = "an ordinary mp4 cannot be streamed through a pipe (its index is at the end): \
+pipe y4m, mpegts or fragmented mp4 (-movflags frag_keyframe+empty_moov), or give the file's path";
+
+fn av_err(e: c_int) -> String {
+    AvError::from(e).to_string()
+}
+
+/// Classifies a failure to open: a missing file or unreachable URL/device is `NoInput`,
+/// content FFmpeg cannot make sense of is `Data`.
+fn open_error(input: &str, e: c_int) -> anyhow::Error {
+    let kind = match AvError::from(e) {
+        AvError::Other { errno } if errno == libc_errno::ENOENT => ErrorKind::NoInput,
+        AvError::Other { errno } if errno == libc_errno::EACCES => ErrorKind::NoInput,
+        AvError::Other { errno }
+            if errno == libc_errno::EIO || errno == libc_errno::ECONNREFUSED =>
+        {
+            ErrorKind::NoInput
+        }
+        AvError::ProtocolNotFound | AvError::HttpNotFound | AvError::HttpForbidden => {
+            ErrorKind::NoInput
+        }
+        _ => ErrorKind::Data,
+    };
+    let what = if kind == ErrorKind::NoInput {
+        "cannot open"
+    } else {
+        "not a readable video"
+    };
+    classified(kind, format!("{input}: {what}: {}", av_err(e)))
+}
+
+mod libc_errno {
+    pub use ffmpeg_next::util::error::{EACCES, ECONNREFUSED, EIO, ENOENT};
+}
+
+impl AvSource {
+    pub fn open(input: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+        let from_stdin = input == "-";
+        let url = super::is_url(input);
+        let mut is_stream = from_stdin || url;
+        if !from_stdin && !url {
+            if opts.format.is_none() {
+                let meta = super::check_local_path(input)?;
+                is_stream = !meta.is_file();
+            } else {
+                // A forced demuxer may take a name that is no path (lavfi graphs, x11grab displays).
+                is_stream = !std::fs::metadata(input).is_ok_and(|m| m.is_file());
+            }
+        }
+        let mut format_name = opts.format.clone();
+        if format_name.is_none() && input.starts_with("/dev/video") {
+            // Character devices cannot be probed; V4L2 is what /dev/videoN is on Linux.
+            format_name = Some("v4l2".into());
+        }
+        let url_c = CString::new(if from_stdin { "pipe:0" } else { input })
+            .map_err(|_| classified(ErrorKind::Usage, "input name contains a NUL byte"))?;
+
+        let mut ps: *mut AVFormatContext;
+        unsafe {
+            let mut fmt: *const AVInputFormat = ptr::null();
+            if let Some(name) = &format_name {
+                let name_c = CString::new(name.as_str())
+                    .map_err(|_| classified(ErrorKind::Usage, "format name contains a NUL byte"))?;
+                fmt = av_find_input_format(name_c.as_ptr());
+                if fmt.is_null() {
+                    return Err(classified(
+                        ErrorKind::Usage,
+                        format!("unknown input format '{name}'"),
+                    ));
+                }
+            }
+            let mut dict: *mut AVDictionary = ptr::null_mut();
+            if let Some(fps) = opts
+                .fps
+                .filter(|_| format_name.as_deref() == Some("rawvideo"))
+            {
+                let v = CString::new(format!("{fps}")).unwrap();
+                av_dict_set(&mut dict, c"framerate".as_ptr(), v.as_ptr(), 0);
+            }
+            // Our context, so that blocking reads (stdin, network, devices) stop on `request_interrupt`.
+            ps = avformat_alloc_context();
+            if ps.is_null() {
+                av_dict_free(&mut dict);
+                return Err(classified(ErrorKind::Runtime, "out of memory"));
+            }
+            (*ps).interrupt_callback = AVIOInterruptCB {
+                callback: Some(interrupt_cb),
+                opaque: ptr::null_mut(),
+            };
+            // On failure avformat_open_input frees the context itself.
+            let r = avformat_open_input(&mut ps, url_c.as_ptr(), fmt, &mut dict);
+            av_dict_free(&mut dict);
+            if r < 0 {
+                if super::interrupted() {
+                    return Err(classified(
+                        ErrorKind::Interrupted,
+                        "interrupted while opening the input",
+                    ));
+                }
+                return Err(open_error(input, r));
+            }
+            // From here on `input_ctx` owns `ps` and closes it on every return path.
+            let mut input_ctx = Input::wrap(ps);
+            let r = avformat_find_stream_info(input_ctx.as_mut_ptr(), ptr::null_mut());
+            if r < 0 {
+                return Err(classified(
+                    ErrorKind::Data,
+                    format!("{input}: cannot read stream information: {}", av_err(r)),
+                ));
+            }
+            Self::from_input(input, input_ctx, opts, is_stream)
+        }
+    }
+
+    unsafe fn from_input(
+        name: &str,
+        mut input: Input,
+        opts: &OpenOptions,
+        is_stream: bool,
+    ) -> anyhow::Result<Self> {
+        let ctx = unsafe { input.as_mut_ptr() };
+        let stream_index = unsafe { pick_video_stream(ctx) }.ok_or_else(|| {
+            classified(
+                ErrorKind::Data,
+                format!("{name}: no video stream (not a video file?)"),
+            )
+        })?;
+        unsafe {
+            // Only the chosen stream is demuxed into packets we read.
+            for i in 0..(*ctx).nb_streams as usize {
+                if i != stream_index {
+                    (**(*ctx).streams.add(i)).discard = AVDiscard::AVDISCARD_ALL;
+                }
+            }
+        }
+        let stream = input
+            .stream(stream_index)
+            .expect("stream index from the context");
+        let tb = stream.time_base();
+        let time_base = if tb.denominator() != 0 {
+            f64::from(tb)
+        } else {
+            0.0
+        };
+        let rate_of = |r: ffmpeg_next::Rational| {
+            (r.numerator() > 0 && r.denominator() > 0)
+                .then(|| f64::from(r))
+                .filter(|f| f.is_finite() && *f < 10_000.0)
+        };
+        let fps = rate_of(stream.avg_frame_rate())
+            .or_else(|| rate_of(stream.rate()))
+            .or(opts.fps);
+        let frames = (stream.frames() > 0).then(|| stream.frames() as u64);
+        // Where the video stream itself says it ends (not the container, whose audio may run longer).
+        let declared_end = (stream.duration() > 0 && time_base > 0.0).then(|| {
+            let start = if stream.start_time() != AV_NOPTS_VALUE {
+                stream.start_time()
+            } else {
+                0
+            };
+            (start + stream.duration()) as f64 * time_base
+        });
+        let duration = if stream.duration() > 0 && time_base > 0.0 {
+            Some(stream.duration() as f64 * time_base)
+        } else if input.duration() > 0 {
+            Some(input.duration() as f64 / AV_TIME_BASE as f64)
+        } else {
+            None
+        };
+
+        let mut cctx = codec::Context::from_parameters(stream.parameters()).map_err(|e| {
+            classified(
+                ErrorKind::Data,
+                format!("{name}: bad codec parameters: {e}"),
+            )
+        })?;
+        let codec_id = cctx.id();
+        unsafe {
+            let c = cctx.as_mut_ptr();
+            (*c).pkt_timebase = tb.into();
+            // Auto thread count; frame threading only for files, where its extra latency does not matter.
+            (*c).thread_count = 0;
+            (*c).thread_type = if is_stream {
+                FF_THREAD_SLICE as c_int
+            } else {
+                (FF_THREAD_FRAME | FF_THREAD_SLICE) as c_int
+            };
+        }
+        let decoder = cctx.decoder().video().map_err(|e| {
+            classified(
+                ErrorKind::Data,
+                format!("{name}: cannot decode video codec {codec_id:?}: {e}"),
+            )
+        })?;
+        let codec_name = decoder
+            .codec()
+            .map(|c| c.name().to_string())
+            .unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
+        let container = input.format().name().to_string();
+        let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
+        let info = SourceInfo {
+            width: decoder.width(),
+            height: decoder.height(),
+            fps,
+            frames,
+            duration,
+            codec: codec_name,
+            container,
+            is_stream,
+        };
+        Ok(AvSource {
+            info,
+            input,
+            stream_index,
+            time_base,
+            decoder,
+            decoded: frame::Video::empty(),
+            conv: RgbConverter::new(),
+            fallback_step: 1.0 / fps.unwrap_or(30.0),
+            declared_end,
+            last_pts: None,
+            next_index: 0,
+            eof_sent: false,
+            finished: false,
+            bad_packets: 0,
+            last_error: None,
+            read_error: None,
+            hint,
+        })
+    }
+
+    /// Converts the frame just decoded into `out`.
+    fn emit(&mut self, out: &mut Frame) -> anyhow::Result<()> {
+        let f = unsafe { &*self.decoded.as_ptr() };
+        let format: AVPixelFormat =
+            unsafe { std::mem::transmute::<c_int, AVPixelFormat>(f.format) };
+        let pic = Picture {
+            data: [f.data[0], f.data[1], f.data[2], f.data[3]].map(|p| p as *const u8),
+            linesize: [f.linesize[0], f.linesize[1], f.linesize[2], f.linesize[3]],
+            format,
+            width: f.width,
+            height: f.height,
+            color_space: f.colorspace,
+            color_range: f.color_range,
+        };
+        self.conv.convert(&pic, &mut out.rgb)?;
+        let pts = match self.decoded.timestamp() {
+            Some(t) if self.time_base > 0.0 => t as f64 * self.time_base,
+            // No timestamp: continue from the previous frame at the nominal rate.
+            _ => self.last_pts.map_or(0.0, |p| p + self.fallback_step),
+        };
+        self.last_pts = Some(pts);
+        out.index = self.next_index;
+        out.pts = pts;
+        out.width = f.width as u32;
+        out.height = f.height as u32;
+        self.next_index += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<bool> {
+        self.finished = true;
+        if self.next_index == 0 {
+            let why = match &self.last_error {
+                Some(e) => format!(": {e}"),
+                None => String::new(),
+            };
+            return Err(classified(
+                ErrorKind::Data,
+                format!("no video frame could be decoded{why}"),
+            ));
+        }
+        if self.read_error.is_none() && !self.info.is_stream && !super::interrupted() {
+            // Most demuxers report a cut file as a plain end of file: compare with what the header
+            // declares, with room for edit lists and rounding.
+            let n = self.next_index;
+            if let Some(declared) = self.info.frames
+                && n + (declared / 50).max(2) < declared
+            {
+                self.read_error = Some(format!("the header declares {declared} frames"));
+            } else if let (Some(end), Some(last)) = (self.declared_end, self.last_pts)
+                && last + (0.1 * end).max(1.0) < end
+            {
+                self.read_error = Some(format!(
+                    "the last frame is at {last:.3} s, the header says {end:.3} s"
+                ));
+            }
+        }
+        if let Some(e) = self.read_error.take() {
+            return Err(classified(
+                ErrorKind::Data,
+                format!(
+                    "the input is truncated or damaged: {e}; {} frames were decoded",
+                    self.next_index
+                ),
+            ));
+        }
+        Ok(false)
+    }
+}
+
+/// libavformat's interrupt callback: non-zero makes blocking I/O return AVERROR_EXIT.
+unsafe extern "C" fn interrupt_cb(_opaque: *mut std::os::raw::c_void) -> c_int {
+    super::interrupted() as c_int
+}
+
+/// The best video stream that is a real video (not cover art), as FFmpeg ranks them.
+unsafe fn pick_video_stream(ctx: *mut AVFormatContext) -> Option<usize> {
+    unsafe {
+        let n = (*ctx).nb_streams as usize;
+        let is_video = |i: usize| {
+            let st = *(*ctx).streams.add(i);
+            (*(*st).codecpar).codec_type == AVMediaType::AVMEDIA_TYPE_VIDEO
+                && (*st).disposition & AV_DISPOSITION_ATTACHED_PIC as c_int == 0
+        };
+        let best = av_find_best_stream(
+            ctx,
+            AVMediaType::AVMEDIA_TYPE_VIDEO,
+            -1,
+            -1,
+            ptr::null_mut(),
+            0,
+        );
+        if best >= 0 && is_video(best as usize) {
+            return Some(best as usize);
+        }
+        (0..n).find(|&i| is_video(i))
+    }
+}
+
+impl FrameSource for AvSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next_frame(&mut self, frame: &mut Frame) -> anyhow::Result<bool> {
+        if self.finished {
+            return Ok(false);
+        }
+        self.decode_next(frame).map_err(|e| match self.hint {
+            Some(hint) if kind_of(&e) == ErrorKind::Data => {
+                classified(ErrorKind::Data, format!("{e}; {hint}"))
+            }
+            _ => e,
+        })
+    }
+}
+
+impl AvSource {
+    fn decode_next(&mut self, frame: &mut Frame) -> anyhow::Result<bool> {
+        loop {
+            match self.decoder.receive_frame(&mut self.decoded) {
+                Ok(()) => {
+                    self.emit(frame)?;
+                    return Ok(true);
+                }
+                Err(AvError::Eof) => return self.finish(),
+                Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {}
+                Err(e) => {
+                    // A broken frame: skip it like the CLI does, remember why.
+                    self.bad_packets += 1;
+                    self.last_error = Some(e.to_string());
+                    if self.eof_sent && self.bad_packets < 1000 {
+                        continue;
+                    }
+                }
+            }
+            if self.eof_sent {
+                return self.finish();
+            }
+            let mut packet = Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) => {
+                    if packet.stream() != self.stream_index {
+                        continue;
+                    }
+                    if let Err(e) = self.decoder.send_packet(&packet) {
+                        self.bad_packets += 1;
+                        self.last_error = Some(e.to_string());
+                    }
+                }
+                Err(AvError::Eof) => {
+                    let _ = self.decoder.send_eof();
+                    self.eof_sent = true;
+                }
+                Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {
+                    // Live devices: no packet ready yet.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(_) if super::interrupted() => {
+                    // The user asked to stop: end the stream now, without draining the decoder.
+                    self.finished = true;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    if self.next_index == 0 {
+                        return Err(classified(
+                            ErrorKind::Data,
+                            format!("reading the input failed: {e}"),
+                        ));
+                    }
+                    // A damaged tail (truncated file, dropped connection): deliver what the decoder
+                    // holds, then report the damage at the end (`finish`).
+                    self.read_error =
+                        Some(format!("{e} (after packet of frame {})", self.next_index));
+                    let _ = self.decoder.send_eof();
+                    self.eof_sent = true;
+                }
+            }
+        }
+    }
+}
