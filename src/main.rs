@@ -14,8 +14,10 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
-    if let cli::Command::Run(args) = &cli.command {
-        args.apply_threads();
+    match &cli.command {
+        cli::Command::Run(args) => args.apply_threads(),
+        cli::Command::Bench(args) => args.apply_threads(),
+        _ => {}
     }
     let code = match cli::dispatch(cli) {
         Ok(()) => 0,

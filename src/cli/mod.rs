@@ -2,6 +2,9 @@
 //!
 //! `run` is the default subcommand: `coinfer clip.mp4` is `coinfer run clip.mp4`.
 
+pub mod batch;
+pub mod bench;
+pub mod flops;
 pub mod labels;
 pub mod models;
 pub mod run;
@@ -49,6 +52,14 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Print the class names, one per line
     Labels(labels::LabelsArgs),
+    /// Label many clips: folders, globs, lists; resumable and shardable
+    Batch(Box<batch::BatchArgs>),
+    /// Regular versus continual cost, counted (FLOPs)
+    Flops(flops::FlopsArgs),
+    /// Regular versus continual time per new frame, measured on this machine
+    Bench(bench::BenchArgs),
+    /// Download official checkpoints
+    Weights(crate::weights::cli::WeightsArgs),
 }
 
 /// Parse the process arguments, inserting `run` when the first argument is not a subcommand
@@ -76,6 +87,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::execute(&args),
         Command::Models(args) => models::execute(&args),
         Command::Labels(args) => labels::execute(&args),
+        Command::Batch(args) => batch::execute(&args),
+        Command::Flops(args) => flops::execute(&args),
+        Command::Bench(args) => bench::execute(&args),
+        Command::Weights(args) => crate::weights::cli::run(&args),
     }
 }
 
