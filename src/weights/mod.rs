@@ -3,6 +3,7 @@
 
 pub mod bn;
 pub mod cli;
+pub mod layout;
 pub mod pickle;
 pub mod pull;
 pub mod store;
