@@ -7,7 +7,9 @@ use coinfer::weights::{self, Format};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/weights")
+        .join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -18,12 +20,42 @@ fn expected() -> serde_json::Value {
 fn bits(t: &Tensor) -> Vec<String> {
     let t = t.flatten_all().unwrap();
     match t.dtype() {
-        DType::F32 => t.to_vec1::<f32>().unwrap().iter().map(|v| format!("{:08x}", v.to_bits())).collect(),
-        DType::F64 => t.to_vec1::<f64>().unwrap().iter().map(|v| format!("{:016x}", v.to_bits())).collect(),
-        DType::F16 => t.to_vec1::<half::f16>().unwrap().iter().map(|v| format!("{:04x}", v.to_bits())).collect(),
-        DType::BF16 => t.to_vec1::<half::bf16>().unwrap().iter().map(|v| format!("{:04x}", v.to_bits())).collect(),
-        DType::I64 => t.to_vec1::<i64>().unwrap().iter().map(|v| format!("{:016x}", *v as u64)).collect(),
-        DType::U8 => t.to_vec1::<u8>().unwrap().iter().map(|v| format!("{v:02x}")).collect(),
+        DType::F32 => t
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{:08x}", v.to_bits()))
+            .collect(),
+        DType::F64 => t
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{:016x}", v.to_bits()))
+            .collect(),
+        DType::F16 => t
+            .to_vec1::<half::f16>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{:04x}", v.to_bits()))
+            .collect(),
+        DType::BF16 => t
+            .to_vec1::<half::bf16>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{:04x}", v.to_bits()))
+            .collect(),
+        DType::I64 => t
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{:016x}", *v as u64))
+            .collect(),
+        DType::U8 => t
+            .to_vec1::<u8>()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{v:02x}"))
+            .collect(),
         d => panic!("unexpected dtype {d:?}"),
     }
 }
@@ -39,7 +71,17 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
         "u8" | "bool" => (DType::U8, hexes.to_vec()),
         "i32" => (
             DType::I64,
-            hexes.iter().map(|h| format!("{:016x}", i32::from_str_radix(h, 16).unwrap_or_else(|_| u32::from_str_radix(h, 16).unwrap() as i32) as i64 as u64)).collect(),
+            hexes
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{:016x}",
+                        i32::from_str_radix(h, 16)
+                            .unwrap_or_else(|_| u32::from_str_radix(h, 16).unwrap() as i32)
+                            as i64 as u64
+                    )
+                })
+                .collect(),
         ),
         d => panic!("unknown dtype {d}"),
     }
@@ -47,8 +89,11 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
 
 fn check_file(name: &str, format: Format) {
     let exp = expected();
-    let want = exp[name].as_object().unwrap_or_else(|| panic!("no expectations for {name}"));
-    let store = weights::load(&fixture(name), &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let want = exp[name]
+        .as_object()
+        .unwrap_or_else(|| panic!("no expectations for {name}"));
+    let store =
+        weights::load(&fixture(name), &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert_eq!(store.format(), format);
     let mut names: Vec<&str> = store.names().iter().map(String::as_str).collect();
     names.sort();
@@ -57,9 +102,19 @@ fn check_file(name: &str, format: Format) {
     assert_eq!(names, want_names, "{name}: tensor names");
     for (tname, w) in want {
         let t = store.get(tname).unwrap();
-        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(t.dims(), shape.as_slice(), "{name}: {tname} shape");
-        let hexes: Vec<String> = w["bits"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+        let hexes: Vec<String> = w["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_string())
+            .collect();
         let (dt, hexes) = native(w["dtype"].as_str().unwrap(), &hexes);
         assert_eq!(t.dtype(), dt, "{name}: {tname} dtype");
         assert_eq!(bits(t), hexes, "{name}: {tname} values");
@@ -107,22 +162,40 @@ fn take_converts_to_f32_and_checks_shapes() {
     let mut s = weights::load(&fixture("wrapped_zip.pyth"), &Device::Cpu).unwrap();
     let h = s.take("s2.half", &[5]).unwrap();
     assert_eq!(h.dtype(), DType::F32);
-    assert_eq!(h.to_vec1::<f32>().unwrap(), vec![0.5, -2.0, 65504.0, 6.103515625e-05, 1.0 / 1024.0]);
+    assert_eq!(
+        h.to_vec1::<f32>().unwrap(),
+        vec![0.5, -2.0, 65504.0, 1.0 / 16384.0, 1.0 / 1024.0]
+    );
     let b = s.take("s2.bf16", &[2, 3]).unwrap();
-    assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4], [1.0, -3.5, 0.15625, 256.0]);
+    assert_eq!(
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4],
+        [1.0, -3.5, 0.15625, 256.0]
+    );
 
     let e = s.take("s1.conv.weight", &[4, 3, 1, 3, 1]).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("s1.conv.weight") && msg.contains("[4, 3, 1, 3, 3]") && msg.contains("[4, 3, 1, 3, 1]"), "{msg}");
+    assert!(
+        msg.contains("s1.conv.weight")
+            && msg.contains("[4, 3, 1, 3, 3]")
+            && msg.contains("[4, 3, 1, 3, 1]"),
+        "{msg}"
+    );
     assert_eq!(kind_of(&e), ErrorKind::Data);
 
     let e = s.take("s1.conv_xy.weight", &[24, 3, 1, 3, 3]).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("missing tensor s1.conv_xy.weight") && msg.contains("[24, 3, 1, 3, 3]"), "{msg}");
+    assert!(
+        msg.contains("missing tensor s1.conv_xy.weight") && msg.contains("[24, 3, 1, 3, 3]"),
+        "{msg}"
+    );
     // The hint names some tensors the file has but nobody took.
     assert!(msg.contains("s1.conv.weight [4, 3, 1, 3, 3]"), "{msg}");
 
-    assert!(s.take_optional("s1.branch1_bn.weight", &[2]).unwrap().is_none());
+    assert!(
+        s.take_optional("s1.branch1_bn.weight", &[2])
+            .unwrap()
+            .is_none()
+    );
     assert!(s.take_optional("s1.bn.weight", &[2]).unwrap().is_some());
 }
 
@@ -139,7 +212,12 @@ fn finish_reports_unused_tensors() {
         }
     }
     let msg = format!("{:#}", s.finish().unwrap_err());
-    assert!(msg.contains("2 unexpected tensors") && msg.contains("s2.slice [2, 2, 2]") && msg.contains("s2.empty [0, 3]"), "{msg}");
+    assert!(
+        msg.contains("2 unexpected tensors")
+            && msg.contains("s2.slice [2, 2, 2]")
+            && msg.contains("s2.empty [0, 3]"),
+        "{msg}"
+    );
 
     // Taking everything succeeds.
     let mut s = weights::load(&fixture("small.safetensors"), &Device::Cpu).unwrap();
@@ -153,18 +231,35 @@ fn verify_lists_every_problem() {
     let s = weights::load(&fixture("plain_module_zip.pth"), &Device::Cpu).unwrap();
     let ok: [(&str, &[usize]); 2] = [("fc.weight", &[2, 3]), ("fc.bias", &[2])];
     s.verify(&ok).unwrap();
-    let bad: [(&str, &[usize]); 3] = [("fc.weight", &[3, 2]), ("fc2.weight", &[7, 2]), ("fc2.bias", &[7])];
+    let bad: [(&str, &[usize]); 3] = [
+        ("fc.weight", &[3, 2]),
+        ("fc2.weight", &[7, 2]),
+        ("fc2.bias", &[7]),
+    ];
     let msg = format!("{:#}", s.verify(&bad).unwrap_err());
-    assert!(msg.contains("2 missing tensors: fc2.weight [7, 2], fc2.bias [7]"), "{msg}");
-    assert!(msg.contains("fc.weight: expected [3, 2], found [2, 3]"), "{msg}");
+    assert!(
+        msg.contains("2 missing tensors: fc2.weight [7, 2], fc2.bias [7]"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fc.weight: expected [3, 2], found [2, 3]"),
+        "{msg}"
+    );
     assert!(msg.contains("1 unexpected tensors: fc.bias [2]"), "{msg}");
 }
 
 #[test]
 fn rename_maps_layouts() {
     let mut s = weights::load(&fixture("plain_module_zip.pth"), &Device::Cpu).unwrap();
-    s.rename(|n| n.strip_prefix("fc.").map(|r| format!("head.projection.{r}"))).unwrap();
-    assert_eq!(s.names(), ["head.projection.weight", "head.projection.bias"]);
+    s.rename(|n| {
+        n.strip_prefix("fc.")
+            .map(|r| format!("head.projection.{r}"))
+    })
+    .unwrap();
+    assert_eq!(
+        s.names(),
+        ["head.projection.weight", "head.projection.bias"]
+    );
     assert!(s.rename(|_| Some("same".into())).is_err());
 }
 
@@ -181,7 +276,10 @@ fn load_err(name: &str) -> String {
 #[test]
 fn hostile_files_fail_cleanly() {
     let m = load_err("evil_global_zip.pth");
-    assert!(m.contains("`os.system`") && m.contains("not allowed"), "{m}");
+    assert!(
+        m.contains("`os.system`") && m.contains("not allowed"),
+        "{m}"
+    );
     let m = load_err("evil_global_legacy.pth");
     assert!(m.contains("`__builtin__.eval`"), "{m}");
     let m = load_err("truncated_legacy.pyth");
@@ -194,7 +292,10 @@ fn hostile_files_fail_cleanly() {
     let m = load_err("huge_count_legacy.pth");
     assert!(m.contains("truncated in storage 0"), "{m}");
     let m = load_err("out_of_range_zip.pth");
-    assert!(m.contains("tensor w") && m.contains("reaches element 8"), "{m}");
+    assert!(
+        m.contains("tensor w") && m.contains("reaches element 8"),
+        "{m}"
+    );
     let m = load_err("missing_storage_zip.pth");
     assert!(m.contains("storage 0"), "{m}");
     let m = load_err("no_tensors_zip.pth");
@@ -203,7 +304,9 @@ fn hostile_files_fail_cleanly() {
 
 #[test]
 fn missing_file_is_no_input() {
-    let e = weights::load(Path::new("/nonexistent/x3d_s.pyth"), &Device::Cpu).err().unwrap();
+    let e = weights::load(Path::new("/nonexistent/x3d_s.pyth"), &Device::Cpu)
+        .err()
+        .unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput);
 }
 
@@ -213,7 +316,10 @@ fn every_prefix_of_a_checkpoint_fails_cleanly() {
     for name in ["wrapped_legacy.pyth", "wrapped_zip.pyth"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for cut in (0..bytes.len()).step_by(7) {
-            assert!(weights::load_bytes(bytes[..cut].to_vec(), name, &Device::Cpu).is_err(), "{name} cut at {cut}");
+            assert!(
+                weights::load_bytes(bytes[..cut].to_vec(), name, &Device::Cpu).is_err(),
+                "{name} cut at {cut}"
+            );
         }
     }
 }
@@ -222,7 +328,11 @@ fn every_prefix_of_a_checkpoint_fails_cleanly() {
 fn random_corruption_never_panics() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    for name in ["wrapped_legacy.pyth", "wrapped_zip.pyth", "small.safetensors"] {
+    for name in [
+        "wrapped_legacy.pyth",
+        "wrapped_zip.pyth",
+        "small.safetensors",
+    ] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for _ in 0..300 {
             let mut b = bytes.clone();

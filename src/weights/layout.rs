@@ -59,7 +59,11 @@ pub fn x3d_hub_to_pyslowfast(name: &str) -> Option<String> {
 /// Split `module.path.param` at the last dot, accepting only parameter and buffer names.
 fn split_param(s: &str) -> Option<(&str, &str)> {
     let (part, param) = s.rsplit_once('.')?;
-    matches!(param, "weight" | "bias" | "running_mean" | "running_var" | "num_batches_tracked").then_some((part, param))
+    matches!(
+        param,
+        "weight" | "bias" | "running_mean" | "running_var" | "num_batches_tracked"
+    )
+    .then_some((part, param))
 }
 
 #[cfg(test)]
@@ -69,19 +73,58 @@ mod tests {
     #[test]
     fn spec_table() {
         let rows = [
-            ("blocks.0.conv.conv_t.weight", "s1.pathway0_stem.conv_xy.weight"),
-            ("blocks.0.conv.conv_xy.weight", "s1.pathway0_stem.conv.weight"),
-            ("blocks.0.norm.running_var", "s1.pathway0_stem.bn.running_var"),
-            ("blocks.1.res_blocks.0.branch1_conv.weight", "s2.pathway0_res0.branch1.weight"),
-            ("blocks.2.res_blocks.0.branch1_norm.bias", "s3.pathway0_res0.branch1_bn.bias"),
-            ("blocks.3.res_blocks.10.branch2.conv_a.weight", "s4.pathway0_res10.branch2.a.weight"),
-            ("blocks.3.res_blocks.10.branch2.norm_a.weight", "s4.pathway0_res10.branch2.a_bn.weight"),
-            ("blocks.4.res_blocks.6.branch2.conv_b.weight", "s5.pathway0_res6.branch2.b.weight"),
-            ("blocks.4.res_blocks.6.branch2.norm_b.0.running_mean", "s5.pathway0_res6.branch2.b_bn.running_mean"),
-            ("blocks.4.res_blocks.6.branch2.norm_b.1.block.0.weight", "s5.pathway0_res6.branch2.se.fc1.weight"),
-            ("blocks.4.res_blocks.6.branch2.norm_b.1.block.2.bias", "s5.pathway0_res6.branch2.se.fc2.bias"),
-            ("blocks.1.res_blocks.2.branch2.conv_c.weight", "s2.pathway0_res2.branch2.c.weight"),
-            ("blocks.1.res_blocks.2.branch2.norm_c.num_batches_tracked", "s2.pathway0_res2.branch2.c_bn.num_batches_tracked"),
+            (
+                "blocks.0.conv.conv_t.weight",
+                "s1.pathway0_stem.conv_xy.weight",
+            ),
+            (
+                "blocks.0.conv.conv_xy.weight",
+                "s1.pathway0_stem.conv.weight",
+            ),
+            (
+                "blocks.0.norm.running_var",
+                "s1.pathway0_stem.bn.running_var",
+            ),
+            (
+                "blocks.1.res_blocks.0.branch1_conv.weight",
+                "s2.pathway0_res0.branch1.weight",
+            ),
+            (
+                "blocks.2.res_blocks.0.branch1_norm.bias",
+                "s3.pathway0_res0.branch1_bn.bias",
+            ),
+            (
+                "blocks.3.res_blocks.10.branch2.conv_a.weight",
+                "s4.pathway0_res10.branch2.a.weight",
+            ),
+            (
+                "blocks.3.res_blocks.10.branch2.norm_a.weight",
+                "s4.pathway0_res10.branch2.a_bn.weight",
+            ),
+            (
+                "blocks.4.res_blocks.6.branch2.conv_b.weight",
+                "s5.pathway0_res6.branch2.b.weight",
+            ),
+            (
+                "blocks.4.res_blocks.6.branch2.norm_b.0.running_mean",
+                "s5.pathway0_res6.branch2.b_bn.running_mean",
+            ),
+            (
+                "blocks.4.res_blocks.6.branch2.norm_b.1.block.0.weight",
+                "s5.pathway0_res6.branch2.se.fc1.weight",
+            ),
+            (
+                "blocks.4.res_blocks.6.branch2.norm_b.1.block.2.bias",
+                "s5.pathway0_res6.branch2.se.fc2.bias",
+            ),
+            (
+                "blocks.1.res_blocks.2.branch2.conv_c.weight",
+                "s2.pathway0_res2.branch2.c.weight",
+            ),
+            (
+                "blocks.1.res_blocks.2.branch2.norm_c.num_batches_tracked",
+                "s2.pathway0_res2.branch2.c_bn.num_batches_tracked",
+            ),
             ("blocks.5.pool.pre_conv.weight", "head.conv_5.weight"),
             ("blocks.5.pool.pre_norm.bias", "head.conv_5_bn.bias"),
             ("blocks.5.pool.post_conv.weight", "head.lin_5.weight"),
@@ -95,7 +138,13 @@ mod tests {
 
     #[test]
     fn unknown_names_are_left_alone() {
-        for n in ["blocks.6.proj.weight", "blocks.1.res_blocks.x.branch1_conv.weight", "blocks.0.conv.weight", "s1.pathway0_stem.bn.weight", "blocks.5.proj.scale"] {
+        for n in [
+            "blocks.6.proj.weight",
+            "blocks.1.res_blocks.x.branch1_conv.weight",
+            "blocks.0.conv.weight",
+            "s1.pathway0_stem.bn.weight",
+            "blocks.5.proj.scale",
+        ] {
             assert_eq!(x3d_hub_to_pyslowfast(n), None, "{n}");
         }
     }

@@ -34,23 +34,76 @@ pub struct Official {
 }
 
 const fn entry(models: &'static [&'static str], layout: Layout, url: &'static str) -> Official {
-    Official { models, layout, url, sha256: None }
+    Official {
+        models,
+        layout,
+        url,
+        sha256: None,
+    }
 }
 
 /// The model-zoo addresses (spec §10). The first entry of a model is its default layout.
 pub const OFFICIAL: &[Official] = &[
-    entry(&["x3d-xs", "cox3d-xs"], Layout::Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_xs.pyth"),
-    entry(&["x3d-s", "cox3d-s"], Layout::Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth"),
-    entry(&["x3d-m", "cox3d-m"], Layout::Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_m.pyth"),
-    entry(&["x3d-l", "cox3d-l"], Layout::Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_l.pyth"),
-    entry(&["x3d-xs", "cox3d-xs"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_XS.pyth"),
-    entry(&["x3d-s", "cox3d-s"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_S.pyth"),
-    entry(&["x3d-m", "cox3d-m"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_M.pyth"),
-    entry(&["x3d-l", "cox3d-l"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth"),
-    entry(&["slow-8x8-r50", "slow", "coslow"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOW_8x8_R50.pyth"),
-    entry(&["slowfast-8x8-r50", "slowfast", "coslowfast"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"),
-    entry(&["slowfast-8x8-r50", "slowfast", "coslowfast"], Layout::Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/SLOWFAST_8x8_R50.pkl"),
-    entry(&["i3d-r50", "coi3d-r50"], Layout::Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth"),
+    entry(
+        &["x3d-xs", "cox3d-xs"],
+        Layout::Pyslowfast,
+        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_xs.pyth",
+    ),
+    entry(
+        &["x3d-s", "cox3d-s"],
+        Layout::Pyslowfast,
+        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth",
+    ),
+    entry(
+        &["x3d-m", "cox3d-m"],
+        Layout::Pyslowfast,
+        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_m.pyth",
+    ),
+    entry(
+        &["x3d-l", "cox3d-l"],
+        Layout::Pyslowfast,
+        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_l.pyth",
+    ),
+    entry(
+        &["x3d-xs", "cox3d-xs"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_XS.pyth",
+    ),
+    entry(
+        &["x3d-s", "cox3d-s"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_S.pyth",
+    ),
+    entry(
+        &["x3d-m", "cox3d-m"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_M.pyth",
+    ),
+    entry(
+        &["x3d-l", "cox3d-l"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth",
+    ),
+    entry(
+        &["slow-8x8-r50", "slow", "coslow"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOW_8x8_R50.pyth",
+    ),
+    entry(
+        &["slowfast-8x8-r50", "slowfast", "coslowfast"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
+    ),
+    entry(
+        &["slowfast-8x8-r50", "slowfast", "coslowfast"],
+        Layout::Pyslowfast,
+        "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/SLOWFAST_8x8_R50.pkl",
+    ),
+    entry(
+        &["i3d-r50", "coi3d-r50"],
+        Layout::Hub,
+        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
+    ),
 ];
 
 /// The published entry for a model name (case-insensitive) and layout; `None` layout picks the default.
@@ -71,9 +124,14 @@ pub fn cache_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
         return Ok(Path::new(&x).join("coinfer"));
     }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or_else(|| {
-        classified(ErrorKind::Usage, "cannot find a cache directory: neither XDG_CACHE_HOME nor HOME is set (use --dir)")
-    })?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            classified(
+                ErrorKind::Usage,
+                "cannot find a cache directory: neither XDG_CACHE_HOME nor HOME is set (use --dir)",
+            )
+        })?;
     Ok(Path::new(&home).join(".cache").join("coinfer"))
 }
 
@@ -104,7 +162,12 @@ fn part_path(file: &Path) -> PathBuf {
 fn file_name(url: &str) -> Result<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let name = path.rsplit('/').next().unwrap_or("");
-    if name.is_empty() || name == "." || name == ".." || name.contains('\\') || !path.contains("://") {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('\\')
+        || !path.contains("://")
+    {
         bail!("cannot tell a file name from the address {url}");
     }
     Ok(name.to_string())
@@ -134,14 +197,25 @@ fn hex(d: Sha256) -> String {
 /// An existing complete file is reused (re-verified when a hash is pinned; replaced if it does not
 /// match). A `.part` left by an interrupted download is resumed. `progress` shows a bar when stderr
 /// is a terminal.
-pub fn pull(url: &str, dest_dir: &Path, expected_sha256: Option<&str>, progress: bool) -> Result<PathBuf> {
+pub fn pull(
+    url: &str,
+    dest_dir: &Path,
+    expected_sha256: Option<&str>,
+    progress: bool,
+) -> Result<PathBuf> {
     let expected = match expected_sha256 {
         Some(h) if is_hex256(h) => Some(h.to_ascii_lowercase()),
-        Some(h) => return Err(classified(ErrorKind::Usage, format!("--sha256 must be 64 hex digits, got {h:?}"))),
+        Some(h) => {
+            return Err(classified(
+                ErrorKind::Usage,
+                format!("--sha256 must be 64 hex digits, got {h:?}"),
+            ));
+        }
         None => None,
     };
     let name = file_name(url).map_err(|e| classified(ErrorKind::Usage, e.to_string()))?;
-    fs::create_dir_all(dest_dir).with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    fs::create_dir_all(dest_dir)
+        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
     let dest = dest_dir.join(&name);
     let part = part_path(&dest);
 
@@ -178,21 +252,43 @@ pub fn pull(url: &str, dest_dir: &Path, expected_sha256: Option<&str>, progress:
     }
     let resuming = match status {
         206 if have > 0 => {
-            let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
-            let start = range.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.trim().parse::<u64>().ok());
+            let range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let start = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.trim().parse::<u64>().ok());
             if start != Some(have) {
-                bail!("server answered the resume request from byte {have} with the range {range:?}");
+                bail!(
+                    "server answered the resume request from byte {have} with the range {range:?}"
+                );
             }
             true
         }
         200 => false,
-        404 | 410 => return Err(classified(ErrorKind::NoInput, format!("{url}: not found (HTTP {status})"))),
+        404 | 410 => {
+            return Err(classified(
+                ErrorKind::NoInput,
+                format!("{url}: not found (HTTP {status})"),
+            ));
+        }
         _ => bail!("{url}: HTTP {status}"),
     };
-    let length: Option<u64> = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let length: Option<u64> = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
 
     // The hash continues over what the .part already holds.
-    let (mut hasher, mut done) = if resuming { sha256_file(&part)? } else { (Sha256::new(), 0) };
+    let (mut hasher, mut done) = if resuming {
+        sha256_file(&part)?
+    } else {
+        (Sha256::new(), 0)
+    };
     let mut out = if resuming {
         OpenOptions::new().append(true).open(&part)?
     } else {
@@ -204,8 +300,10 @@ pub fn pull(url: &str, dest_dir: &Path, expected_sha256: Option<&str>, progress:
             None => indicatif::ProgressBar::no_length(),
         };
         b.set_style(
-            indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_message(name.clone());
         b.set_position(done);
@@ -236,24 +334,30 @@ pub fn pull(url: &str, dest_dir: &Path, expected_sha256: Option<&str>, progress:
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if let Some(n) = length {
-        if done - start != n {
-            bail!("download of {url} ended after {} of {n} bytes; run again to resume", done - start);
-        }
+    if let Some(n) = length
+        && done - start != n
+    {
+        bail!(
+            "download of {url} ended after {} of {n} bytes; run again to resume",
+            done - start
+        );
     }
     out.sync_all()?;
     drop(out);
     let got = hex(hasher);
-    if let Some(want) = &expected {
-        if *want != got {
-            let _ = fs::remove_file(&part);
-            return Err(classified(
-                ErrorKind::Data,
-                format!("{url}: SHA-256 mismatch: expected {want}, got {got}; the download was deleted"),
-            ));
-        }
+    if let Some(want) = &expected
+        && *want != got
+    {
+        let _ = fs::remove_file(&part);
+        return Err(classified(
+            ErrorKind::Data,
+            format!(
+                "{url}: SHA-256 mismatch: expected {want}, got {got}; the download was deleted"
+            ),
+        ));
     }
-    fs::rename(&part, &dest).with_context(|| format!("cannot move {} into place", part.display()))?;
+    fs::rename(&part, &dest)
+        .with_context(|| format!("cannot move {} into place", part.display()))?;
     fs::write(sidecar(&dest), format!("{got}  {name}\n"))?;
     Ok(dest)
 }
@@ -263,7 +367,8 @@ fn request(agent: &ureq::Agent, url: &str, from: u64) -> Result<ureq::http::Resp
     if from > 0 {
         req = req.header("Range", format!("bytes={from}-"));
     }
-    req.call().map_err(|e| classified(ErrorKind::Runtime, format!("cannot download {url}: {e}")))
+    req.call()
+        .map_err(|e| classified(ErrorKind::Runtime, format!("cannot download {url}: {e}")))
 }
 
 #[cfg(test)]
@@ -272,12 +377,18 @@ mod tests {
 
     #[test]
     fn registry() {
-        assert_eq!(official_url("x3d-s", Layout::Pyslowfast), Some("https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth"));
+        assert_eq!(
+            official_url("x3d-s", Layout::Pyslowfast),
+            Some("https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth")
+        );
         assert_eq!(
             official_url("X3D-L", Layout::Hub),
             Some("https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth")
         );
-        assert_eq!(official("cox3d-m", None).unwrap().layout, Layout::Pyslowfast);
+        assert_eq!(
+            official("cox3d-m", None).unwrap().layout,
+            Layout::Pyslowfast
+        );
         assert_eq!(official_url("slow", Layout::Pyslowfast), None);
         assert_eq!(official("slow", None).unwrap().layout, Layout::Hub);
         assert!(official("resnet", None).is_none());
