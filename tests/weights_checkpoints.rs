@@ -89,11 +89,13 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
 
 fn check_file(name: &str, format: Format) {
     let exp = expected();
-    let want = exp[name]
-        .as_object()
-        .unwrap_or_else(|| panic!("no expectations for {name}"));
-    let store =
-        weights::load(&fixture(name), &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let want = exp[name].as_object().unwrap_or_else(|| panic!("no expectations for {name}"));
+    check_against(&fixture(name), want, format);
+}
+
+fn check_against(path: &Path, want: &serde_json::Map<String, serde_json::Value>, format: Format) {
+    let name = path.display();
+    let store = weights::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     assert_eq!(store.format(), format);
     let mut names: Vec<&str> = store.names().iter().map(String::as_str).collect();
     names.sort();
@@ -102,23 +104,27 @@ fn check_file(name: &str, format: Format) {
     assert_eq!(names, want_names, "{name}: tensor names");
     for (tname, w) in want {
         let t = store.get(tname).unwrap();
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> =
+            w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         assert_eq!(t.dims(), shape.as_slice(), "{name}: {tname} shape");
-        let hexes: Vec<String> = w["bits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h.as_str().unwrap().to_string())
-            .collect();
+        let hexes: Vec<String> =
+            w["bits"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
         let (dt, hexes) = native(w["dtype"].as_str().unwrap(), &hexes);
         assert_eq!(t.dtype(), dt, "{name}: {tname} dtype");
         assert_eq!(bits(t), hexes, "{name}: {tname} values");
     }
+}
+
+/// Files written by real torch.save (tools/weights/make_torch_fixtures.py), both containers.
+#[test]
+fn real_torch_files_are_bit_exact() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/torch");
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let want = exp["tensors"].as_object().unwrap();
+    assert_eq!(want.len(), 18);
+    check_against(&dir.join("zip.pyth"), want, Format::TorchZip);
+    check_against(&dir.join("legacy.pyth"), want, Format::TorchLegacy);
 }
 
 #[test]
