@@ -89,7 +89,9 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
 
 fn check_file(name: &str, format: Format) {
     let exp = expected();
-    let want = exp[name].as_object().unwrap_or_else(|| panic!("no expectations for {name}"));
+    let want = exp[name]
+        .as_object()
+        .unwrap_or_else(|| panic!("no expectations for {name}"));
     check_against(&fixture(name), want, format);
 }
 
@@ -104,11 +106,19 @@ fn check_against(path: &Path, want: &serde_json::Map<String, serde_json::Value>,
     assert_eq!(names, want_names, "{name}: tensor names");
     for (tname, w) in want {
         let t = store.get(tname).unwrap();
-        let shape: Vec<usize> =
-            w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(t.dims(), shape.as_slice(), "{name}: {tname} shape");
-        let hexes: Vec<String> =
-            w["bits"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
+        let hexes: Vec<String> = w["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap().to_string())
+            .collect();
         let (dt, hexes) = native(w["dtype"].as_str().unwrap(), &hexes);
         assert_eq!(t.dtype(), dt, "{name}: {tname} dtype");
         assert_eq!(bits(t), hexes, "{name}: {tname} values");
@@ -294,7 +304,11 @@ fn hostile_files_fail_cleanly() {
     assert!(m.contains("truncated"), "{m}");
     load_err("truncated_zip.pyth");
     let m = load_err("wrong_magic.pth");
-    assert!(m.contains("unrecognised format"), "{m}");
+    assert!(m.contains("wrong magic number"), "{m}");
+    let e = weights::load_bytes(b"GIF89a not a checkpoint".to_vec(), "x", &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("unrecognised format"), "{e:#}");
     let m = load_err("huge_count_legacy.pth");
     assert!(m.contains("truncated in storage 0"), "{m}");
     let m = load_err("out_of_range_zip.pth");
@@ -350,4 +364,25 @@ fn random_corruption_never_panics() {
             let _ = weights::load_bytes(b, name, &Device::Cpu);
         }
     }
+}
+
+/// Pickles of nested dicts of numpy arrays written by numpy itself (tools/weights/make_numpy_fixtures.py):
+/// C and Fortran order, big-endian, every supported dtype, protocols 2 and 4.
+#[test]
+fn numpy_pickles_are_bit_exact() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/numpy");
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let want = exp["tensors"].as_object().unwrap();
+    assert_eq!(want.len(), 10);
+    assert!(want.contains_key("params/Mixed_3b/Branch_1/Conv3d_0b_3x3/BatchNorm_0/bias"));
+    check_against(&dir.join("arrays_p4.pkl"), want, Format::NumpyPickle);
+    check_against(&dir.join("arrays_p2.pkl"), want, Format::NumpyPickle);
+    let e = weights::load(&dir.join("complex.pkl"), &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        format!("{e:#}").contains("unsupported numpy dtype c8"),
+        "{e:#}"
+    );
 }

@@ -4,6 +4,7 @@
 pub mod bn;
 pub mod cli;
 pub mod layout;
+pub mod numpy;
 pub mod pickle;
 pub mod pull;
 pub mod store;

@@ -1,6 +1,7 @@
 //! One uniform view of a checkpoint's tensors, whatever the file format, with strict bookkeeping:
 //! every tensor a model expects must be there with its shape, and every tensor in the file must be used.
 
+use super::numpy;
 use super::pickle::{Dtype, Obj, Pickle, Value};
 use super::torch::{self, RawTensor};
 use crate::error::{ErrorKind, classified};
@@ -20,6 +21,8 @@ pub enum Format {
     Safetensors,
     TorchZip,
     TorchLegacy,
+    /// A plain pickle of (nested) dicts of numpy arrays; names join the dict keys with `/`.
+    NumpyPickle,
 }
 
 /// Tell the format from the first bytes of a file.
@@ -27,8 +30,13 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Some(Format::TorchZip);
     }
-    if torch::is_legacy(bytes) {
+    // A legacy file opens with the pickled magic number (LONG1 of 10 bytes); a wrong number is
+    // still reported as a legacy file with a bad magic, not as an unknown format.
+    if torch::is_legacy(bytes) || bytes.starts_with(b"\x80\x02\x8a\x0a") {
         return Some(Format::TorchLegacy);
+    }
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Some(Format::NumpyPickle);
     }
     if bytes.len() >= 9 {
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
@@ -69,7 +77,7 @@ pub fn load(path: &Path, device: &Device) -> Result<TensorStore> {
 /// [`load`] from bytes already in memory; `source` names them in messages.
 pub fn load_bytes(bytes: Vec<u8>, source: &str, device: &Device) -> Result<TensorStore> {
     let format = detect(&bytes).ok_or_else(|| {
-        anyhow!("unrecognised format (expected a PyTorch checkpoint, zip or legacy, or a safetensors file)")
+        anyhow!("unrecognised format (expected a PyTorch checkpoint, zip or legacy, safetensors, or a pickle of numpy arrays)")
     })?;
     let named: Vec<(String, Tensor)> = match format {
         Format::Safetensors => {
@@ -81,6 +89,16 @@ pub fn load_bytes(bytes: Vec<u8>, source: &str, device: &Device) -> Result<Tenso
         }
         Format::TorchZip => from_checkpoint(&torch::read_zip(&bytes)?, device)?,
         Format::TorchLegacy => from_checkpoint(&torch::read_legacy(bytes)?, device)?,
+        Format::NumpyPickle => {
+            let arrays = numpy::read_numpy_pickle(&bytes)?;
+            if arrays.is_empty() {
+                bail!("the pickle holds no numpy arrays");
+            }
+            arrays
+                .into_iter()
+                .map(|(n, raw)| to_candle(raw, device).map(|t| (n, t)))
+                .collect::<Result<_>>()?
+        }
     };
     TensorStore::new(named, source, format)
 }
