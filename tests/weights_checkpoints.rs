@@ -318,6 +318,8 @@ fn hostile_files_fail_cleanly() {
     );
     let m = load_err("missing_storage_zip.pth");
     assert!(m.contains("storage 0"), "{m}");
+    let m = load_err("zip_bomb.pth");
+    assert!(m.contains("claims 20971520 bytes"), "{m}");
     let m = load_err("no_tensors_zip.pth");
     assert!(m.contains("no tensors found"), "{m}");
 }

@@ -57,15 +57,23 @@ pub fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
         })?
         .clone();
     let prefix = &pkl[..pkl.len() - "data.pkl".len()];
-    let entry = |zip: &mut zip::ZipArchive<_>, name: &str| -> Result<Vec<u8>> {
+    // torch stores entries uncompressed; a re-compressed archive is fine, but what all entries
+    // inflate to is capped so a zip bomb cannot exhaust memory.
+    let mut budget = (bytes.len() as u64)
+        .saturating_mul(32)
+        .saturating_add(1 << 20);
+    let mut entry = |zip: &mut zip::ZipArchive<_>, name: &str| -> Result<Vec<u8>> {
         let f = zip
             .by_name(name)
             .with_context(|| format!("zip checkpoint: cannot open entry {name}"))?;
-        // Never trust the declared size for the allocation beyond the archive's own size.
         let declared = f.size();
-        if declared > bytes.len() as u64 * 1100 {
-            bail!("zip checkpoint: entry {name} claims {declared} bytes");
+        if declared > budget {
+            bail!(
+                "zip checkpoint: entry {name} claims {declared} bytes, too many for an archive of {}",
+                bytes.len()
+            );
         }
+        budget -= declared;
         let mut out = Vec::with_capacity(declared.min(bytes.len() as u64) as usize);
         f.take(declared)
             .read_to_end(&mut out)

@@ -249,16 +249,23 @@ class LegacyPickler(pickle.Pickler):
         return None
 
 
+def zput(z, name, data):
+    """Add an entry with a fixed timestamp so reruns give identical files."""
+    info = zipfile.ZipInfo(name, date_time=(2020, 7, 1, 0, 0, 0))
+    info.compress_type = z.compression
+    z.writestr(info, data)
+
+
 def write_zip(path, obj, storages, top="archive", byteorder=True):
     buf = io.BytesIO()
     ZipPickler(buf, protocol=2).dump(obj)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{top}/data.pkl", buf.getvalue())
+        zput(z, f"{top}/data.pkl", buf.getvalue())
         if byteorder:
-            z.writestr(f"{top}/byteorder", "little")
+            zput(z, f"{top}/byteorder", "little")
         for key in sorted(storages, key=int):
-            z.writestr(f"{top}/data/{key}", storages[key].raw())
-        z.writestr(f"{top}/version", "3\n")
+            zput(z, f"{top}/data/{key}", storages[key].raw())
+        zput(z, f"{top}/version", "3\n")
 
 
 def legacy_bytes(obj, storages, views=None):
@@ -334,7 +341,7 @@ def main(out):
     # --- hostile / malformed files ---
     evil = b"\x80\x02cos\nsystem\nq\x00X\x04\x00\x00\x00echoq\x01\x85q\x02Rq\x03."
     with zipfile.ZipFile(f"{out}/evil_global_zip.pth", "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", evil)
+        zput(z, "archive/data.pkl", evil)
     legacy = legacy_bytes({"state_dict": {}}, {})
     head = legacy[: legacy.index(b".") + 1]  # magic pickle
     rest = legacy[len(head):]
@@ -369,6 +376,13 @@ def main(out):
     # A storage referenced by the pickle but absent from the archive.
     miss = collections.OrderedDict(w=contiguous(Storage("0", "f32", [1.0]), [1]))
     write_zip(f"{out}/missing_storage_zip.pth", miss, {})
+    # A zip bomb: one deflated storage entry inflating to 20 MB from about 20 kB.
+    bomb = collections.OrderedDict(w=contiguous(Storage("0", "f32", []), [5 * 1024 * 1024]))
+    buf = io.BytesIO()
+    ZipPickler(buf, protocol=2).dump(bomb)
+    with zipfile.ZipFile(f"{out}/zip_bomb.pth", "w", zipfile.ZIP_DEFLATED) as z:
+        zput(z, "archive/data.pkl", buf.getvalue())
+        zput(z, "archive/data/0", bytes(20 * 1024 * 1024))
     # A checkpoint with no tensors at all (must not load as an empty model).
     write_zip(f"{out}/no_tensors_zip.pth", {"epoch": 3, "cfg": "x"}, {})
 
