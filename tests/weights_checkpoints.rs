@@ -388,3 +388,51 @@ fn numpy_pickles_are_bit_exact() {
         "{e:#}"
     );
 }
+
+/// Conv + BN folding through the store, against the formula evaluated here in f64 on the file's values.
+#[test]
+fn take_conv_bn_folds_real_torch_batchnorm() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/torch");
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let vals = |name: &str| -> Vec<f64> {
+        exp["tensors"][name]["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap()) as f64)
+            .collect()
+    };
+    let (w, g, b, m, v) = (
+        vals("conv.weight"),
+        vals("bn.weight"),
+        vals("bn.bias"),
+        vals("bn.running_mean"),
+        vals("bn.running_var"),
+    );
+    let mut s = weights::load(&dir.join("legacy.pyth"), &Device::Cpu).unwrap();
+    let (fw, fb) = s
+        .take_conv_bn("conv", "bn", &[4, 3, 1, 3, 3], 1e-5)
+        .unwrap();
+    let fw = fw.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let fb = fb.to_vec1::<f32>().unwrap();
+    for c in 0..4 {
+        let scale = g[c] / (v[c] + 1e-5).sqrt();
+        assert!(
+            (fb[c] as f64 - (b[c] - m[c] * scale)).abs() < 1e-5,
+            "bias {c}"
+        );
+        for k in 0..27 {
+            assert!(
+                (fw[c * 27 + k] as f64 - w[c * 27 + k] * scale).abs() < 1e-5,
+                "weight {c} {k}"
+            );
+        }
+    }
+    // num_batches_tracked was consumed with the BN; the linear layer and the extras remain.
+    let left = format!("{:#}", s.finish().unwrap_err());
+    assert!(
+        left.contains("12 unexpected tensors") && !left.contains("bn."),
+        "{left}"
+    );
+}

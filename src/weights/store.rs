@@ -377,6 +377,32 @@ impl TensorStore {
         }
     }
 
+    /// Take a convolution and the BatchNorm after it, folded into one weight and bias (f32).
+    ///
+    /// Reads `{conv}.weight` (shape `weight_shape`), optional `{conv}.bias`, `{bn}.weight` (optional:
+    /// I3D's BN has no scale), `{bn}.bias`, `{bn}.running_mean`, `{bn}.running_var`, and marks
+    /// `{bn}.num_batches_tracked` as used.
+    pub fn take_conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        weight_shape: &[usize],
+        eps: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = *weight_shape
+            .first()
+            .ok_or_else(|| anyhow!("take_conv_bn: empty weight shape"))?;
+        let w = self.take(&format!("{conv}.weight"), weight_shape)?;
+        let b = self.take_optional(&format!("{conv}.bias"), &[c])?;
+        let gamma = self.take_optional(&format!("{bn}.weight"), &[c])?;
+        let beta = self.take(&format!("{bn}.bias"), &[c])?;
+        let mean = self.take(&format!("{bn}.running_mean"), &[c])?;
+        let var = self.take(&format!("{bn}.running_var"), &[c])?;
+        let nbt = format!("{bn}.num_batches_tracked");
+        self.ignore(|n| n == nbt);
+        super::bn::fold_bn(&w, b.as_ref(), gamma.as_ref(), &beta, &mean, &var, eps)
+    }
+
     /// Succeed only if every tensor was taken or ignored.
     pub fn finish(self) -> Result<()> {
         let left = self.untaken();
