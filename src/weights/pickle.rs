@@ -403,7 +403,13 @@ impl<'a> Machine<'a> {
                 }
                 b'(' => self.marks.push(self.stack.len()),
                 b'0' => {
-                    self.pop()?;
+                    // As CPython: with nothing above the topmost MARK, POP discards that mark.
+                    let floor = self.marks.last().copied().unwrap_or(0);
+                    if self.stack.len() <= floor && !self.marks.is_empty() {
+                        self.marks.pop();
+                    } else {
+                        self.pop()?;
+                    }
                 }
                 b'1' => {
                     self.pop_mark()?;
@@ -943,6 +949,16 @@ mod tests {
         ] {
             assert!(unpickle(p, PersId::None).is_err());
         }
+    }
+
+    #[test]
+    fn pop_on_a_bare_mark_discards_the_mark() {
+        // MARK POP K 7 STOP: the POP removes the mark, so the K is not trapped above it.
+        let (pk, _) = unpickle(b"\x80\x02(0K\x07.", PersId::None).unwrap();
+        assert_eq!(pk.root, Value::Int(7));
+        // Control: without the POP the mark stays, and TUPLE collects the K above it.
+        let (pk, _) = unpickle(b"\x80\x02(K\x07t.", PersId::None).unwrap();
+        assert_eq!(pk.obj(&pk.root), Some(&Obj::Tuple(vec![Value::Int(7)])));
     }
 
     #[test]
