@@ -3,7 +3,7 @@
 //! the regular clip path, steady-state independence, and the published sizes and costs.
 
 use candle_core::{Device, Tensor};
-use coinfer::engine::{Layer, PadMode, SeScope};
+use coinfer::engine::{PadMode, SeScope};
 use coinfer::models::x3d::{self, CoX3d, X3dConfig, X3dLayout, X3dWeights};
 use coinfer::models::{Fill, ModelOptions, RandomWeights, StreamModel, WeightSource};
 
