@@ -214,7 +214,8 @@ impl WeightSource for Recorder {
 #[test]
 fn checkpoint_sizes_match_the_published_models() {
     // (variant, entries without num_batches_tracked, learnable scalars)
-    for (variant, entries, params) in [("x3d-s", 484, 3_794_322), ("x3d-m", 484, 3_794_322), ("x3d-l", 975, 6_153_432)] {
+    for (variant, entries, params) in [("x3d-s", 484, 3_794_322), ("x3d-m", 484, 3_794_322), ("x3d-l", 975, 6_153_432)]
+    {
         let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
         let m = x3d::build(variant, &ModelOptions::default(), &mut rec).unwrap();
         assert_eq!(rec.names.len(), entries, "{variant}");
@@ -222,22 +223,46 @@ fn checkpoint_sizes_match_the_published_models() {
     }
     // PTV hub X3D-S: 563 entries with num_batches_tracked = 480 without; 48 fewer scalars.
     let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
-    let names = ["blocks.0.conv.conv_t.weight"];
+    let names = ["blocks.0.conv.conv_t.weight", "blocks.1.res_blocks.0.branch1_conv.weight"];
     let mut ptv = X3dWeights::new(&names, &mut rec).unwrap();
     assert_eq!(ptv.layout(), X3dLayout::PyTorchVideo);
     let m = x3d::build("x3d-s", &ModelOptions::default(), &mut ptv).unwrap();
     assert_eq!(rec.names.len(), 480);
     assert_eq!(m.num_params(), 3_794_322); // the synthesised identity BN is counted as loaded
     assert!(rec.names.iter().all(|n| n.starts_with("blocks.")));
-    for n in ["blocks.0.conv.conv_t.weight", "blocks.0.conv.conv_xy.weight", "blocks.1.res_blocks.0.branch1_conv.weight",
-        "blocks.2.res_blocks.0.branch1_norm.running_var", "blocks.4.res_blocks.6.branch2.norm_b.1.block.2.bias",
-        "blocks.4.res_blocks.5.branch2.norm_b.0.weight", "blocks.5.pool.pre_norm.bias", "blocks.5.pool.post_conv.weight",
-        "blocks.5.proj.weight"]
-    {
+    for n in [
+        "blocks.0.conv.conv_t.weight",
+        "blocks.0.conv.conv_xy.weight",
+        "blocks.1.res_blocks.0.branch1_conv.weight",
+        "blocks.2.res_blocks.0.branch1_norm.running_var",
+        "blocks.4.res_blocks.6.branch2.norm_b.1.block.2.bias",
+        "blocks.4.res_blocks.5.branch2.norm_b.0.weight",
+        "blocks.5.pool.pre_norm.bias",
+        "blocks.5.pool.post_conv.weight",
+        "blocks.5.proj.weight",
+    ] {
         assert!(rec.names.iter().any(|r| r == n), "{n} not requested");
     }
     assert!(!rec.names.iter().any(|r| r.starts_with("blocks.1.res_blocks.0.branch1_norm")));
     assert!(X3dLayout::detect(&["foo.weight"]).is_err());
+
+    // A hub checkpoint already renamed to pyslowfast names: the s2 shortcut BN is the identity too;
+    // with its BN present, or only partly absent, every BN tensor is asked for.
+    let bn = |f: &str| format!("s2.pathway0_res0.branch1_bn.{f}");
+    let base = ["s1.pathway0_stem.conv_xy.weight".to_string(), "s2.pathway0_res0.branch1.weight".to_string()];
+    for (extra, identity) in [
+        (vec![], true),
+        (vec![bn("weight"), bn("bias"), bn("running_mean"), bn("running_var")], false),
+        (vec![bn("running_var")], false),
+    ] {
+        let names: Vec<String> = base.iter().cloned().chain(extra).collect();
+        let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
+        let mut ws = X3dWeights::new(&names, &mut rec).unwrap();
+        assert_eq!(ws.layout(), X3dLayout::PySlowFast);
+        x3d::build("x3d-xs", &ModelOptions::default(), &mut ws).unwrap();
+        assert_eq!(rec.names.len(), if identity { 480 } else { 484 });
+        assert_eq!(rec.names.iter().any(|n| n.starts_with("s2.pathway0_res0.branch1_bn")), !identity);
+    }
     assert_eq!(X3dLayout::detect(&["s1.pathway0_stem.conv_xy.weight"]).unwrap(), X3dLayout::PySlowFast);
 }
 

@@ -27,8 +27,8 @@ use candle_core::{D, Tensor};
 
 use crate::engine::fold::{BatchNorm, fold_bn};
 use crate::engine::{
-    Chw, Delay, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, SeScope, Sequential,
-    SpatialPool, SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool,
+    Chw, Delay, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
+    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{
@@ -339,7 +339,8 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
 fn backbone(cfg: &X3dConfig, p: &X3dParams, se_scope: SeScope, fill: Fill) -> candle_core::Result<Sequential> {
     let mut layers = vec![boxed(stem(cfg, p, fill)?)];
     for (s, blocks) in p.stages.iter().enumerate() {
-        let blocks = blocks.iter().map(|b| res_block(b, se_scope, fill).map(boxed)).collect::<candle_core::Result<_>>()?;
+        let blocks =
+            blocks.iter().map(|b| res_block(b, se_scope, fill).map(boxed)).collect::<candle_core::Result<_>>()?;
         layers.push(boxed(Sequential::new(format!("s{}", s + 2), blocks)));
     }
     Ok(Sequential::new("backbone", layers))
@@ -413,8 +414,8 @@ impl CoX3d {
         let mut counting = CountingSource { inner: ws, learnable: 0 };
         let params = load(&config, &mut counting).with_context(|| format!("loading {} weights", config.name))?;
         let learnable = counting.learnable;
-        let backbone = backbone(&config, &params, SeScope::Frame, fill)?;
-        let clip_backbone = backbone_clip(&config, &params, fill)?;
+        let clip_backbone = backbone(&config, &params, SeScope::Clip, fill)?;
+        let stream_backbone = backbone(&config, &params, SeScope::Frame, fill)?;
         let head = head(&config, &params, pool)?;
         let spec = ModelSpec {
             name: config.name.clone(),
@@ -424,7 +425,7 @@ impl CoX3d {
             normalize: Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] },
             num_classes: config.num_classes,
         };
-        Ok(CoX3d { config, spec, pool, backbone, clip_backbone, head, params: learnable })
+        Ok(CoX3d { config, spec, pool, backbone: stream_backbone, clip_backbone, head, params: learnable })
     }
 
     pub fn config(&self) -> &X3dConfig {
@@ -532,10 +533,6 @@ impl CoX3d {
         }
         sum(&self.report())
     }
-}
-
-fn backbone_clip(cfg: &X3dConfig, p: &X3dParams, fill: Fill) -> candle_core::Result<Sequential> {
-    backbone(cfg, p, SeScope::Clip, fill)
 }
 
 impl StreamModel for CoX3d {
@@ -716,19 +713,42 @@ pub fn ptv_name(name: &str) -> Option<String> {
 }
 
 /// A weight source seen through the pyslowfast names whatever its layout.
+///
+/// PyTorchVideo builds the shortcut BN only when din ≠ dout, which in X3D is false exactly for s2's
+/// block 0 (24→24, stride 2): that shortcut is the bare conv, which this adaptor supplies as an
+/// identity BN (γ = √(1+ε), β = μ = 0, σ² = 1; the fold's scale is 1 up to rounding). It does so for
+/// a hub checkpoint, and for a hub checkpoint already renamed to pyslowfast names (the BN's four
+/// tensors all absent while the conv is present); any other missing tensor is an error.
 pub struct X3dWeights<'a> {
     layout: X3dLayout,
+    identity_s2_shortcut_bn: bool,
     inner: &'a mut dyn WeightSource,
 }
 
 impl<'a> X3dWeights<'a> {
     /// `names`: the tensor names of the checkpoint behind `inner`, from which the layout is detected.
     pub fn new<S: AsRef<str>>(names: &[S], inner: &'a mut dyn WeightSource) -> anyhow::Result<Self> {
-        Ok(X3dWeights { layout: X3dLayout::detect(names)?, inner })
+        let layout = X3dLayout::detect(names)?;
+        let has = |n: &str| names.iter().any(|k| k.as_ref() == n);
+        let bn = "s2.pathway0_res0.branch1_bn";
+        let fields = ["weight", "bias", "running_mean", "running_var"];
+        let ptv = |n: String| ptv_name(&n).unwrap_or(n);
+        let (conv, bns): (String, Vec<String>) = match layout {
+            X3dLayout::PySlowFast => {
+                ("s2.pathway0_res0.branch1.weight".into(), fields.iter().map(|f| format!("{bn}.{f}")).collect())
+            }
+            X3dLayout::PyTorchVideo => (
+                ptv("s2.pathway0_res0.branch1.weight".into()),
+                fields.iter().map(|f| ptv(format!("{bn}.{f}"))).collect(),
+            ),
+        };
+        let identity_s2_shortcut_bn = has(&conv) && bns.iter().all(|n| !has(n));
+        Ok(X3dWeights { layout, identity_s2_shortcut_bn, inner })
     }
 
+    /// A known layout; for the hub layout the s2 shortcut BN is the identity.
     pub fn with_layout(layout: X3dLayout, inner: &'a mut dyn WeightSource) -> Self {
-        X3dWeights { layout, inner }
+        X3dWeights { layout, identity_s2_shortcut_bn: layout == X3dLayout::PyTorchVideo, inner }
     }
 
     pub fn layout(&self) -> X3dLayout {
@@ -738,20 +758,18 @@ impl<'a> X3dWeights<'a> {
 
 impl WeightSource for X3dWeights<'_> {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        let s2_bn = name.strip_prefix("s2.pathway0_res0.branch1_bn.");
+        if let (true, Some(field)) = (self.identity_s2_shortcut_bn, s2_bn) {
+            let dev = &candle_core::Device::Cpu;
+            return Ok(match field {
+                "weight" => Tensor::full((1.0 + BN_EPS).sqrt() as f32, shape, dev)?,
+                "running_var" => Tensor::ones(shape, candle_core::DType::F32, dev)?,
+                _ => Tensor::zeros(shape, candle_core::DType::F32, dev)?,
+            });
+        }
         match self.layout {
             X3dLayout::PySlowFast => self.inner.take(name, shape),
             X3dLayout::PyTorchVideo => {
-                // PTV builds the shortcut BN only when din ≠ dout, which in X3D is false exactly
-                // for s2's block 0 (24→24, stride 2): that shortcut is the bare conv, i.e. an
-                // identity BN (scale √(1+ε) cancels the fold's 1/√(var+ε) up to rounding).
-                if let Some(field) = name.strip_prefix("s2.pathway0_res0.branch1_bn.") {
-                    let dev = &candle_core::Device::Cpu;
-                    return Ok(match field {
-                        "weight" => Tensor::full((1.0 + BN_EPS).sqrt() as f32, shape, dev)?,
-                        "running_var" => Tensor::ones(shape, candle_core::DType::F32, dev)?,
-                        _ => Tensor::zeros(shape, candle_core::DType::F32, dev)?,
-                    });
-                }
                 let ptv = ptv_name(name).with_context(|| format!("no PyTorchVideo name for {name}"))?;
                 self.inner.take(&ptv, shape)
             }
