@@ -290,3 +290,31 @@ fn spec_and_bad_input() {
     assert!(x3d::build("x3d-s", &zero_pool, &mut RandomWeights::new(1)).is_err());
     assert_eq!(x3d::variants(), ["x3d-xs", "x3d-s", "x3d-m", "x3d-l"]);
 }
+
+/// Statements 3 and 4 on the real widths and depths (X3D-S: 26 blocks; X3D-L: 55 blocks) at a
+/// 32×32 crop, so that a stream longer than the receptive field runs in seconds.
+#[test]
+fn real_depths_prefix_and_steady_state_at_small_crop() {
+    for (variant, pool) in [("x3d-s", 3), ("x3d-l", 2)] {
+        let cfg = X3dConfig { crop: 32, ..X3dConfig::variant(variant).unwrap() };
+        let mut m = CoX3d::new(cfg, Some(pool), Fill::Zeros, &mut RandomWeights::new(51)).unwrap();
+        let d_b = m.backbone(SeScope::Frame).temporal().delay();
+        let r = m.shape().receptive_field;
+        assert_eq!(r, 2 * d_b + pool, "{variant}");
+        let x = clip(52, r, 32);
+        let outs = run(&mut m, &x);
+        assert_eq!(outs.first().unwrap().0, d_b + pool - 1);
+        // Prefix oracle at the first emitted step.
+        let (t, p) = &outs[0];
+        let feats = m.backbone(SeScope::Frame).forward(&x.narrow(0, 0, t + 1).unwrap(), PadMode::StartOnly).unwrap();
+        let logits = m.head().forward(&feats.narrow(0, t + 1 - d_b - pool, pool).unwrap(), PadMode::Valid).unwrap();
+        let expect = x3d::probabilities(&logits).unwrap();
+        assert!(max_diff(p, &expect) < 1e-6, "{variant} prefix: {}", max_diff(p, &expect));
+        // Valid oracle at the first steady-state step R-1.
+        let (t, p) = outs.last().unwrap();
+        assert_eq!(*t, r - 1);
+        let logits = m.clip_logits(&x, SeScope::Frame, PadMode::Valid).unwrap();
+        let expect = candle_nn::ops::softmax(&logits.squeeze(0).unwrap(), 0).unwrap();
+        assert!(max_diff(p, &expect) < 1e-6, "{variant} steady: {}", max_diff(p, &expect));
+    }
+}
