@@ -285,6 +285,10 @@ fn spec_and_bad_input() {
     assert!((spec.fps - 6.0).abs() < 1e-12);
     let wrong = Tensor::zeros((3, 160, 160), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(m.step(&wrong).is_err());
+    let small = Tensor::zeros((16, 3, 160, 160), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(m.forward_clip(&small, SeScope::Clip).is_err());
+    let short = Tensor::zeros((15, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(m.forward_clip(&short, SeScope::Clip).is_err(), "shorter than the head window 16");
     assert!(x3d::build("x3d-q", &ModelOptions::default(), &mut RandomWeights::new(1)).is_err());
     let zero_pool = ModelOptions { pool: Some(0), ..Default::default() };
     assert!(x3d::build("x3d-s", &zero_pool, &mut RandomWeights::new(1)).is_err());

@@ -463,9 +463,17 @@ impl CoX3d {
     /// Logits of the regular network on a clip `(T, 3, S, S)` with temporal padding `mode`:
     /// `(positions, classes)`, one row per (time, height, width) position of the head output.
     pub fn clip_logits(&self, clip: &Tensor, se: SeScope, mode: PadMode) -> anyhow::Result<Tensor> {
-        let (t, c, _, _) = clip.dims4().context("a clip must be (T, 3, H, W)")?;
+        let (t, c, h, w) = clip.dims4().context("a clip must be (T, 3, H, W)")?;
         if c != 3 {
             bail!("a clip must have 3 channels, got {c}");
+        }
+        // The head pools a fixed window sized for the train crop; larger frames give more positions.
+        let s = self.config.crop;
+        if h < s || w < s {
+            bail!(
+                "{}: clip frames of {h}x{w} are smaller than the {s}x{s} crop the head is sized for",
+                self.config.name
+            );
         }
         if t < self.pool {
             bail!("a clip of {t} frames is shorter than the head window {}", self.pool);
