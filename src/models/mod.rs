@@ -5,6 +5,8 @@
 
 use candle_core::Tensor;
 
+pub mod x3d;
+
 /// How a uint8 RGB frame becomes the network's float input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Normalize {
