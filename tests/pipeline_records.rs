@@ -68,6 +68,16 @@ impl StreamModel for WindowModel {
         self.window.iter_mut().for_each(|w| *w = [0.0; CLASSES]);
         self.steps = 0;
     }
+    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
+        let means = clip.flatten_from(2)?.mean(2)?.mean(0)?;
+        Ok(candle_nn::ops::softmax(&means, 0)?)
+    }
+    fn clip_frames(&self) -> usize {
+        self.shape.receptive_field
+    }
+    fn report(&self) -> coinfer::engine::LayerReport {
+        coinfer::engine::LayerReport::default()
+    }
 }
 
 /// A 3x2x2 frame whose channel `c` is 1 and the others 0.

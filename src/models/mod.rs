@@ -97,22 +97,72 @@ pub struct ModelDescription {
 
 /// Names of the built-in models, default first.
 pub fn names() -> Vec<&'static str> {
-    Vec::new()
+    x3d::variants()
 }
 
 /// The model `coinfer` runs when none is named.
 pub const DEFAULT_MODEL: &str = "i3d";
 
-/// Describe a built-in model without loading its weights.
-pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
-    let _ = opts;
+/// The family a registry name belongs to.
+enum Family {
+    X3d,
+}
+
+fn family(name: &str) -> anyhow::Result<Family> {
+    let name = name.strip_prefix("co").unwrap_or(name);
+    if x3d::variants().contains(&name) {
+        return Ok(Family::X3d);
+    }
     Err(unknown_model(name))
 }
 
-/// Build a built-in model with its weights, ready to stream.
+/// Describe a built-in model without loading its weights.
+pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
+    match family(name)? {
+        Family::X3d => x3d::describe(name, opts),
+    }
+}
+
+/// Build a built-in model with its weights (the default file, or `opts.weights`), ready to stream.
 pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
-    let _ = opts;
-    Err(unknown_model(name))
+    let desc = describe(name, opts)?;
+    let path = &desc.weights;
+    if !path.is_file() {
+        return Err(crate::error::classified(
+            crate::error::ErrorKind::NoInput,
+            format!(
+                "no weights for {name} at {}: run `coinfer weights pull {name}` or pass --weights FILE",
+                path.display()
+            ),
+        ));
+    }
+    let mut store = crate::weights::load(path, &candle_core::Device::Cpu)?;
+    store.ignore(|n| n.ends_with("num_batches_tracked"));
+    let model: Box<dyn StreamModel> = match family(name)? {
+        Family::X3d => {
+            let names = store.names().to_vec();
+            let mut source = x3d::X3dWeights::new(&names, &mut store)?;
+            Box::new(x3d::build(name, opts, &mut source)?)
+        }
+    };
+    store.finish().map_err(|e| {
+        crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display()))
+    })?;
+    Ok(model)
+}
+
+/// Build a built-in model with deterministic random weights (FLOP counts, benchmarks, tests).
+pub fn build_random(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
+    let mut random = RandomWeights::new(0);
+    Ok(match family(name)? {
+        Family::X3d => Box::new(x3d::build(name, opts, &mut random)?),
+    })
+}
+
+impl WeightSource for crate::weights::TensorStore {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        crate::weights::TensorStore::take(self, name, shape)
+    }
 }
 
 fn unknown_model(name: &str) -> anyhow::Error {
@@ -168,10 +218,4 @@ impl WeightSource for RandomWeights {
         let data: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * self.next()).collect();
         Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
     }
-}
-
-/// Build a built-in model with deterministic random weights (FLOP counts, benchmarks, tests).
-pub fn build_random(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
-    let _ = opts;
-    Err(unknown_model(name))
 }

@@ -260,8 +260,9 @@ fn boxed(l: impl Layer + 'static) -> Box<dyn Layer> {
     Box::new(l)
 }
 
+/// A 1×1×1 conv with its BatchNorm folded in.
 fn pointwise(name: &str, f: &Folded) -> candle_core::Result<TemporalConv> {
-    TemporalConv::pointwise(name, &f.w, Some(&f.b))
+    Ok(TemporalConv::pointwise(name, &f.w, Some(&f.b))?.with_folded_bn())
 }
 
 /// `s1.pathway0_stem`: spatial conv (no BN after it), then the temporal depthwise conv with the BN.
@@ -288,7 +289,8 @@ fn stem(cfg: &X3dConfig, p: &X3dParams, fill: Fill) -> candle_core::Result<Seque
         [0; 4],
         w0,
         fill,
-    )?;
+    )?
+    .with_folded_bn();
     Ok(Sequential::new("s1.pathway0_stem", vec![boxed(conv_xy), boxed(conv), boxed(Pointwise::Relu)]))
 }
 
@@ -309,7 +311,8 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
         [1; 4],
         b.inner,
         fill,
-    )?);
+    )?
+    .with_folded_bn());
     if let Some(se) = &b.se {
         branch2.push(SqueezeExcite::new(format!("{n}.branch2.se"), &se.w1, &se.b1, &se.w2, &se.b2, se_scope)?);
     }
@@ -327,7 +330,8 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
             [0; 4],
             1,
             Fill::Zeros,
-        )?),
+        )?
+        .with_folded_bn()),
         // Identity; the parallel container turns it into Delay(branch2 delay).
         None => boxed(Delay::new(0)),
     };
@@ -528,9 +532,9 @@ impl CoX3d {
             kind: "sequential",
             input,
             output: h.output,
-            macs_per_output: 0,
             temporal: self.temporal(),
             children: vec![b, h],
+            ..Default::default()
         }
     }
 
@@ -559,6 +563,19 @@ impl StreamModel for CoX3d {
 
     fn reset(&mut self) {
         CoX3d::reset(self)
+    }
+
+    /// The published regular X3D: squeeze-excitation pooled over the whole clip.
+    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
+        CoX3d::forward_clip(self, clip, SeScope::Clip)
+    }
+
+    fn clip_frames(&self) -> usize {
+        self.config.num_frames
+    }
+
+    fn report(&self) -> LayerReport {
+        CoX3d::report(self)
     }
 }
 
@@ -601,14 +618,7 @@ pub fn default_weights(variant: &str, opts: &ModelOptions) -> anyhow::Result<std
     }
     let cfg = X3dConfig::variant(variant)?;
     let file = format!("{}.pyth", cfg.name.replace('-', "_"));
-    let cache = match std::env::var_os("XDG_CACHE_HOME").filter(|x| std::path::Path::new(x).is_absolute()) {
-        Some(x) => std::path::PathBuf::from(x).join("coinfer"),
-        None => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            Some(h) => std::path::PathBuf::from(h).join(".cache").join("coinfer"),
-            None => std::path::PathBuf::from("."),
-        },
-    };
-    Ok(cache.join(file))
+    Ok(crate::weights::cache_dir()?.join(file))
 }
 
 /// What `coinfer models` shows for a variant, computed from the built network (zero weights).
