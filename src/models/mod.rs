@@ -3,6 +3,8 @@
 //! A model consumes one preprocessed frame per step (on its own timeline, `ModelSpec::fps`) and emits
 //! class probabilities whenever its continual network produces an output.
 
+pub mod i3d;
+
 use candle_core::Tensor;
 
 /// How a uint8 RGB frame becomes the network's float input.
