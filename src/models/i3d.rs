@@ -249,7 +249,7 @@ impl CoI3d {
                 format!("I3D needs a clip of at least {MIN_CLIP} frames, got {t}"),
             ));
         }
-        let mut x = clip.to_dtype(DType::F32)?;
+        let mut x = clip.to_dtype(DType::F32)?.contiguous()?;
         let mut out = Vec::with_capacity(ENDPOINTS.len());
         for (name, layer) in ENDPOINTS.iter().zip(self.net.layers()) {
             x = layer.forward(&x, mode).with_context(|| format!("I3D {name} on a clip of {t} frames"))?;
@@ -278,7 +278,7 @@ impl CoI3d {
             &[1, 3, h, w] if h == s && w == s => frame.clone(),
             d => bail!("I3D expects a frame of shape (3, {s}, {s}), got {d:?}"),
         };
-        Ok(f.to_dtype(DType::F32)?)
+        Ok(f.to_dtype(DType::F32)?.contiguous()?)
     }
 
     fn position(&mut self, logits: Tensor) -> anyhow::Result<Tensor> {
