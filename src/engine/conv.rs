@@ -119,9 +119,21 @@ impl TemporalConv {
 
     fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
         let taps = &self.taps;
+        let out_hw = self.out_hw;
+        // The taps share one im2col of the frame, made on first use.
+        let mut col: Option<Option<Tensor>> = None;
         let done = self.acc.absorb(
             t,
-            |tap| x.map(|x| taps[tap].apply(x)).transpose(),
+            |tap| {
+                let Some(x) = x else { return Ok(None) };
+                if col.is_none() {
+                    col = Some(taps[0].columns(x)?);
+                }
+                match col.as_ref().and_then(Option::as_ref) {
+                    Some(c) => taps[tap].apply_columns(c, out_hw).map(Some),
+                    None => taps[tap].apply(x).map(Some),
+                }
+            },
             |a, b| a + b,
         )?;
         done.map(|(_, acc)| self.emit(acc)).transpose()
@@ -139,9 +151,15 @@ impl Layer for TemporalConv {
             bail!("{}: clip of {n} frames is shorter than the temporal kernel {k}", self.name);
         }
         let count = (len - k) / s + 1;
+        // One im2col of every padded frame serves all taps.
+        let col = self.taps[0].columns(&padded)?;
+        let out_hw = self.taps[0].output_hw(x.dim(2)?, x.dim(3)?);
         let mut y: Option<Tensor> = None;
         for (i, tap) in self.taps.iter().enumerate() {
-            let term = tap.apply(&strided_frames(&padded, i, s, count)?)?;
+            let term = match &col {
+                Some(col) => tap.apply_columns(&strided_frames(col, i, s, count)?, out_hw)?,
+                None => tap.apply(&strided_frames(&padded, i, s, count)?)?,
+            };
             y = Some(match y {
                 Some(y) => (y + term)?,
                 None => term,

@@ -5,7 +5,7 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use super::kernels::DepthwiseConv2d;
+use super::kernels::{DepthwiseConv2d, Im2Col};
 
 /// Spatial zero padding `[top, bottom, left, right]`.
 pub type Pad2d = [usize; 4];
@@ -17,6 +17,8 @@ pub struct SpatialConv {
     /// `weight` as `(C_out, C_in)` for 1×1 convs.
     matrix: Option<Tensor>,
     depthwise: Option<DepthwiseConv2d>,
+    /// Dense convs on the CPU: `weight` as `(C_out, C_in·kh·kw)` for im2col + one matrix product.
+    gemm: Option<(Tensor, Im2Col)>,
     stride: usize,
     pad: Pad2d,
     groups: usize,
@@ -33,7 +35,13 @@ impl SpatialConv {
         } else {
             None
         };
-        Ok(SpatialConv { weight, matrix, depthwise, stride, pad, groups })
+        let gemm = if groups == 1 && matrix.is_none() && weight.device().is_cpu() {
+            let op = Im2Col { kh, kw, stride, pad };
+            Some((weight.reshape((c_out, c_in_g * kh * kw))?, op))
+        } else {
+            None
+        };
+        Ok(SpatialConv { weight, matrix, depthwise, gemm, stride, pad, groups })
     }
 
     pub fn c_out(&self) -> usize {
@@ -81,6 +89,9 @@ impl SpatialConv {
                 return x.contiguous()?.apply_op1_no_bwd(dw);
             }
         }
+        if let Some(col) = self.columns(x)? {
+            return self.apply_columns(&col, self.output_hw(h, w));
+        }
         let [t, b, l, r] = self.pad;
         let padded = if self.pad == [0; 4] {
             x.clone()
@@ -88,6 +99,28 @@ impl SpatialConv {
             x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?
         };
         padded.conv2d(&self.weight, 0, self.stride, 1, self.groups)
+    }
+}
+
+impl SpatialConv {
+    /// The im2col matrix `(N, C_in·kh·kw, OH·OW)` of `x` when this conv runs as a matrix product
+    /// (dense, CPU); `None` otherwise. Convs with the same geometry (the temporal taps of one 3-D
+    /// conv) share it: compute it once per frame, then [`Self::apply_columns`] per tap.
+    pub fn columns(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.gemm {
+            Some((_, op)) if x.device().is_cpu() => x.contiguous()?.apply_op1_no_bwd(op).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The conv output `(N, C_out, OH, OW)` from [`Self::columns`] of an input (output size `out_hw`).
+    pub fn apply_columns(&self, col: &Tensor, out_hw: (usize, usize)) -> Result<Tensor> {
+        let Some((m, _)) = &self.gemm else {
+            candle_core::bail!("apply_columns on a conv without a matrix form");
+        };
+        let n = col.dim(0)?;
+        let y = if n == 1 { m.matmul(&col.squeeze(0)?)?.unsqueeze(0)? } else { m.broadcast_matmul(col)? };
+        y.reshape((n, m.dim(0)?, out_hw.0, out_hw.1))
     }
 }
 
