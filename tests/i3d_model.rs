@@ -255,3 +255,24 @@ fn costs_match_the_spec() {
     assert!((clip / 1e9 - 111.153).abs() < 5e-4, "64-frame clip {clip}");
     assert_eq!((desc.shape.delay, desc.shape.stride, desc.shape.receptive_field), (62, 8, 107));
 }
+
+/// Spec §3.5: the replicate fill changes only the transient (steps 62 … 102); from step 110 on the
+/// outputs equal the zero-fill stream's.
+#[test]
+fn fills_differ_only_in_the_transient() {
+    let mut rng = StdRng::seed_from_u64(15);
+    let clip = random_clip(&mut rng, 119, 32);
+    let mut zeros = model(32, 16);
+    let mut replicate = CoI3d::new(&mut RandomWeights::new(16), &I3dConfig { size: 32, pool: 3, fill: Fill::Replicate }).unwrap();
+    let a = stream(&mut zeros, &clip);
+    let b = stream(&mut replicate, &clip);
+    assert_eq!(a.iter().map(|(t, _)| *t).collect::<Vec<_>>(), b.iter().map(|(t, _)| *t).collect::<Vec<_>>());
+    for ((t, ya), (_, yb)) in a.iter().zip(&b) {
+        let d = max_diff(ya, yb);
+        if *t >= 110 {
+            assert!(d <= 1e-5, "step {t}: steady state depends on the fill ({d})");
+        } else if *t == 62 {
+            assert!(d > 1e-6, "step {t}: the first output should depend on the fill");
+        }
+    }
+}

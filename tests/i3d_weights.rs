@@ -116,3 +116,18 @@ fn model_loads_every_tensor_and_rejects_bad_options() {
     let err = i3d::load(&zero).err().expect("pool 0");
     assert_eq!(coinfer::error::kind_of(&err), coinfer::error::ErrorKind::Usage, "{err:#}");
 }
+
+#[test]
+fn default_weights_are_found() {
+    // Without the override, the bundled file of this crate (tests run from target/…/deps).
+    unsafe { std::env::remove_var(i3d::WEIGHTS_DIR_ENV) };
+    assert_eq!(i3d::default_weights(), weights_file());
+    let desc = i3d::describe(&ModelOptions::default()).unwrap();
+    assert!(desc.weights_present && desc.weights == weights_file());
+    // The override names a folder; a missing file there is reported, not replaced by another.
+    unsafe { std::env::set_var(i3d::WEIGHTS_DIR_ENV, "/nonexistent-dir") };
+    let expect = std::path::Path::new("/nonexistent-dir").join("i3d-kinetics400-rgb.safetensors");
+    assert_eq!(i3d::default_weights(), expect);
+    assert!(!i3d::describe(&ModelOptions::default()).unwrap().weights_present);
+    unsafe { std::env::remove_var(i3d::WEIGHTS_DIR_ENV) };
+}

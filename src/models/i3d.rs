@@ -78,11 +78,10 @@ const MIXED: [(&str, [usize; 6]); 9] = [
     ("Mixed_5c", [384, 192, 384, 48, 128, 128]),
 ];
 
-/// Where the bundled weights are: `$COINFER_WEIGHTS_DIR/<file>` if that variable is set; else
-/// `weights/<file>` next to the executable or one or two levels above it (a copied release tree or
-/// `target/<profile>/`), or in `<exe dir>/../share/coinfer/`; else the crate's own `weights/` (a path fixed
-/// at compile time, which is where `cargo run` and `cargo install --path .` find it). Returns the first
-/// that exists, or the compile-time path.
+/// Where the bundled weights are: `$COINFER_WEIGHTS_DIR/<file>` if that variable is set; else the first
+/// existing of `<exe dir>/weights/<file>` (an unpacked release), `<exe dir>/../share/coinfer/weights/<file>`
+/// (an installed prefix) and the crate's own `weights/<file>` (a path fixed at compile time: what
+/// `cargo run` and `cargo install --path .` find); the compile-time path if none exists.
 pub fn default_weights() -> PathBuf {
     let file = Path::new(DEFAULT_WEIGHTS).file_name().expect("a file name");
     if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
@@ -91,12 +90,7 @@ pub fn default_weights() -> PathBuf {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_WEIGHTS);
     let mut candidates = Vec::new();
     if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        for up in [exe_dir.as_path(), exe_dir.parent().unwrap_or(&exe_dir)] {
-            candidates.push(up.join(DEFAULT_WEIGHTS));
-        }
-        if let Some(above) = exe_dir.parent().and_then(Path::parent) {
-            candidates.push(above.join(DEFAULT_WEIGHTS));
-        }
+        candidates.push(exe_dir.join(DEFAULT_WEIGHTS));
         candidates.push(exe_dir.join("../share/coinfer").join(DEFAULT_WEIGHTS));
     }
     candidates.push(built.clone());
@@ -590,7 +584,7 @@ pub fn macs_per_frame(report: &LayerReport) -> f64 {
 pub fn macs_at_step(report: &LayerReport, t: usize) -> u64 {
     let mut total = 0u64;
     walk(report, Clock { stride: 1, delay: 0 }, &mut |r, c| {
-        if r.macs_per_output == 0 || t < c.delay || (t - c.delay) % c.stride != 0 {
+        if r.macs_per_output == 0 || t < c.delay || !(t - c.delay).is_multiple_of(c.stride) {
             return;
         }
         let i = ((t - c.delay) / c.stride) as i64;
