@@ -155,8 +155,11 @@ impl SpatialPool {
                     return x.max_pool2d_with_stride(k, stride);
                 }
                 // −∞ padding: shift every plane so its minimum is ≥ 0, zero-pad, pool, shift back.
-                // Exact when the inputs are already ≥ 0 (after ReLU), where the shift is 0.
+                // Inputs already ≥ 0 (after ReLU, the usual case) need no shift: zero-pad and pool.
                 let [t, b, l, r] = pad;
+                if x.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0 {
+                    return x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?.max_pool2d_with_stride(k, stride);
+                }
                 let low = x.min_keepdim(D::Minus1)?.min_keepdim(D::Minus2)?.clamp(f32::MIN, 0f32)?;
                 x.broadcast_sub(&low)?
                     .pad_with_zeros(2, t, b)?
@@ -180,4 +183,42 @@ impl SpatialPool {
 /// A zero tensor shaped like one output frame, used where an output has received no term.
 pub fn zeros(shape: (usize, usize, usize, usize), device: &Device) -> Result<Tensor> {
     Tensor::zeros(shape, DType::F32, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Padded max pooling never lets the padding win, for inputs of either sign.
+    #[test]
+    fn padded_max_pool_ignores_the_padding() {
+        let dev = Device::Cpu;
+        let (h, w, k, s, pad) = (5usize, 6usize, 3usize, 2usize, [0usize, 1, 1, 1]);
+        let pool = SpatialPool::Max { k, stride: s, pad };
+        for shift in [-10f64, 0.0, 10.0] {
+            let x = (Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap() + shift).unwrap();
+            let y = pool.apply(&x).unwrap();
+            let (oh, ow) = pool.output_hw(h, w);
+            assert_eq!(y.dims(), &[2, 3, oh, ow]);
+            let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            for plane in 0..6 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = f32::NEG_INFINITY;
+                        for a in 0..k {
+                            for b in 0..k {
+                                let (iy, ix) = ((oy * s + a) as i64 - pad[0] as i64, (ox * s + b) as i64 - pad[2] as i64);
+                                if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
+                                    m = m.max(xv[plane * h * w + iy as usize * w + ix as usize]);
+                                }
+                            }
+                        }
+                        let got = yv[(plane * oh + oy) * ow + ox];
+                        assert!((got - m).abs() < 1e-5, "shift {shift}: {got} vs {m}");
+                    }
+                }
+            }
+        }
+    }
 }
