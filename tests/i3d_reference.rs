@@ -46,6 +46,7 @@ fn top5(logits: &Tensor) -> Vec<u32> {
 fn assert_logits(ours: &Tensor, reference: &Tensor, what: &str) {
     assert_eq!(ours.dims(), reference.dims(), "{what}");
     let d: f32 = (ours - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    eprintln!("{what}: max |Δlogit| {d:.2e}");
     assert!(d <= 1e-3, "{what}: max |Δlogit| {d}");
     let rows = if ours.rank() == 1 { vec![ours.clone()] } else { ours.chunk(ours.dim(0).unwrap(), 0).unwrap() };
     let refs = if reference.rank() == 1 { vec![reference.clone()] } else { reference.chunk(reference.dim(0).unwrap(), 0).unwrap() };
