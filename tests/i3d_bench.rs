@@ -26,8 +26,13 @@ fn frames() -> Tensor {
 #[test]
 #[ignore]
 fn continual_throughput() {
+    let s = Instant::now();
+    i3d::describe(&ModelOptions::default()).unwrap();
+    eprintln!("describe (network over zero weights): {:.0} ms", s.elapsed().as_secs_f64() * 1e3);
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join(i3d::DEFAULT_WEIGHTS);
+    let s = Instant::now();
     let mut m = i3d::load(&ModelOptions { weights: Some(weights), ..Default::default() }).unwrap();
+    eprintln!("load + fold the bundled weights: {:.0} ms", s.elapsed().as_secs_f64() * 1e3);
     let clip = frames();
     let frame = |t: usize| clip.get(t % 16).unwrap();
     let measured: usize = std::env::var("I3D_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(128);
