@@ -42,6 +42,9 @@ pub struct TemporalConv {
     seen: usize,
     last: Option<Tensor>,
     out_hw: (usize, usize),
+    /// Stride-1 convs with a matrix form: every tap's weight stacked `(k·C_out, C_in·kh·kw)`, so that a
+    /// step computes all its taps' terms in one matrix product (in steady state each frame feeds all k).
+    stacked: Option<Tensor>,
 }
 
 impl TemporalConv {
@@ -70,6 +73,11 @@ impl TemporalConv {
             .collect::<Result<Vec<_>>>()?;
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
         let acc = Accumulators::new(k, stride, pad.stream_before());
+        let stacked = if stride == 1 && k > 1 {
+            taps.iter().map(|t| t.gemm_matrix().cloned()).collect::<Option<Vec<_>>>().map(|m| Tensor::cat(&m, 0)).transpose()?
+        } else {
+            None
+        };
         Ok(TemporalConv {
             name: name.into(),
             taps,
@@ -81,6 +89,7 @@ impl TemporalConv {
             seen: 0,
             last: None,
             out_hw: (0, 0),
+            stacked,
         })
     }
 
@@ -120,12 +129,24 @@ impl TemporalConv {
     fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
         let taps = &self.taps;
         let out_hw = self.out_hw;
+        let stacked = self.stacked.as_ref();
         // The taps share one im2col of the frame, made on first use.
         let mut col: Option<Option<Tensor>> = None;
+        // With stacked weights: every tap's term at once, `(k·C_out, OH·OW)`.
+        let mut all: Option<Tensor> = None;
         let done = self.acc.absorb(
             t,
             |tap| {
                 let Some(x) = x else { return Ok(None) };
+                if let Some(st) = stacked {
+                    if all.is_none() {
+                        let c = taps[0].columns(x)?.expect("stacked convs have a matrix form");
+                        all = Some(st.matmul(&c.squeeze(0)?)?);
+                    }
+                    let c_out = taps[tap].c_out();
+                    let term = all.as_ref().expect("computed above").narrow(0, tap * c_out, c_out)?;
+                    return term.reshape((1, c_out, out_hw.0, out_hw.1)).map(Some);
+                }
                 if col.is_none() {
                     col = Some(taps[0].columns(x)?);
                 }
