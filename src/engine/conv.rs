@@ -44,6 +44,9 @@ pub struct TemporalConv {
     out_hw: (usize, usize),
     /// The bias is a folded BatchNorm (for FLOP conventions that count BN separately).
     folded_bn: bool,
+    /// Stride-1 convs with a matrix form: every tap's weight stacked `(k·C_out, C_in·kh·kw)`, so that a
+    /// step computes all its taps' terms in one matrix product (in steady state each frame feeds all k).
+    stacked: Option<Tensor>,
 }
 
 impl TemporalConv {
@@ -72,6 +75,11 @@ impl TemporalConv {
             .collect::<Result<Vec<_>>>()?;
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
         let acc = Accumulators::new(k, stride, pad.stream_before());
+        let stacked = if stride == 1 && k > 1 {
+            taps.iter().map(|t| t.gemm_matrix().cloned()).collect::<Option<Vec<_>>>().map(|m| Tensor::cat(&m, 0)).transpose()?
+        } else {
+            None
+        };
         Ok(TemporalConv {
             name: name.into(),
             taps,
@@ -84,6 +92,7 @@ impl TemporalConv {
             last: None,
             out_hw: (0, 0),
             folded_bn: false,
+            stacked,
         })
     }
 
@@ -128,9 +137,33 @@ impl TemporalConv {
 
     fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
         let taps = &self.taps;
+        let out_hw = self.out_hw;
+        let stacked = self.stacked.as_ref();
+        // The taps share one im2col of the frame, made on first use.
+        let mut col: Option<Option<Tensor>> = None;
+        // With stacked weights: every tap's term at once, `(k·C_out, OH·OW)`.
+        let mut all: Option<Tensor> = None;
         let done = self.acc.absorb(
             t,
-            |tap| x.map(|x| taps[tap].apply(x)).transpose(),
+            |tap| {
+                let Some(x) = x else { return Ok(None) };
+                if let Some(st) = stacked {
+                    if all.is_none() {
+                        let c = taps[0].columns(x)?.expect("stacked convs have a matrix form");
+                        all = Some(st.matmul(&c.squeeze(0)?)?);
+                    }
+                    let c_out = taps[tap].c_out();
+                    let term = all.as_ref().expect("computed above").narrow(0, tap * c_out, c_out)?;
+                    return term.reshape((1, c_out, out_hw.0, out_hw.1)).map(Some);
+                }
+                if col.is_none() {
+                    col = Some(taps[0].columns(x)?);
+                }
+                match col.as_ref().and_then(Option::as_ref) {
+                    Some(c) => taps[tap].apply_columns(c, out_hw).map(Some),
+                    None => taps[tap].apply(x).map(Some),
+                }
+            },
             |a, b| a + b,
         )?;
         done.map(|(_, acc)| self.emit(acc)).transpose()
@@ -148,9 +181,15 @@ impl Layer for TemporalConv {
             bail!("{}: clip of {n} frames is shorter than the temporal kernel {k}", self.name);
         }
         let count = (len - k) / s + 1;
+        // One im2col of every padded frame serves all taps.
+        let col = self.taps[0].columns(&padded)?;
+        let out_hw = self.taps[0].output_hw(x.dim(2)?, x.dim(3)?);
         let mut y: Option<Tensor> = None;
         for (i, tap) in self.taps.iter().enumerate() {
-            let term = tap.apply(&strided_frames(&padded, i, s, count)?)?;
+            let term = match &col {
+                Some(col) => tap.apply_columns(&strided_frames(col, i, s, count)?, out_hw)?,
+                None => tap.apply(&strided_frames(&padded, i, s, count)?)?,
+            };
             y = Some(match y {
                 Some(y) => (y + term)?,
                 None => term,

@@ -5,7 +5,7 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use super::kernels::DepthwiseConv2d;
+use super::kernels::{DepthwiseConv2d, Im2Col};
 
 /// Spatial zero padding `[top, bottom, left, right]`.
 pub type Pad2d = [usize; 4];
@@ -17,6 +17,8 @@ pub struct SpatialConv {
     /// `weight` as `(C_out, C_in)` for 1×1 convs.
     matrix: Option<Tensor>,
     depthwise: Option<DepthwiseConv2d>,
+    /// Dense convs on the CPU: `weight` as `(C_out, C_in·kh·kw)` for im2col + one matrix product.
+    gemm: Option<(Tensor, Im2Col)>,
     stride: usize,
     pad: Pad2d,
     groups: usize,
@@ -33,7 +35,13 @@ impl SpatialConv {
         } else {
             None
         };
-        Ok(SpatialConv { weight, matrix, depthwise, stride, pad, groups })
+        let gemm = if groups == 1 && matrix.is_none() && weight.device().is_cpu() {
+            let op = Im2Col { kh, kw, stride, pad };
+            Some((weight.reshape((c_out, c_in_g * kh * kw))?, op))
+        } else {
+            None
+        };
+        Ok(SpatialConv { weight, matrix, depthwise, gemm, stride, pad, groups })
     }
 
     pub fn c_out(&self) -> usize {
@@ -81,6 +89,9 @@ impl SpatialConv {
                 return x.contiguous()?.apply_op1_no_bwd(dw);
             }
         }
+        if let Some(col) = self.columns(x)? {
+            return self.apply_columns(&col, self.output_hw(h, w));
+        }
         let [t, b, l, r] = self.pad;
         let padded = if self.pad == [0; 4] {
             x.clone()
@@ -88,6 +99,33 @@ impl SpatialConv {
             x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?
         };
         padded.conv2d(&self.weight, 0, self.stride, 1, self.groups)
+    }
+}
+
+impl SpatialConv {
+    /// The im2col matrix `(N, C_in·kh·kw, OH·OW)` of `x` when this conv runs as a matrix product
+    /// (dense, CPU); `None` otherwise. Convs with the same geometry (the temporal taps of one 3-D
+    /// conv) share it: compute it once per frame, then [`Self::apply_columns`] per tap.
+    pub fn columns(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.gemm {
+            Some((_, op)) if x.device().is_cpu() => x.contiguous()?.apply_op1_no_bwd(op).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The weight as `(C_out, C_in·kh·kw)` when the conv runs on [`Self::columns`].
+    pub fn gemm_matrix(&self) -> Option<&Tensor> {
+        self.gemm.as_ref().map(|(m, _)| m)
+    }
+
+    /// The conv output `(N, C_out, OH, OW)` from [`Self::columns`] of an input (output size `out_hw`).
+    pub fn apply_columns(&self, col: &Tensor, out_hw: (usize, usize)) -> Result<Tensor> {
+        let Some((m, _)) = &self.gemm else {
+            candle_core::bail!("apply_columns on a conv without a matrix form");
+        };
+        let n = col.dim(0)?;
+        let y = if n == 1 { m.matmul(&col.squeeze(0)?)?.unsqueeze(0)? } else { m.broadcast_matmul(col)? };
+        y.reshape((n, m.dim(0)?, out_hw.0, out_hw.1))
     }
 }
 
@@ -122,8 +160,11 @@ impl SpatialPool {
                     return x.max_pool2d_with_stride(k, stride);
                 }
                 // −∞ padding: shift every plane so its minimum is ≥ 0, zero-pad, pool, shift back.
-                // Exact when the inputs are already ≥ 0 (after ReLU), where the shift is 0.
+                // Inputs already ≥ 0 (after ReLU, the usual case) need no shift: zero-pad and pool.
                 let [t, b, l, r] = pad;
+                if x.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0 {
+                    return x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?.max_pool2d_with_stride(k, stride);
+                }
                 let low = x.min_keepdim(D::Minus1)?.min_keepdim(D::Minus2)?.clamp(f32::MIN, 0f32)?;
                 x.broadcast_sub(&low)?
                     .pad_with_zeros(2, t, b)?
@@ -147,4 +188,42 @@ impl SpatialPool {
 /// A zero tensor shaped like one output frame, used where an output has received no term.
 pub fn zeros(shape: (usize, usize, usize, usize), device: &Device) -> Result<Tensor> {
     Tensor::zeros(shape, DType::F32, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Padded max pooling never lets the padding win, for inputs of either sign.
+    #[test]
+    fn padded_max_pool_ignores_the_padding() {
+        let dev = Device::Cpu;
+        let (h, w, k, s, pad) = (5usize, 6usize, 3usize, 2usize, [0usize, 1, 1, 1]);
+        let pool = SpatialPool::Max { k, stride: s, pad };
+        for shift in [-10f64, 0.0, 10.0] {
+            let x = (Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap() + shift).unwrap();
+            let y = pool.apply(&x).unwrap();
+            let (oh, ow) = pool.output_hw(h, w);
+            assert_eq!(y.dims(), &[2, 3, oh, ow]);
+            let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+            let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            for plane in 0..6 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = f32::NEG_INFINITY;
+                        for a in 0..k {
+                            for b in 0..k {
+                                let (iy, ix) = ((oy * s + a) as i64 - pad[0] as i64, (ox * s + b) as i64 - pad[2] as i64);
+                                if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
+                                    m = m.max(xv[plane * h * w + iy as usize * w + ix as usize]);
+                                }
+                            }
+                        }
+                        let got = yv[(plane * oh + oy) * ow + ox];
+                        assert!((got - m).abs() < 1e-5, "shift {shift}: {got} vs {m}");
+                    }
+                }
+            }
+        }
+    }
 }

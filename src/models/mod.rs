@@ -3,6 +3,8 @@
 //! A model consumes one preprocessed frame per step (on its own timeline, `ModelSpec::fps`) and emits
 //! class probabilities whenever its continual network produces an output.
 
+pub mod i3d;
+
 use candle_core::Tensor;
 
 pub mod x3d;
@@ -97,7 +99,9 @@ pub struct ModelDescription {
 
 /// Names of the built-in models, default first.
 pub fn names() -> Vec<&'static str> {
-    x3d::variants()
+    let mut names = vec![i3d::NAME];
+    names.extend(x3d::variants());
+    names
 }
 
 /// The model `coinfer` runs when none is named.
@@ -105,11 +109,15 @@ pub const DEFAULT_MODEL: &str = "i3d";
 
 /// The family a registry name belongs to.
 enum Family {
+    I3d,
     X3d,
 }
 
 fn family(name: &str) -> anyhow::Result<Family> {
     let name = name.strip_prefix("co").unwrap_or(name);
+    if name == i3d::NAME {
+        return Ok(Family::I3d);
+    }
     if x3d::variants().contains(&name) {
         return Ok(Family::X3d);
     }
@@ -119,6 +127,7 @@ fn family(name: &str) -> anyhow::Result<Family> {
 /// Describe a built-in model without loading its weights.
 pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
     match family(name)? {
+        Family::I3d => i3d::describe(opts),
         Family::X3d => x3d::describe(name, opts),
     }
 }
@@ -139,6 +148,7 @@ pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamMo
     let mut store = crate::weights::load(path, &candle_core::Device::Cpu)?;
     store.ignore(|n| n.ends_with("num_batches_tracked"));
     let model: Box<dyn StreamModel> = match family(name)? {
+        Family::I3d => Box::new(i3d::build(opts, &mut store)?),
         Family::X3d => {
             let names = store.names().to_vec();
             let mut source = x3d::X3dWeights::new(&names, &mut store)?;
@@ -155,6 +165,7 @@ pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamMo
 pub fn build_random(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
     let mut random = RandomWeights::new(0);
     Ok(match family(name)? {
+        Family::I3d => Box::new(i3d::build(opts, &mut random)?),
         Family::X3d => Box::new(x3d::build(name, opts, &mut random)?),
     })
 }

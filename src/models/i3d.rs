@@ -1,0 +1,614 @@
+//! DeepMind I3D (Inception-v1, RGB, Kinetics-400) in regular and continual form (CoI3D),
+//! built from the continual engine (models-i3d.md §1–§3).
+//!
+//! One set of layers serves both forms: `forward_logits` runs a clip with TensorFlow 'SAME' padding
+//! (the reference model, `PadMode::Full`) or the oracles of spec §3.6 (`StartOnly`, `Valid`);
+//! `step_logits` feeds one frame and returns the logits of a temporal position every 8 frames, from
+//! step 62 on. The streaming model averages the logits of the last `pool` positions before the softmax.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+
+use super::{
+    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource,
+};
+use crate::engine::fold::{BatchNorm, fold_bn};
+use crate::engine::schedule::tf_same_pads;
+use crate::engine::spatial::Pad2d;
+use crate::engine::{
+    Chw, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool,
+    Temporal, TemporalConv, TemporalPad, TemporalPool,
+};
+use crate::error::{ErrorKind, classified};
+
+/// Registry name.
+pub const NAME: &str = "i3d";
+/// The bundled checkpoint, relative to the crate root (or to `COINFER_WEIGHTS_DIR`'s parent layout,
+/// see [`default_weights`]).
+pub const DEFAULT_WEIGHTS: &str = "weights/i3d-kinetics400-rgb.safetensors";
+/// Directory that overrides where the bundled weights are looked for.
+pub const WEIGHTS_DIR_ENV: &str = "COINFER_WEIGHTS_DIR";
+/// Side of the square input the checkpoint was trained on; the head's 7×7 pool needs it (spec §1.3).
+pub const CROP: usize = 224;
+pub const NUM_CLASSES: usize = 400;
+/// Default head window in emitted positions. Positions come every 8 frames, so 3 positions turn over
+/// completely within 24 frames (0.96 s at 25 fps): a live label follows a change of action within about
+/// a second, while still smoothing over three positions (as many as a regular 32-frame clip averages).
+/// `--pool 7` gives the span of a regular 64-frame clip (spec §3.4).
+pub const DEFAULT_POOL: usize = 3;
+/// BatchNorm epsilon of Sonnet v1 (spec §1.2).
+const BN_EPS: f64 = 1e-3;
+/// Shortest clip with one logit position (spec §1.3).
+pub const MIN_CLIP: usize = 9;
+
+/// Endpoint names of the regular network in order (TF names); each is one stage of [`CoI3d`]'s network.
+pub const ENDPOINTS: [&str; 17] = [
+    "Conv3d_1a_7x7",
+    "MaxPool3d_2a_3x3",
+    "Conv3d_2b_1x1",
+    "Conv3d_2c_3x3",
+    "MaxPool3d_3a_3x3",
+    "Mixed_3b",
+    "Mixed_3c",
+    "MaxPool3d_4a_3x3",
+    "Mixed_4b",
+    "Mixed_4c",
+    "Mixed_4d",
+    "Mixed_4e",
+    "Mixed_4f",
+    "MaxPool3d_5a_2x2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Logits",
+];
+
+/// Inception module channels `(c0, c1a, c1b, c2a, c2b, c3)` (spec §1.4).
+const MIXED: [(&str, [usize; 6]); 9] = [
+    ("Mixed_3b", [64, 96, 128, 16, 32, 32]),
+    ("Mixed_3c", [128, 128, 192, 32, 96, 64]),
+    ("Mixed_4b", [192, 96, 208, 16, 48, 64]),
+    ("Mixed_4c", [160, 112, 224, 24, 64, 64]),
+    ("Mixed_4d", [128, 128, 256, 24, 64, 64]),
+    ("Mixed_4e", [112, 144, 288, 32, 64, 64]),
+    ("Mixed_4f", [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5b", [256, 160, 320, 32, 128, 128]),
+    ("Mixed_5c", [384, 192, 384, 48, 128, 128]),
+];
+
+/// Where the bundled weights are: `$COINFER_WEIGHTS_DIR/<file>` if that variable is set; else the first
+/// existing of `<exe dir>/weights/<file>` (an unpacked release), `<exe dir>/../share/coinfer/weights/<file>`
+/// (an installed prefix) and the crate's own `weights/<file>` (a path fixed at compile time: what
+/// `cargo run` and `cargo install --path .` find); the compile-time path if none exists.
+pub fn default_weights() -> PathBuf {
+    let file = Path::new(DEFAULT_WEIGHTS).file_name().expect("a file name");
+    if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
+        return Path::new(&dir).join(file);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_WEIGHTS);
+    let mut candidates = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(exe_dir.join(DEFAULT_WEIGHTS));
+        candidates.push(exe_dir.join("../share/coinfer").join(DEFAULT_WEIGHTS));
+    }
+    candidates.push(built.clone());
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or(built)
+}
+
+/// The weights file `opts` selects.
+pub fn weights_path(opts: &ModelOptions) -> PathBuf {
+    opts.weights.clone().unwrap_or_else(default_weights)
+}
+
+/// What the preprocessing needs (spec §5.1).
+pub fn spec() -> ModelSpec {
+    ModelSpec {
+        name: NAME.to_string(),
+        fps: 25.0,
+        resize_short: 256,
+        crop: CROP,
+        normalize: Normalize::SignedUnit,
+        num_classes: NUM_CLASSES,
+    }
+}
+
+fn pool_window(opts: &ModelOptions) -> anyhow::Result<usize> {
+    match opts.pool {
+        None => Ok(DEFAULT_POOL),
+        Some(0) => Err(classified(ErrorKind::Usage, "--pool must be at least 1 (emitted positions to average)")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Describe the model without reading the checkpoint (the network is laid out over zero weights to
+/// read its temporal shape and cost from the same layers that run).
+pub fn describe(opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
+    let pool = pool_window(opts)?;
+    let net = CoI3d::new(&mut ZeroWeights, &I3dConfig { size: CROP, pool, fill: opts.fill })?;
+    let weights = weights_path(opts);
+    let shape = net.shape();
+    let macs = macs_per_frame(&net.report());
+    let summary = format!(
+        "DeepMind I3D (Inception-v1, RGB, Kinetics-400, 12.7 M parameters), continual: one prediction every \
+         {} frames from frame {}, receptive field {} frames, head mean over {pool} positions, {:.2} GMAC/frame",
+        shape.stride,
+        shape.delay + 1,
+        shape.receptive_field,
+        macs / 1e9,
+    );
+    Ok(ModelDescription {
+        spec: spec(),
+        shape,
+        macs_per_step: macs,
+        weights_present: weights.is_file(),
+        weights,
+        summary,
+    })
+}
+
+/// Build the continual model over `weights` (canonical names of spec §1.5).
+pub fn build(opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Result<CoI3d> {
+    let pool = pool_window(opts)?;
+    CoI3d::new(weights, &I3dConfig { size: CROP, pool, fill: opts.fill })
+}
+
+/// Open the checkpoint `opts` selects (the bundled one by default) and build the model from it;
+/// every tensor of the file must be used.
+pub fn load(opts: &ModelOptions) -> anyhow::Result<CoI3d> {
+    let path = weights_path(opts);
+    let mut file = SafetensorsFile::open(&path)?;
+    let model = build(opts, &mut file)?;
+    file.finish()?;
+    Ok(model)
+}
+
+/// Network geometry and head options.
+#[derive(Debug, Clone, Copy)]
+pub struct I3dConfig {
+    /// Side of the square input frames. 224 for the checkpoint; other sizes (multiples of 32 work
+    /// best) give the same network with TF 'SAME' pads for that size and a head pool over the whole
+    /// final map, which makes the shape-independent statements testable on small frames.
+    pub size: usize,
+    /// Head window in emitted positions (≥ 1).
+    pub pool: usize,
+    pub fill: Fill,
+}
+
+impl Default for I3dConfig {
+    fn default() -> Self {
+        I3dConfig { size: CROP, pool: DEFAULT_POOL, fill: Fill::Zeros }
+    }
+}
+
+/// I3D: the regular clip network and its continual stream over the same folded weights.
+pub struct CoI3d {
+    spec: ModelSpec,
+    config: I3dConfig,
+    /// One stage per entry of [`ENDPOINTS`].
+    net: Sequential,
+    /// Logits `(400,)` of the last `pool` emitted positions.
+    recent: VecDeque<Tensor>,
+    /// Frames fed since the last reset.
+    steps: usize,
+}
+
+impl CoI3d {
+    pub fn new(weights: &mut dyn WeightSource, config: &I3dConfig) -> anyhow::Result<Self> {
+        if config.pool == 0 {
+            bail!("the head window must be at least one position");
+        }
+        if config.size < 32 {
+            bail!("I3D needs frames of at least 32×32, got {}", config.size);
+        }
+        let net = Builder { weights, fill: config.fill }.network(config.size)?;
+        let mut spec = spec();
+        spec.crop = config.size;
+        Ok(CoI3d { spec, config: *config, net, recent: VecDeque::with_capacity(config.pool), steps: 0 })
+    }
+
+    pub fn config(&self) -> &I3dConfig {
+        &self.config
+    }
+
+    /// Temporal shape of the whole network (stride 8, receptive field 107, start padding 44).
+    pub fn temporal(&self) -> Temporal {
+        self.net.temporal()
+    }
+
+    /// Layer tree with shapes and costs for one `(3, size, size)` frame.
+    pub fn report(&self) -> LayerReport {
+        self.net.report(Chw::new(3, self.config.size, self.config.size))
+    }
+
+    fn check_clip(&self, clip: &Tensor) -> anyhow::Result<usize> {
+        let s = self.config.size;
+        match clip.dims() {
+            &[t, 3, h, w] if h == s && w == s => Ok(t),
+            d => Err(classified(
+                ErrorKind::Data,
+                format!("I3D expects a clip of shape (T, 3, {s}, {s}), got {d:?}"),
+            )),
+        }
+    }
+
+    /// Outputs of every stage (the TF endpoints of [`ENDPOINTS`], each `(T_e, C, H, W)`; `Logits` is the
+    /// per-position classifier output `(P, 400, 1, 1)`).
+    pub fn forward_endpoints(&self, clip: &Tensor, mode: PadMode) -> anyhow::Result<Vec<(&'static str, Tensor)>> {
+        let t = self.check_clip(clip)?;
+        if t < MIN_CLIP && mode != PadMode::Valid {
+            return Err(classified(
+                ErrorKind::Data,
+                format!("I3D needs a clip of at least {MIN_CLIP} frames, got {t}"),
+            ));
+        }
+        let mut x = clip.to_dtype(DType::F32)?.contiguous()?;
+        let mut out = Vec::with_capacity(ENDPOINTS.len());
+        for (name, layer) in ENDPOINTS.iter().zip(self.net.layers()) {
+            x = layer.forward(&x, mode).with_context(|| format!("I3D {name} on a clip of {t} frames"))?;
+            out.push((*name, x.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Per-position logits `(P, 400)` of a clip `(T, 3, size, size)`; `PadMode::Full` is the regular
+    /// (reference) model, P = ⌈⌈⌈T/2⌉/2⌉/2⌉ − 1.
+    pub fn forward_logits(&self, clip: &Tensor, mode: PadMode) -> anyhow::Result<Tensor> {
+        let (_, logits) = self.forward_endpoints(clip, mode)?.pop().expect("17 stages");
+        let p = logits.dim(0)?;
+        Ok(logits.reshape((p, NUM_CLASSES))?)
+    }
+
+    /// The regular model's output: logits averaged over positions `(400,)` (softmax comes after).
+    pub fn forward_mean(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(self.forward_logits(clip, PadMode::Full)?.mean(0)?)
+    }
+
+    fn as_frame(&self, frame: &Tensor) -> anyhow::Result<Tensor> {
+        let s = self.config.size;
+        let f = match frame.dims() {
+            &[3, h, w] if h == s && w == s => frame.unsqueeze(0)?,
+            &[1, 3, h, w] if h == s && w == s => frame.clone(),
+            d => bail!("I3D expects a frame of shape (3, {s}, {s}), got {d:?}"),
+        };
+        Ok(f.to_dtype(DType::F32)?.contiguous()?)
+    }
+
+    fn position(&mut self, logits: Tensor) -> anyhow::Result<Tensor> {
+        let logits = logits.reshape(NUM_CLASSES)?;
+        if self.recent.len() == self.config.pool {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(logits.clone());
+        Ok(logits)
+    }
+
+    /// Feed one frame `(3, size, size)` (or `(1, 3, size, size)`); the logits `(400,)` of the temporal
+    /// position this step completes, on steps 62 + 8l.
+    pub fn step_logits(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        let x = self.as_frame(frame)?;
+        self.steps += 1;
+        match self.net.step(&x)? {
+            Some(y) => self.position(y).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// End a finite stream: each layer processes its TF end padding for the frames it saw (spec §3.5);
+    /// the logits of the positions that completes. Call `reset` before streaming again.
+    pub fn flush_logits(&mut self) -> anyhow::Result<Vec<Tensor>> {
+        let outs = self.net.flush()?;
+        outs.into_iter().map(|y| self.position(y)).collect()
+    }
+
+    /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), `(400,)`.
+    pub fn pooled_logits(&self) -> anyhow::Result<Option<Tensor>> {
+        if self.recent.is_empty() {
+            return Ok(None);
+        }
+        let stacked = Tensor::stack(&self.recent.iter().collect::<Vec<_>>(), 0)?;
+        Ok(Some(stacked.mean(0)?))
+    }
+
+    /// Frames fed since the last reset.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+}
+
+impl StreamModel for CoI3d {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn shape(&self) -> StreamShape {
+        let t = self.temporal();
+        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride }
+    }
+
+    /// Softmax of the mean logits of the last `pool` positions, on emitting steps. During the first
+    /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
+    /// the first position (step 62) rather than `pool − 1` positions later.
+    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        if self.step_logits(frame)?.is_none() {
+            return Ok(None);
+        }
+        let mean = self.pooled_logits()?.expect("a position was just added");
+        Ok(Some(candle_nn::ops::softmax(&mean, 0)?))
+    }
+
+    fn reset(&mut self) {
+        self.net.reset();
+        self.recent.clear();
+        self.steps = 0;
+    }
+
+    /// The regular I3D: softmax of the logits averaged over the clip's positions.
+    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(candle_nn::ops::softmax(&self.forward_mean(clip)?, 0)?)
+    }
+
+    /// The 64-frame clip the regular network was evaluated on.
+    fn clip_frames(&self) -> usize {
+        64
+    }
+
+    fn report(&self) -> LayerReport {
+        CoI3d::report(self)
+    }
+}
+
+/// Lays out the network of spec §1.3 with TF 'SAME' pads, folding each BatchNorm into its conv.
+struct Builder<'a> {
+    weights: &'a mut dyn WeightSource,
+    fill: Fill,
+}
+
+/// Square spatial TF 'SAME' pads `[top, bottom, left, right]` for a side of `n`.
+fn same_2d(n: usize, k: usize, s: usize) -> Pad2d {
+    let (b, a) = tf_same_pads(n, k, s);
+    [b, a, b, a]
+}
+
+impl Builder<'_> {
+    /// Unit3D: conv (no bias, TF SAME) → BatchNorm (eps 1e-3, no scale, folded) → ReLU.
+    /// `k = (k_t, k_s)`, `s = (s_t, s_s)`; `n` is the input side (for the spatial pads).
+    fn unit(&mut self, name: &str, c_in: usize, c_out: usize, k: (usize, usize), s: (usize, usize), n: usize) -> anyhow::Result<Sequential> {
+        let (kt, ks) = k;
+        let w = self.weights.take(&format!("{name}.conv.weight"), &[c_out, c_in, kt, ks, ks])?;
+        let bn = BatchNorm {
+            gamma: None,
+            beta: self.weights.take(&format!("{name}.bn.bias"), &[c_out])?,
+            mean: self.weights.take(&format!("{name}.bn.running_mean"), &[c_out])?,
+            var: self.weights.take(&format!("{name}.bn.running_var"), &[c_out])?,
+            eps: BN_EPS,
+        };
+        let (w, b) = fold_bn(&w, None, &bn)?;
+        let conv = if kt == 1 && ks == 1 && s == (1, 1) {
+            TemporalConv::pointwise(name, &w, Some(&b))?
+        } else {
+            // Temporal start pad: what TF uses for even input lengths (the stream's fixed phase, §3.1).
+            let stream_before = tf_same_pads(2 * s.0, kt, s.0).0;
+            let pad = TemporalPad::TfSame { stream_before };
+            TemporalConv::new(name, &w, Some(&b), s.0, pad, s.1, same_2d(n, ks, s.1), 1, self.fill)?
+        };
+        let conv = conv.with_folded_bn();
+        Ok(Sequential::new(name, vec![Box::new(conv), Box::new(Pointwise::Relu)]))
+    }
+
+    /// TF max pool 'SAME' (padding never wins) with kernel `(k_t, k_s)`, stride `(s_t, s_s)`.
+    fn max_pool(&self, name: &str, k: (usize, usize), s: (usize, usize), n: usize) -> anyhow::Result<Box<dyn Layer>> {
+        let spatial = SpatialPool::Max { k: k.1, stride: s.1, pad: same_2d(n, k.1, s.1) };
+        if k.0 == 1 && s.0 == 1 {
+            return Ok(Box::new(Pointwise::Pool(spatial)));
+        }
+        let stream_before = tf_same_pads(2 * s.0, k.0, s.0).0;
+        let pad = TemporalPad::TfSame { stream_before };
+        Ok(Box::new(TemporalPool::new(name, PoolKind::Max, k.0, s.0, pad, Some(spatial), self.fill)?))
+    }
+
+    /// Inception module (spec §1.4); the Parallel container delays Branch_0 by one step to meet the
+    /// k = 3 branches (§3.3).
+    fn mixed(&mut self, name: &str, c_in: usize, c: [usize; 6], n: usize) -> anyhow::Result<(Box<dyn Layer>, usize)> {
+        let [c0, c1a, c1b, c2a, c2b, c3] = c;
+        let b0 = self.unit(&format!("{name}.Branch_0.Conv3d_0a_1x1"), c_in, c0, (1, 1), (1, 1), n)?;
+        let b1 = Sequential::new(
+            format!("{name}.Branch_1"),
+            vec![
+                Box::new(self.unit(&format!("{name}.Branch_1.Conv3d_0a_1x1"), c_in, c1a, (1, 1), (1, 1), n)?),
+                Box::new(self.unit(&format!("{name}.Branch_1.Conv3d_0b_3x3"), c1a, c1b, (3, 3), (1, 1), n)?),
+            ],
+        );
+        let b2 = Sequential::new(
+            format!("{name}.Branch_2"),
+            vec![
+                Box::new(self.unit(&format!("{name}.Branch_2.Conv3d_0a_1x1"), c_in, c2a, (1, 1), (1, 1), n)?),
+                Box::new(self.unit(&format!("{name}.Branch_2.Conv3d_0b_3x3"), c2a, c2b, (3, 3), (1, 1), n)?),
+            ],
+        );
+        let b3 = Sequential::new(
+            format!("{name}.Branch_3"),
+            vec![
+                self.max_pool(&format!("{name}.Branch_3.MaxPool3d_0a_3x3"), (3, 3), (1, 1), n)?,
+                Box::new(self.unit(&format!("{name}.Branch_3.Conv3d_0b_1x1"), c_in, c3, (1, 1), (1, 1), n)?),
+            ],
+        );
+        let branches: Vec<Box<dyn Layer>> = vec![Box::new(b0), Box::new(b1), Box::new(b2), Box::new(b3)];
+        Ok((Box::new(Parallel::new(name, branches, Reduce::Concat)?), c0 + c1b + c2b + c3))
+    }
+
+    fn network(mut self, size: usize) -> anyhow::Result<Sequential> {
+        let mut stages: Vec<Box<dyn Layer>> = Vec::with_capacity(ENDPOINTS.len());
+        let mut n = size;
+        stages.push(Box::new(self.unit("Conv3d_1a_7x7", 3, 64, (7, 7), (2, 2), n)?));
+        n = n.div_ceil(2);
+        stages.push(self.max_pool("MaxPool3d_2a_3x3", (1, 3), (1, 2), n)?);
+        n = n.div_ceil(2);
+        stages.push(Box::new(self.unit("Conv3d_2b_1x1", 64, 64, (1, 1), (1, 1), n)?));
+        stages.push(Box::new(self.unit("Conv3d_2c_3x3", 64, 192, (3, 3), (1, 1), n)?));
+        stages.push(self.max_pool("MaxPool3d_3a_3x3", (1, 3), (1, 2), n)?);
+        n = n.div_ceil(2);
+        let mut c = 192;
+        for (i, (name, chans)) in MIXED.iter().enumerate() {
+            match *name {
+                "Mixed_4b" => {
+                    stages.push(self.max_pool("MaxPool3d_4a_3x3", (3, 3), (2, 2), n)?);
+                    n = n.div_ceil(2);
+                }
+                "Mixed_5b" => {
+                    stages.push(self.max_pool("MaxPool3d_5a_2x2", (2, 2), (2, 2), n)?);
+                    n = n.div_ceil(2);
+                }
+                _ => {}
+            }
+            let (module, c_out) = self.mixed(name, c, *chans, n)?;
+            stages.push(module);
+            c = c_out;
+            debug_assert_eq!(ENDPOINTS[stages.len() - 1], MIXED[i].0);
+        }
+        // Head: VALID avg pool (2, 7, 7) over the final 7×7 map, then the 1×1×1 classifier with bias,
+        // no BN, no ReLU (dropout is the identity at inference).
+        let avg = TemporalPool::new(
+            "Logits.AvgPool3d",
+            PoolKind::Avg,
+            2,
+            1,
+            TemporalPad::Fixed { before: 0, after: 0 },
+            Some(SpatialPool::Avg { k: n }),
+            self.fill,
+        )?;
+        let w = self.weights.take("Logits.Conv3d_0c_1x1.conv.weight", &[NUM_CLASSES, c, 1, 1, 1])?;
+        let b = self.weights.take("Logits.Conv3d_0c_1x1.conv.bias", &[NUM_CLASSES])?;
+        let classifier = TemporalConv::pointwise("Logits.Conv3d_0c_1x1", &w, Some(&b))?;
+        stages.push(Box::new(Sequential::new("Logits", vec![Box::new(avg), Box::new(classifier)])));
+        Ok(Sequential::new("InceptionI3d", stages))
+    }
+}
+
+/// Zero tensors of the requested shapes: lays the network out for `describe` without a checkpoint.
+struct ZeroWeights;
+
+impl WeightSource for ZeroWeights {
+    fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
+    }
+}
+
+/// A safetensors checkpoint read whole into memory, handing out each tensor once by name with its shape
+/// checked. (Interim loader; the shared checkpoint store replaces it.)
+pub struct SafetensorsFile {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if !path.is_file() {
+            return Err(classified(
+                ErrorKind::NoInput,
+                format!(
+                    "I3D weights not found at {} (set {WEIGHTS_DIR_ENV} to the folder holding {}, or pass --weights)",
+                    path.display(),
+                    Path::new(DEFAULT_WEIGHTS).file_name().and_then(|f| f.to_str()).unwrap_or(DEFAULT_WEIGHTS),
+                ),
+            ));
+        }
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| classified(ErrorKind::Data, format!("{}: not a readable safetensors file: {e}", path.display())))?;
+        Ok(SafetensorsFile { path: path.to_path_buf(), tensors })
+    }
+
+    /// Names and tensors not taken yet.
+    pub fn remaining(&self) -> impl Iterator<Item = (&String, &Tensor)> {
+        self.tensors.iter()
+    }
+
+    /// Fail if the model left tensors unused (a different network's checkpoint).
+    pub fn finish(self) -> anyhow::Result<()> {
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
+        let mut left: Vec<&String> = self.tensors.keys().collect();
+        left.sort();
+        let shown: Vec<&str> = left.iter().take(5).map(|s| s.as_str()).collect();
+        Err(classified(
+            ErrorKind::Data,
+            format!("{}: {} tensors not used by I3D, e.g. {}", self.path.display(), left.len(), shown.join(", ")),
+        ))
+    }
+}
+
+impl WeightSource for SafetensorsFile {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        let t = self.tensors.remove(name).ok_or_else(|| {
+            classified(ErrorKind::Data, format!("{}: tensor '{name}' missing", self.path.display()))
+        })?;
+        if t.dims() != shape {
+            return Err(classified(
+                ErrorKind::Data,
+                format!("{}: tensor '{name}' has shape {:?}, expected {shape:?}", self.path.display(), t.dims()),
+            ));
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// A layer's clock in network steps: its inputs arrive on steps `delay + i·stride`.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    stride: usize,
+    delay: usize,
+}
+
+impl Clock {
+    fn after(self, t: Temporal) -> Clock {
+        Clock { stride: self.stride * t.stride, delay: self.delay + t.delay() * self.stride }
+    }
+}
+
+/// Visit every leaf of a report with the clock of its input.
+fn walk(r: &LayerReport, clock: Clock, f: &mut dyn FnMut(&LayerReport, Clock)) {
+    if r.kind == "sequential" {
+        let mut c = clock;
+        for child in &r.children {
+            walk(child, c, f);
+            c = c.after(child.temporal);
+        }
+    } else if r.kind.starts_with("parallel") {
+        for child in &r.children {
+            walk(child, clock, f);
+        }
+    } else {
+        f(r, clock);
+    }
+}
+
+/// Multiply-accumulates per input frame in steady state: each layer computes each output once
+/// (continual convs skip taps into the virtual past and compute every other tap exactly once).
+pub fn macs_per_frame(report: &LayerReport) -> f64 {
+    let mut total = 0.0;
+    walk(report, Clock { stride: 1, delay: 0 }, &mut |r, c| {
+        total += r.macs_per_output as f64 / (c.stride * r.temporal.stride) as f64;
+    });
+    total
+}
+
+/// Multiply-accumulates the continual network performs on step `t` of a fresh stream (taps of
+/// outputs that will be emitted, i.e. output index ≥ 0; flushes not included).
+pub fn macs_at_step(report: &LayerReport, t: usize) -> u64 {
+    let mut total = 0u64;
+    walk(report, Clock { stride: 1, delay: 0 }, &mut |r, c| {
+        if r.macs_per_output == 0 || t < c.delay || !(t - c.delay).is_multiple_of(c.stride) {
+            return;
+        }
+        let i = ((t - c.delay) / c.stride) as i64;
+        let (k, s, p) = (r.temporal.receptive_field as i64, r.temporal.stride as i64, r.temporal.padding as i64);
+        // Outputs j with j·s − p ≤ i ≤ j·s − p + k − 1, j ≥ 0.
+        let hi = (i + p).div_euclid(s);
+        let lo = (i + p - k + 1 + s - 1).div_euclid(s).max(0);
+        let taps = (hi - lo + 1).max(0) as u64;
+        total += taps * r.macs_per_output / k as u64;
+    });
+    total
+}
