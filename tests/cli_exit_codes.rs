@@ -171,7 +171,6 @@ fn broken_pipe_ends_quietly_with_0() {
 }
 
 #[test]
-#[ignore = "needs models/source branches (a real decoder and the default model's weights)"]
 fn run_broken_pipe_ends_quietly_with_0() {
     let (first, status, err) = first_line_then_close(&[SAMPLE]);
     let meta: serde_json::Value = serde_json::from_str(&first).unwrap();
@@ -181,7 +180,6 @@ fn run_broken_pipe_ends_quietly_with_0() {
 }
 
 #[test]
-#[ignore = "needs models/source branches (a real decoder and the default model's weights)"]
 fn run_on_a_file_writes_meta_steps_summary_and_no_progress_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let err_path = dir.path().join("stderr");
@@ -218,7 +216,6 @@ fn y4m_frame() -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs models/source branches (a real decoder and the default model's weights)"]
 fn sigint_writes_the_summary_and_exits_130() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coinfer"))
         .args(["-", "--emit-transient"])

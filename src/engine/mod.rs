@@ -12,7 +12,6 @@
 pub mod container;
 pub mod conv;
 pub mod delay;
-pub mod fold;
 pub mod kernels;
 pub mod pointwise;
 pub mod pool;

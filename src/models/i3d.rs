@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use super::{
     Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource,
 };
-use crate::engine::fold::{BatchNorm, fold_bn};
+use crate::weights::BatchNorm;
 use crate::engine::schedule::tf_same_pads;
 use crate::engine::spatial::Pad2d;
 use crate::engine::{
@@ -384,7 +384,7 @@ impl Builder<'_> {
             var: self.weights.take(&format!("{name}.bn.running_var"), &[c_out])?,
             eps: BN_EPS,
         };
-        let (w, b) = fold_bn(&w, None, &bn)?;
+        let (w, b) = bn.fold_into(&w, None)?;
         let conv = if kt == 1 && ks == 1 && s == (1, 1) {
             TemporalConv::pointwise(name, &w, Some(&b))?
         } else {

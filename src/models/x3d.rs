@@ -25,7 +25,7 @@
 use anyhow::{Context, bail};
 use candle_core::{D, Tensor};
 
-use crate::engine::fold::{BatchNorm, fold_bn};
+use crate::weights::BatchNorm;
 use crate::engine::{
     Chw, Delay, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
     SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool,
@@ -175,7 +175,7 @@ fn take_bn(ws: &mut dyn WeightSource, prefix: &str, c: usize) -> anyhow::Result<
 fn conv_bn(ws: &mut dyn WeightSource, conv: &str, bn: &str, shape: [usize; 5]) -> anyhow::Result<Folded> {
     let w = ws.take(&format!("{conv}.weight"), &shape)?;
     let bn = take_bn(ws, bn, shape[0])?;
-    let (w, b) = fold_bn(&w, None, &bn)?;
+    let (w, b) = bn.fold_into(&w, None)?;
     Ok(Folded { w, b })
 }
 

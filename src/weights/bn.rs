@@ -51,6 +51,22 @@ pub fn fold_bn(
     Ok((w.to_dtype(dt)?, b.to_dtype(dt)?))
 }
 
+/// Inference-mode BatchNorm parameters; `gamma = None` means no scale (Sonnet's BN in I3D).
+pub struct BatchNorm {
+    pub gamma: Option<Tensor>,
+    pub beta: Tensor,
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub eps: f64,
+}
+
+impl BatchNorm {
+    /// Fold into a conv of weight `(C_out, …)` with an optional bias: `(W', b')`.
+    pub fn fold_into(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        fold_bn(weight, bias, self.gamma.as_ref(), &self.beta, &self.mean, &self.var, self.eps)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,6 @@ pub mod pull;
 pub mod store;
 pub mod torch;
 
-pub use bn::fold_bn;
+pub use bn::{BatchNorm, fold_bn};
 pub use pull::{Layout, cache_dir, official_url, pull};
 pub use store::{Format, TensorStore, load, load_bytes};
