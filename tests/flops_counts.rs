@@ -61,3 +61,21 @@ fn json_shape_is_stable() {
     }
     assert_eq!(v["clip_frames"], 13);
 }
+
+#[test]
+fn i3d_counts_match_the_spec() {
+    // models-i3d.md §4.2/§4.3: MACs per 64-frame clip, per frame, and the emitting step.
+    let (rec, totals) = count("i3d", Convention::Macs, None).unwrap();
+    assert_eq!(rec.clip_frames, 64);
+    assert!(close(rec.regular_clip_gflops, 111.153, 0.0005), "{}", rec.regular_clip_gflops);
+    assert!(close(rec.continual_per_step_gflops, 1.7368, 0.00005), "{}", rec.continual_per_step_gflops);
+    assert!(close(rec.continual_peak_step_gflops, 3.872, 0.0005), "{}", rec.continual_peak_step_gflops);
+    assert!(close(rec.ratio, 64.0, 0.05));
+    let rows: f64 = totals.layers.iter().map(|l| l.regular_clip).sum();
+    assert!(close(rows, totals.regular_clip, 1.0));
+    // ptflops-style totals: 111.50 G per clip, 1.7422 G per frame.
+    let (paper, _) = count("i3d", Convention::Paper, None).unwrap();
+    assert!(close(paper.regular_clip_gflops, 111.50, 0.005), "{}", paper.regular_clip_gflops);
+    assert!(close(paper.continual_per_step_gflops, 1.7422, 0.00005), "{}", paper.continual_per_step_gflops);
+    assert!(paper.continual_per_step_single_count_gflops.is_none());
+}
