@@ -12,7 +12,7 @@
 //!     store.rename(weights::layout::x3d_hub_to_pyslowfast)?; // PyTorchVideo hub layout
 //! }
 //! let (w, b) = store.take_conv_bn(
-//!     "s1.pathway0_stem.conv_xy", "s1.pathway0_stem.bn", &[24, 3, 1, 3, 3], 1e-5)?;
+//!     "s1.pathway0_stem.conv", "s1.pathway0_stem.bn", &[24, 1, 5, 1, 1], 1e-5)?;
 //! let proj = store.take("head.projection.weight", &[400, 2048])?;
 //! store.ignore(|n| n.ends_with(".num_batches_tracked"));
 //! store.finish()?; // errors on any tensor never taken
