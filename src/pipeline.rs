@@ -295,8 +295,13 @@ fn decode_loop(
     let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
     // Built on the first frame and again if the frame size changes mid-stream.
     let mut pre: Option<(u32, u32, Preprocessor)> = None;
-    while source.next_frame(&mut frame)? {
-        let steps = resampler.feed(frame.pts);
+    let mut steps = 0;
+    while source.next_frame_if(&mut frame, &mut |pts| {
+        steps = resampler.feed(pts);
+        steps > 0
+    })?
+    .is_some()
+    {
         let input = if steps > 0 {
             let stale = !matches!(&pre, Some((w, h, _)) if *w == frame.width && *h == frame.height);
             if stale {

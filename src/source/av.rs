@@ -269,8 +269,23 @@ impl AvSource {
     }
 
     /// Converts the frame just decoded into `out`.
-    fn emit(&mut self, out: &mut Frame) -> anyhow::Result<()> {
+    /// Fill `out` from the decoded picture; its pixels are converted only when `wanted(pts)`.
+    fn emit(&mut self, out: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<bool> {
+        let pts = match self.decoded.timestamp() {
+            Some(t) if self.time_base > 0.0 => t as f64 * self.time_base,
+            // No timestamp: continue from the previous frame at the nominal rate.
+            _ => self.last_pts.map_or(0.0, |p| p + self.fallback_step),
+        };
+        self.last_pts = Some(pts);
         let f = unsafe { &*self.decoded.as_ptr() };
+        out.index = self.next_index;
+        out.pts = pts;
+        out.width = f.width as u32;
+        out.height = f.height as u32;
+        self.next_index += 1;
+        if !wanted(pts) {
+            return Ok(false);
+        }
         let format: AVPixelFormat =
             unsafe { std::mem::transmute::<c_int, AVPixelFormat>(f.format) };
         let pic = Picture {
@@ -283,18 +298,12 @@ impl AvSource {
             color_range: f.color_range,
         };
         self.conv.convert(&pic, &mut out.rgb)?;
-        let pts = match self.decoded.timestamp() {
-            Some(t) if self.time_base > 0.0 => t as f64 * self.time_base,
-            // No timestamp: continue from the previous frame at the nominal rate.
-            _ => self.last_pts.map_or(0.0, |p| p + self.fallback_step),
-        };
-        self.last_pts = Some(pts);
-        out.index = self.next_index;
-        out.pts = pts;
-        out.width = f.width as u32;
-        out.height = f.height as u32;
-        self.next_index += 1;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The end of the input: `None`, or the error that explains a premature end.
+    fn end(&mut self) -> anyhow::Result<Option<bool>> {
+        self.finish().map(|more| more.then_some(false))
     }
 
     fn finish(&mut self) -> anyhow::Result<bool> {
@@ -373,10 +382,14 @@ impl FrameSource for AvSource {
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> anyhow::Result<bool> {
+        Ok(self.next_frame_if(frame, &mut |_| true)?.is_some())
+    }
+
+    fn next_frame_if(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
         if self.finished {
-            return Ok(false);
+            return Ok(None);
         }
-        self.decode_next(frame).map_err(|e| match self.hint {
+        self.decode_next(frame, wanted).map_err(|e| match self.hint {
             Some(hint) if kind_of(&e) == ErrorKind::Data => {
                 classified(ErrorKind::Data, format!("{e}; {hint}"))
             }
@@ -386,14 +399,11 @@ impl FrameSource for AvSource {
 }
 
 impl AvSource {
-    fn decode_next(&mut self, frame: &mut Frame) -> anyhow::Result<bool> {
+    fn decode_next(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
         loop {
             match self.decoder.receive_frame(&mut self.decoded) {
-                Ok(()) => {
-                    self.emit(frame)?;
-                    return Ok(true);
-                }
-                Err(AvError::Eof) => return self.finish(),
+                Ok(()) => return self.emit(frame, wanted).map(Some),
+                Err(AvError::Eof) => return self.end(),
                 Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {}
                 Err(e) => {
                     // A broken frame: skip it like the CLI does, remember why.
@@ -405,7 +415,7 @@ impl AvSource {
                 }
             }
             if self.eof_sent {
-                return self.finish();
+                return self.end();
             }
             let mut packet = Packet::empty();
             match packet.read(&mut self.input) {
@@ -429,7 +439,7 @@ impl AvSource {
                 Err(_) if super::interrupted() => {
                     // The user asked to stop: end the stream now, without draining the decoder.
                     self.finished = true;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 Err(e) => {
                     if self.next_index == 0 {

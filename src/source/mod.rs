@@ -92,6 +92,15 @@ pub trait FrameSource: Send {
     fn info(&self) -> &SourceInfo;
     /// Decode the next frame into `frame` (its buffer is reused); Ok(false) at the end of the input.
     fn next_frame(&mut self, frame: &mut Frame) -> anyhow::Result<bool>;
+    /// Decode the next frame but convert its pixels only when `wanted(pts)`: frames the model's
+    /// timeline drops cost no colour conversion. `Some(true)`: `frame` is complete; `Some(false)`: only
+    /// its index, pts and size are set; `None` at the end of the input.
+    fn next_frame_if(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
+        if !self.next_frame(frame)? {
+            return Ok(None);
+        }
+        Ok(Some(wanted(frame.pts)))
+    }
 }
 
 static VERBOSE_FFMPEG: AtomicBool = AtomicBool::new(false);
