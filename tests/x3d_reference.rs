@@ -6,56 +6,19 @@
 //! Checkpoints are read here with candle's own safetensors and torch-zip readers behind a small strict
 //! `WeightSource`; the legacy-pickle and fp16 files are for the checkpoint reader's tests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use coinfer::engine::{PadMode, SeScope};
 use coinfer::models::x3d::{CoX3d, X3dConfig, X3dWeights};
-use coinfer::models::{Fill, WeightSource};
+use coinfer::models::Fill;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/x3d").join(name)
 }
 
 /// Tensors of one checkpoint; every one but `num_batches_tracked` must be taken, with its exact shape.
-struct Checkpoint {
-    tensors: HashMap<String, Tensor>,
-    taken: HashSet<String>,
-}
-
-impl Checkpoint {
-    fn open(name: &str) -> Self {
-        let path = fixture(name);
-        let tensors: HashMap<String, Tensor> = if name.ends_with(".safetensors") {
-            candle_core::safetensors::load(&path, &Device::Cpu).unwrap()
-        } else {
-            candle_core::pickle::read_all_with_key(&path, Some("model_state")).unwrap().into_iter().collect()
-        };
-        assert!(!tensors.is_empty(), "{name}: no tensors");
-        Checkpoint { tensors, taken: HashSet::new() }
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.tensors.keys().cloned().collect()
-    }
-
-    fn assert_all_taken(&self) {
-        let left: Vec<&String> =
-            self.tensors.keys().filter(|n| !self.taken.contains(*n) && !n.ends_with("num_batches_tracked")).collect();
-        assert!(left.is_empty(), "tensors the model did not use: {left:?}");
-    }
-}
-
-impl WeightSource for Checkpoint {
-    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| anyhow::anyhow!("missing {name} {shape:?}"))?;
-        anyhow::ensure!(t.dims() == shape, "{name}: shape {:?}, expected {shape:?}", t.dims());
-        self.taken.insert(name.to_string());
-        Ok(t.to_dtype(DType::F32)?)
-    }
-}
-
 /// The fixture's architecture from its config.json (pyslowfast config keys).
 fn config() -> X3dConfig {
     let text = std::fs::read_to_string(fixture("config.json")).unwrap();
@@ -104,12 +67,15 @@ fn stream(exp: &HashMap<String, Tensor>) -> Tensor {
     ((x / 255.0).unwrap() - 0.45).unwrap().affine(1.0 / 0.225, 0.0).unwrap()
 }
 
+/// Load through coinfer's own checkpoint reader (container and layout detected from the file) and
+/// require every tensor to be used.
 fn build(ckpt: &str, pool: Option<usize>, fill: Fill) -> CoX3d {
-    let mut store = Checkpoint::open(ckpt);
-    let names = store.names();
+    let mut store = coinfer::weights::load(&fixture(ckpt), &Device::Cpu).unwrap();
+    store.ignore(|n| n.ends_with("num_batches_tracked"));
+    let names = store.names().to_vec();
     let mut ws = X3dWeights::new(&names, &mut store).unwrap();
     let m = CoX3d::new(config(), pool, fill, &mut ws).unwrap();
-    store.assert_all_taken();
+    store.finish().unwrap();
     m
 }
 
@@ -145,7 +111,7 @@ const LOGIT_TOL: f32 = 2e-3;
 fn regular_x3d_matches_pyslowfast_reference() {
     let exp = expected();
     let x = stream(&exp);
-    for ckpt in ["x3d_tiny_pyslowfast.safetensors", "x3d_tiny_pyslowfast.pyth"] {
+    for ckpt in ["x3d_tiny_pyslowfast.safetensors", "x3d_tiny_pyslowfast.pyth", "x3d_tiny_pyslowfast_legacy.pyth"] {
         let m = build(ckpt, None, Fill::Zeros);
         let t4 = x.narrow(0, 0, 4).unwrap();
         let logits = m.clip_logits(&t4, SeScope::Clip, PadMode::Full).unwrap();

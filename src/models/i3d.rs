@@ -6,7 +6,7 @@
 //! `step_logits` feeds one frame and returns the logits of a temporal position every 8 frames, from
 //! step 62 on. The streaming model averages the logits of the last `pool` positions before the softmax.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -158,9 +158,19 @@ pub fn build(opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Res
 /// every tensor of the file must be used.
 pub fn load(opts: &ModelOptions) -> anyhow::Result<CoI3d> {
     let path = weights_path(opts);
-    let mut file = SafetensorsFile::open(&path)?;
-    let model = build(opts, &mut file)?;
-    file.finish()?;
+    if !path.is_file() {
+        return Err(classified(
+            ErrorKind::NoInput,
+            format!(
+                "I3D weights not found at {} (set {WEIGHTS_DIR_ENV} to the folder holding {}, or pass --weights)",
+                path.display(),
+                Path::new(DEFAULT_WEIGHTS).file_name().and_then(|f| f.to_str()).unwrap_or(DEFAULT_WEIGHTS),
+            ),
+        ));
+    }
+    let mut store = crate::weights::load(&path, &Device::Cpu)?;
+    let model = build(opts, &mut store)?;
+    store.finish()?;
     Ok(model)
 }
 
@@ -492,65 +502,6 @@ struct ZeroWeights;
 impl WeightSource for ZeroWeights {
     fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
-    }
-}
-
-/// A safetensors checkpoint read whole into memory, handing out each tensor once by name with its shape
-/// checked. (Interim loader; the shared checkpoint store replaces it.)
-pub struct SafetensorsFile {
-    path: PathBuf,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl SafetensorsFile {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if !path.is_file() {
-            return Err(classified(
-                ErrorKind::NoInput,
-                format!(
-                    "I3D weights not found at {} (set {WEIGHTS_DIR_ENV} to the folder holding {}, or pass --weights)",
-                    path.display(),
-                    Path::new(DEFAULT_WEIGHTS).file_name().and_then(|f| f.to_str()).unwrap_or(DEFAULT_WEIGHTS),
-                ),
-            ));
-        }
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| classified(ErrorKind::Data, format!("{}: not a readable safetensors file: {e}", path.display())))?;
-        Ok(SafetensorsFile { path: path.to_path_buf(), tensors })
-    }
-
-    /// Names and tensors not taken yet.
-    pub fn remaining(&self) -> impl Iterator<Item = (&String, &Tensor)> {
-        self.tensors.iter()
-    }
-
-    /// Fail if the model left tensors unused (a different network's checkpoint).
-    pub fn finish(self) -> anyhow::Result<()> {
-        if self.tensors.is_empty() {
-            return Ok(());
-        }
-        let mut left: Vec<&String> = self.tensors.keys().collect();
-        left.sort();
-        let shown: Vec<&str> = left.iter().take(5).map(|s| s.as_str()).collect();
-        Err(classified(
-            ErrorKind::Data,
-            format!("{}: {} tensors not used by I3D, e.g. {}", self.path.display(), left.len(), shown.join(", ")),
-        ))
-    }
-}
-
-impl WeightSource for SafetensorsFile {
-    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
-        let t = self.tensors.remove(name).ok_or_else(|| {
-            classified(ErrorKind::Data, format!("{}: tensor '{name}' missing", self.path.display()))
-        })?;
-        if t.dims() != shape {
-            return Err(classified(
-                ErrorKind::Data,
-                format!("{}: tensor '{name}' has shape {:?}, expected {shape:?}", self.path.display(), t.dims()),
-            ));
-        }
-        Ok(t.to_dtype(DType::F32)?)
     }
 }
 
