@@ -186,6 +186,10 @@ pub fn run(
                     let Some((path, id)) = queue.lock().unwrap().next() else { break };
                     let t = Instant::now();
                     let result = labeler.label(&path);
+                    if opts.fail_fast && result.is_err() {
+                        // Here, not when the writer sees it: by then this worker has taken the next clip.
+                        stop.store(true, Ordering::SeqCst);
+                    }
                     if tx.send(Done::Labelled(id, result, t.elapsed().as_secs_f64())).is_err() {
                         break;
                     }
