@@ -26,10 +26,10 @@ pub enum FormatArg {
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and
-exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the
-probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's
-receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default
+Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and \
+exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the \
+probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's \
+receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default \
 replicate fill every clip with one frame or more has outputs).
 
 Examples:
