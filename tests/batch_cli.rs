@@ -457,10 +457,18 @@ fn usage_and_missing_inputs() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap_or_default(), "");
     // An output that already has records is not mixed into without --resume.
     std::fs::write(&out_file, "{\"type\":\"clip\",\"path\":\"x\"}\n").unwrap();
-    let out = run(batch(&write_weights(tmp.path())).arg(&clip).arg("--out").arg(&out_file));
+    let weights = write_weights(tmp.path());
+    let out = run(batch(&weights).arg(&clip).arg("--out").arg(&out_file));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "{\"type\":\"clip\",\"path\":\"x\"}\n");
+    // A relative name that FFmpeg could read as a protocol (`data:`) is a file like any other,
+    // and the record keeps the name as given.
+    std::fs::copy(&clip, tmp.path().join("data:x.mp4")).unwrap();
+    let out = run(batch(&weights).current_dir(tmp.path()).args(["data:x.mp4", "-q"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((rec["type"].as_str(), rec["path"].as_str()), (Some("clip"), Some("data:x.mp4")), "{rec}");
 }
 
 #[test]
