@@ -105,3 +105,22 @@ fn csv_quotes_awkward_paths_and_resumes_from_them() {
         assert!(j.is_done(&id(p, i as u64)), "{p}");
     }
 }
+
+#[test]
+fn journal_refuses_the_other_format_and_existing_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("out.jsonl");
+    std::fs::write(&jsonl, "{\"type\":\"clip\",\"path\":\"a.mp4\",\"size\":1,\"mtime_ns\":2}\n").unwrap();
+    let csv = dir.path().join("out.csv");
+    Journal::open(Some(&csv), Format::Csv, false).unwrap();
+    let kind = |r: anyhow::Result<Journal>| coinfer::error::kind_of(&r.err().expect("refused")).exit_code();
+    // Continuing a file in the other format would append mixed records and skip nothing.
+    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Csv, true)), 2);
+    assert_eq!(kind(Journal::open(Some(&csv), Format::Jsonl, true)), 2);
+    // Records are never mixed into without --resume.
+    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Jsonl, false)), 2);
+    assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1, "left as it was");
+    // The same format continues; a CSV with only its header is an empty journal.
+    assert_eq!(Journal::open(Some(&jsonl), Format::Jsonl, true).unwrap().recorded(), 1);
+    assert_eq!(Journal::open(Some(&csv), Format::Csv, true).unwrap().recorded(), 0);
+}

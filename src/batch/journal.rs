@@ -9,6 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::error::{ErrorKind, classified};
+
 /// Identity of a clip: path as given, size in bytes, modification time in nanoseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClipId {
@@ -62,7 +64,10 @@ impl Journal {
         let mut text = Vec::new();
         file.read_to_end(&mut text)?;
         if !resume && !text.is_empty() {
-            anyhow::bail!("{} already has records: pass --resume to continue it, or choose another --out", path.display());
+            return Err(classified(
+                ErrorKind::Usage,
+                format!("{} already has records: pass --resume to continue it, or choose another --out", path.display()),
+            ));
         }
         // A torn last line (killed mid-write) is cut off; its clip runs again.
         let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -71,6 +76,7 @@ impl Journal {
             file.seek(SeekFrom::End(0))?;
             text.truncate(keep);
         }
+        check_format(&text, format, path)?;
         let done = match format {
             Format::Jsonl => Self::read_jsonl(&text),
             Format::Csv => Self::read_csv(&text)?,
@@ -142,6 +148,27 @@ impl Journal {
         self.done.insert(id);
         Ok(())
     }
+}
+
+/// Refuse to continue a file written in the other format: appending would mix two formats in one
+/// file, and none of its clips would be recognised as done.
+fn check_format(text: &[u8], format: Format, path: &Path) -> Result<()> {
+    let Some(first) = text.split(|&b| b == b'\n').next().filter(|l| !l.is_empty()) else { return Ok(()) };
+    let fits = match format {
+        Format::Jsonl => serde_json::from_slice::<serde_json::Value>(first).is_ok_and(|v| v.is_object()),
+        Format::Csv => csv_line(CSV_COLUMNS.iter().map(|c| c.to_string()))?.as_bytes().strip_suffix(b"\n") == Some(first),
+    };
+    if fits {
+        return Ok(());
+    }
+    let name = match format {
+        Format::Jsonl => "JSON lines",
+        Format::Csv => "batch CSV (header line)",
+    };
+    Err(classified(
+        ErrorKind::Usage,
+        format!("{} does not start like {name}: resume it with the --format it was written in", path.display()),
+    ))
 }
 
 /// One CSV line (RFC 4180 quoting), newline included.

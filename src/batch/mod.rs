@@ -122,7 +122,8 @@ fn error_record(id: &ClipId, err: &anyhow::Error, format: Format) -> Result<Stri
 
 enum Done {
     Labelled(ClipId, Result<ClipResult>, f64),
-    Failed(ClipId, anyhow::Error),
+    /// A worker could not build its labeler (model or weights): the run fails as a whole.
+    NoLabeler(anyhow::Error),
 }
 
 /// Run the batch: `make_labeler` builds one labeler per worker.
@@ -144,6 +145,11 @@ pub fn run(
             Ok(id) => todo.push((path, id)),
             Err(e) => {
                 let id = ClipId { path: path.to_string_lossy().into_owned(), size: 0, mtime_ns: 0 };
+                if journal.is_done(&id) {
+                    // Its error record (size and time 0) is already there: one record per clip.
+                    summary.skipped += 1;
+                    continue;
+                }
                 let err = crate::error::classified(ErrorKind::NoInput, format!("{}: {e}", path.display()));
                 let line = error_record(&id, &err, opts.format)?;
                 journal.append(id, &line)?;
@@ -157,6 +163,7 @@ pub fn run(
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Done>();
     let jobs = opts.jobs.max(1);
+    let mut no_labeler: Option<anyhow::Error> = None;
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..jobs {
             let tx = tx.clone();
@@ -165,11 +172,10 @@ pub fn run(
                 let mut labeler = match make_labeler() {
                     Ok(l) => Some(l),
                     Err(e) => {
-                        // Without a model this worker cannot label anything: fail the next clip loudly.
-                        if let Some((_, id)) = queue.lock().unwrap().next() {
-                            let _ = tx.send(Done::Failed(id, e));
-                        }
+                        // Not the fault of any clip: recording it against one would make --resume
+                        // skip that clip for good. Stop everyone and fail the run.
                         stop.store(true, Ordering::SeqCst);
+                        let _ = tx.send(Done::NoLabeler(e));
                         None
                     }
                 };
@@ -180,6 +186,10 @@ pub fn run(
                     let Some((path, id)) = queue.lock().unwrap().next() else { break };
                     let t = Instant::now();
                     let result = labeler.label(&path);
+                    if opts.fail_fast && result.is_err() {
+                        // Here, not when the writer sees it: by then this worker has taken the next clip.
+                        stop.store(true, Ordering::SeqCst);
+                    }
                     if tx.send(Done::Labelled(id, result, t.elapsed().as_secs_f64())).is_err() {
                         break;
                     }
@@ -193,9 +203,13 @@ pub fn run(
                     let line = ok_record(&id, &r, wall, opts.format)?;
                     (id, line, None)
                 }
-                Done::Labelled(id, Err(e), _) | Done::Failed(id, e) => {
+                Done::Labelled(id, Err(e), _) => {
                     let line = error_record(&id, &e, opts.format)?;
                     (id, line, Some(e))
+                }
+                Done::NoLabeler(e) => {
+                    no_labeler.get_or_insert(e);
+                    continue;
                 }
             };
             journal.append(id, &line)?;
@@ -221,6 +235,9 @@ pub fn run(
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(e) = no_labeler {
+        return Err(e);
     }
     Ok(summary)
 }

@@ -26,10 +26,10 @@ pub enum FormatArg {
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and
-exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the
-probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's
-receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default
+Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and \
+exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the \
+probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's \
+receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default \
 replicate fill every clip with one frame or more has outputs).
 
 Examples:
@@ -76,27 +76,38 @@ pub struct BatchArgs {
     pub quiet: bool,
 }
 
-/// Collects every output's full probability vector and the summary of one clip.
-#[derive(Default)]
+/// Sums the probabilities of the outputs of one clip, steady-state and transient apart (running sums:
+/// memory does not grow with the clip's length, and no step allocates).
 struct Collect {
-    /// `(ready, probabilities by class id)`.
-    outputs: Vec<(bool, Vec<f32>)>,
-    summary: Option<Summary>,
+    steady: Vec<f64>,
+    transient: Vec<f64>,
+    n_steady: usize,
+    n_transient: usize,
+}
+
+impl Collect {
+    fn new(classes: usize) -> Self {
+        Collect { steady: vec![0.0; classes], transient: vec![0.0; classes], n_steady: 0, n_transient: 0 }
+    }
 }
 
 impl Sink for Collect {
     fn step(&mut self, rec: &StepRecord<'_>) -> std::io::Result<()> {
-        let mut probs = vec![0f32; rec.top.len()];
+        let (sum, n) = if rec.ready {
+            (&mut self.steady, &mut self.n_steady)
+        } else {
+            (&mut self.transient, &mut self.n_transient)
+        };
+        *n += 1;
         for t in rec.top {
-            if let Some(p) = probs.get_mut(t.id) {
-                *p = t.score;
+            if let Some(s) = sum.get_mut(t.id) {
+                *s += t.score as f64;
             }
         }
-        self.outputs.push((rec.ready, probs));
         Ok(())
     }
-    fn summary(&mut self, summary: &Summary) -> std::io::Result<()> {
-        self.summary = Some(summary.clone());
+    /// `pipeline::run` returns the summary too; nothing to keep here.
+    fn summary(&mut self, _summary: &Summary) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -109,7 +120,10 @@ struct ModelLabeler {
 
 impl ClipLabeler for ModelLabeler {
     fn label(&mut self, path: &Path) -> anyhow::Result<ClipResult> {
-        let src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
+        // FFmpeg reads a leading `name:` as a protocol (`data:`, `pipe:`, ...): a relative local path
+        // is opened as `./path` so that a clip named `data:x.mp4` is a file like any other.
+        let local = if path.is_relative() { Path::new(".").join(path) } else { path.to_path_buf() };
+        let src = source::open(&local.to_string_lossy(), &OpenOptions::default())?;
         let duration_s = src.info().duration;
         let spec = self.model.spec().clone();
         let classes = spec.num_classes;
@@ -124,27 +138,21 @@ impl ClipLabeler for ModelLabeler {
             emit_transient: true,
             warmup: self.model.shape().delay,
         };
-        let mut collect = Collect::default();
+        let mut collect = Collect::new(classes);
         let summary = pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?;
         let _ = decoder.join();
         if summary.status != "ok" {
             return Err(classified(ErrorKind::Data, format!("{}: decoding stopped ({})", path.display(), summary.status)));
         }
-        let steady: Vec<&Vec<f32>> = collect.outputs.iter().filter(|(r, _)| *r).map(|(_, p)| p).collect();
-        let (chosen, aggregation): (Vec<&Vec<f32>>, &'static str) = if !steady.is_empty() {
-            (steady, "steady-mean")
+        let (sum, n, aggregation) = if collect.n_steady > 0 {
+            (&collect.steady, collect.n_steady, "steady-mean")
         } else {
-            (collect.outputs.iter().map(|(_, p)| p).collect(), "transient-mean")
+            (&collect.transient, collect.n_transient, "transient-mean")
         };
-        if chosen.is_empty() {
+        if n == 0 {
             return Err(classified(ErrorKind::Data, format!("{}: no frames decoded", path.display())));
         }
-        let mut mean = vec![0f64; classes];
-        for p in &chosen {
-            for (m, v) in mean.iter_mut().zip(p.iter()) {
-                *m += *v as f64 / chosen.len() as f64;
-            }
-        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
         let mut order: Vec<usize> = (0..classes).collect();
         order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
         let top = order
