@@ -120,10 +120,7 @@ struct ModelLabeler {
 
 impl ClipLabeler for ModelLabeler {
     fn label(&mut self, path: &Path) -> anyhow::Result<ClipResult> {
-        // FFmpeg reads a leading `name:` as a protocol (`data:`, `pipe:`, ...): a relative local path
-        // is opened as `./path` so that a clip named `data:x.mp4` is a file like any other.
-        let local = if path.is_relative() { Path::new(".").join(path) } else { path.to_path_buf() };
-        let src = source::open(&local.to_string_lossy(), &OpenOptions::default())?;
+        let src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
         let duration_s = src.info().duration;
         let spec = self.model.spec().clone();
         let classes = spec.num_classes;

@@ -91,7 +91,10 @@ impl AvSource {
             // Character devices cannot be probed; V4L2 is what /dev/videoN is on Linux.
             format_name = Some("v4l2".into());
         }
-        let url_c = CString::new(if from_stdin { "pipe:0" } else { input })
+        // A relative local path such as `data:x.mp4` would read as a protocol name: anchor it.
+        let local = !from_stdin && !url && !input.starts_with('/') && std::path::Path::new(input).exists();
+        let anchored = if local { format!("./{input}") } else { input.to_string() };
+        let url_c = CString::new(if from_stdin { "pipe:0" } else { anchored.as_str() })
             .map_err(|_| classified(ErrorKind::Usage, "input name contains a NUL byte"))?;
 
         let mut ps: *mut AVFormatContext;
