@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use candle_core::{CpuStorage, Device, Result, Storage, Tensor, bail};
 
+use super::kernels::DepthwiseConv2d;
 use super::schedule::{Accumulators, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
@@ -180,25 +181,28 @@ impl TemporalConv {
             Some(x) => (x.dim(2)?, x.dim(3)?),
             None => (0, 0),
         };
-        let mut completed = None;
-        for (j, tap) in self.acc.targets(t) {
-            let mut slot = dw.sums.iter().position(|(pj, _)| *pj == j);
-            if let Some(input) = input {
-                let i = match slot {
-                    Some(i) => i,
-                    None => {
-                        dw.sums.push_back((j, vec![0f32; n]));
-                        dw.sums.len() - 1
-                    }
-                };
-                let kernel = self.taps[tap].depthwise().expect("checked at construction");
-                kernel.accumulate(input, h, w, &mut dw.sums[i].1)?;
-                slot = Some(i);
+        let targets: Vec<(i64, usize)> = self.acc.targets(t).collect();
+        if let Some(input) = input {
+            // Every output this frame feeds gets its tap's term in one pass over the frame.
+            for &(j, _) in &targets {
+                if !dw.sums.iter().any(|(pj, _)| *pj == j) {
+                    dw.sums.push_back((j, vec![0f32; n]));
+                }
             }
-            if tap == k - 1 {
-                completed = Some(slot.map(|i| dw.sums.remove(i).expect("index found above").1));
+            let mut convs = Vec::with_capacity(targets.len());
+            let mut outs: Vec<&mut [f32]> = Vec::with_capacity(targets.len());
+            for (pj, buf) in dw.sums.iter_mut() {
+                if let Some(&(_, tap)) = targets.iter().find(|(j, _)| j == pj) {
+                    convs.push(self.taps[tap].depthwise().expect("checked at construction"));
+                    outs.push(buf.as_mut_slice());
+                }
             }
+            DepthwiseConv2d::accumulate_many(&convs, input, h, w, &mut outs)?;
         }
+        let completed = match targets.iter().find(|(_, tap)| *tap == k - 1) {
+            Some(&(j, _)) => Some(dw.sums.iter().position(|(pj, _)| *pj == j).map(|i| dw.sums.remove(i).expect("found").1)),
+            None => None,
+        };
         let Some(sum) = completed else { return Ok(None) };
         let mut y = sum.unwrap_or_else(|| vec![0f32; n]);
         if !dw.bias.is_empty() {

@@ -36,15 +36,18 @@ impl DepthwiseConv2d {
     /// One channel plane: `out (oh×ow) = Σ taps w · in (h×w)` with zero padding.
     fn plane(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         out.fill(0.0);
-        self.plane_add(filter, input, h, w, out, ow, scratch);
+        self.plane_add(filter, input, h, w, out, ow, scratch, false);
     }
 
     /// `out (oh×ow) += Σ taps w · in (h×w)`: the taps' sum is formed first, then added to `out`.
-    fn plane_add(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
+    /// `prepared`: `scratch` already holds this plane's padded copy, made by a call for a conv of the
+    /// same geometry (the taps of one temporal conv), so only the taps run.
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
         if self.stride == 1 {
-            self.plane_add_padded(filter, input, h, w, out, ow, scratch);
+            self.plane_add_padded(filter, input, h, w, out, ow, scratch, prepared);
         } else {
-            self.plane_add_phases(filter, input, h, w, out, ow, scratch);
+            self.plane_add_phases(filter, input, h, w, out, ow, scratch, prepared);
         }
     }
 
@@ -52,21 +55,36 @@ impl DepthwiseConv2d {
     /// `q, q + s, q + 2s, …`), so that tap `(ky, kx)` of output row `y` reads one contiguous run of
     /// phase `kx mod s`, row `s·y + ky`, from column `kx div s`: a vectorised axpy per row and tap
     /// instead of a strided gather. Taps are summed in (ky, kx) order, then added to `out`.
-    fn plane_add_phases(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add_phases(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
         let [pt, pb, pl, pr] = self.pad;
         let s = self.stride;
         let (hp, wp) = (h + pt + pb, w + pl + pr);
         let wq = wp.div_ceil(s);
         let oh = out.len() / ow;
         let phase_len = hp * wq;
-        scratch.clear();
-        scratch.resize(s * phase_len + oh * ow, 0.0);
+        if prepared {
+            scratch[s * phase_len..].fill(0.0);
+        } else {
+            scratch.clear();
+            scratch.resize(s * phase_len + oh * ow, 0.0);
+        }
         let (phases, acc) = scratch.split_at_mut(s * phase_len);
-        for y in 0..h {
-            let row = &input[y * w..][..w];
-            for (x, &v) in row.iter().enumerate() {
-                let c = x + pl;
-                phases[(c % s) * phase_len + (y + pt) * wq + c / s] = v;
+        for q in 0..s {
+            if prepared {
+                break;
+            }
+            // First input column landing in phase q, and its column there.
+            let x0 = (q + s - pl % s) % s;
+            if x0 >= w {
+                continue;
+            }
+            let c0 = (x0 + pl) / s;
+            for y in 0..h {
+                let dst = &mut phases[q * phase_len + (y + pt) * wq + c0..];
+                for (d, &v) in dst.iter_mut().zip(input[y * w + x0..(y + 1) * w].iter().step_by(s)) {
+                    *d = v;
+                }
             }
         }
         for ky in 0..self.kh {
@@ -91,16 +109,24 @@ impl DepthwiseConv2d {
     /// discarded). X3D's maps are small (5×5, 10×10), where per-row loops cost more than the
     /// arithmetic; here each tap is a single vectorised loop. Every output sums its taps in (ky, kx)
     /// order, as [`Self::plane_add_phases`] does.
-    fn plane_add_padded(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add_padded(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
         let [pt, pb, pl, pr] = self.pad;
         let (hp, wp) = (h + pt + pb, w + pl + pr);
         let oh = out.len() / ow;
         // Flat span covering every valid output: rows 0..oh on the wp-wide grid, last row up to ow.
         let span = (oh - 1) * wp + ow;
-        scratch.clear();
-        scratch.resize(hp * wp + span, 0.0);
+        if prepared {
+            scratch[hp * wp..].fill(0.0);
+        } else {
+            scratch.clear();
+            scratch.resize(hp * wp + span, 0.0);
+        }
         let (padded, acc) = scratch.split_at_mut(hp * wp);
         for y in 0..h {
+            if prepared {
+                break;
+            }
             padded[(y + pt) * wp + pl..][..w].copy_from_slice(&input[y * w..][..w]);
         }
         for ky in 0..self.kh {
@@ -124,6 +150,41 @@ impl DepthwiseConv2d {
         self.output_hw(h, w)
     }
 
+    /// [`Self::accumulate`] for several convs of the same geometry over one frame (the temporal taps a
+    /// frame feeds): `outs[i] += convs[i](input)`, channel by channel so each input plane is read
+    /// while it is in cache.
+    pub fn accumulate_many(convs: &[&DepthwiseConv2d], input: &[f32], h: usize, w: usize, outs: &mut [&mut [f32]]) -> Result<()> {
+        let Some(first) = convs.first() else { return Ok(()) };
+        let (oh, ow) = first.output_hw(h, w);
+        let c = first.channels;
+        if convs.len() != outs.len()
+            || convs.iter().any(|k| k.channels != c || k.output_hw(h, w) != (oh, ow))
+            || input.len() != c * h * w
+            || outs.iter().any(|o| o.len() != c * oh * ow)
+        {
+            bail!("depthwise accumulate: mismatched convs, input or outputs for {c}×{h}×{w}");
+        }
+        let mut per_channel: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(outs.len())).collect();
+        for out in outs.iter_mut() {
+            for (ch, plane) in out.chunks_mut(oh * ow).enumerate() {
+                per_channel[ch].push(plane);
+            }
+        }
+        per_channel.into_par_iter().enumerate().for_each_init(Vec::new, |scratch, (ch, mut planes)| {
+            let src = &input[ch * h * w..(ch + 1) * h * w];
+            for (i, (conv, dst)) in convs.iter().zip(planes.iter_mut()).enumerate() {
+                let taps = conv.kh * conv.kw;
+                // Same geometry for all: the padded plane made for the first conv serves the rest.
+                let prepared = i > 0 && {
+                    let prev = convs[i - 1];
+                    conv.pad == prev.pad && conv.stride == prev.stride && conv.kh == prev.kh && conv.kw == prev.kw
+                };
+                conv.plane_add(&conv.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, prepared);
+            }
+        });
+        Ok(())
+    }
+
     /// `out (C, OH, OW) += conv(input (C, H, W))` for one frame: the continual step adds a tap's term
     /// straight into the partial sum of the output it feeds (no intermediate tensor, no extra add pass).
     pub fn accumulate(&self, input: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
@@ -135,7 +196,7 @@ impl DepthwiseConv2d {
         let taps = self.kh * self.kw;
         out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (ch, dst)| {
             let src = &input[ch * h * w..(ch + 1) * h * w];
-            self.plane_add(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch);
+            self.plane_add(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, false);
         });
         Ok(())
     }
