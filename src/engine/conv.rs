@@ -2,8 +2,11 @@
 //! in clip and step form. In step form, the partial sums of pending outputs are accumulated tap by tap
 //! (the accumulator form of models-x3d-slowfast.md §2.1) and the (folded) bias is added once at emission.
 
-use candle_core::{Result, Tensor, bail};
+use std::collections::VecDeque;
 
+use candle_core::{CpuStorage, Device, Result, Storage, Tensor, bail};
+
+use super::kernels::DepthwiseConv2d;
 use super::schedule::{Accumulators, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
@@ -47,6 +50,20 @@ pub struct TemporalConv {
     /// Stride-1 convs with a matrix form: every tap's weight stacked `(k·C_out, C_in·kh·kw)`, so that a
     /// step computes all its taps' terms in one matrix product (in steady state each frame feeds all k).
     stacked: Option<Tensor>,
+    /// Depthwise convs on the CPU: the step path keeps pending outputs as plain buffers.
+    dw: Option<DepthwisePending>,
+}
+
+/// Step form of a depthwise conv on the CPU: the partial sums of pending outputs as plain buffers;
+/// the kernel adds each tap's term straight into the sum it feeds (no per-tap tensor, no add pass)
+/// and the folded bias is added once at emission. Same additions in the same order as the tensor
+/// accumulators, so the results are identical.
+#[derive(Debug, Clone, Default)]
+struct DepthwisePending {
+    /// `(output index j, partial sum (C·OH·OW))`, oldest first.
+    sums: VecDeque<(i64, Vec<f32>)>,
+    /// Per-channel bias (empty: none).
+    bias: Vec<f32>,
 }
 
 impl TemporalConv {
@@ -80,6 +97,15 @@ impl TemporalConv {
         } else {
             None
         };
+        let dw = if taps.iter().all(|t| t.depthwise().is_some()) {
+            let bias = match &bias {
+                Some(b) => b.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+                None => Vec::new(),
+            };
+            Some(DepthwisePending { sums: VecDeque::new(), bias })
+        } else {
+            None
+        };
         Ok(TemporalConv {
             name: name.into(),
             taps,
@@ -93,6 +119,7 @@ impl TemporalConv {
             out_hw: (0, 0),
             folded_bn: false,
             stacked,
+            dw,
         })
     }
 
@@ -135,7 +162,61 @@ impl TemporalConv {
         }
     }
 
+    /// [`Self::absorb`] for depthwise convs on the CPU: taps accumulate in place.
+    fn absorb_depthwise(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let (c, (oh, ow)) = (self.taps[0].c_out(), self.out_hw);
+        let n = c * oh * ow;
+        let k = self.k();
+        let Some(dw) = self.dw.as_mut() else { bail!("{}: not a depthwise conv", self.name) };
+        let x = x.map(|x| x.contiguous()).transpose()?;
+        let guard = x.as_ref().map(|x| x.storage_and_layout());
+        let input = match &guard {
+            None => None,
+            Some((storage, layout)) => match (&**storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(&v[a..b]),
+                _ => bail!("{}: depthwise step needs a contiguous f32 CPU frame", self.name),
+            },
+        };
+        let (h, w) = match &x {
+            Some(x) => (x.dim(2)?, x.dim(3)?),
+            None => (0, 0),
+        };
+        let targets: Vec<(i64, usize)> = self.acc.targets(t).collect();
+        if let Some(input) = input {
+            // Every output this frame feeds gets its tap's term in one pass over the frame.
+            for &(j, _) in &targets {
+                if !dw.sums.iter().any(|(pj, _)| *pj == j) {
+                    dw.sums.push_back((j, vec![0f32; n]));
+                }
+            }
+            let mut convs = Vec::with_capacity(targets.len());
+            let mut outs: Vec<&mut [f32]> = Vec::with_capacity(targets.len());
+            for (pj, buf) in dw.sums.iter_mut() {
+                if let Some(&(_, tap)) = targets.iter().find(|(j, _)| j == pj) {
+                    convs.push(self.taps[tap].depthwise().expect("checked at construction"));
+                    outs.push(buf.as_mut_slice());
+                }
+            }
+            DepthwiseConv2d::accumulate_many(&convs, input, h, w, &mut outs)?;
+        }
+        let completed = match targets.iter().find(|(_, tap)| *tap == k - 1) {
+            Some(&(j, _)) => Some(dw.sums.iter().position(|(pj, _)| *pj == j).map(|i| dw.sums.remove(i).expect("found").1)),
+            None => None,
+        };
+        let Some(sum) = completed else { return Ok(None) };
+        let mut y = sum.unwrap_or_else(|| vec![0f32; n]);
+        if !dw.bias.is_empty() {
+            for (plane, &b) in y.chunks_mut(oh * ow).zip(&dw.bias) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        Tensor::from_vec(y, (1, c, oh, ow), &Device::Cpu).map(Some)
+    }
+
     fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
+        if self.dw.is_some() {
+            return self.absorb_depthwise(t, x);
+        }
         let taps = &self.taps;
         let out_hw = self.out_hw;
         let stacked = self.stacked.as_ref();
@@ -241,6 +322,9 @@ impl Layer for TemporalConv {
 
     fn reset(&mut self) {
         self.acc.clear();
+        if let Some(dw) = self.dw.as_mut() {
+            dw.sums.clear();
+        }
         self.seen = 0;
         self.last = None;
     }

@@ -34,51 +34,217 @@ impl DepthwiseConv2d {
     }
 
     /// One channel plane: `out (oh×ow) = Σ taps w · in (h×w)` with zero padding.
-    /// Loops run tap by tap with the valid output rows/columns of each tap computed once (the
-    /// per-row bounds work dominated at X3D's 5×5 and 10×10 maps); every output still sums its
-    /// taps in (ky, kx) order.
-    fn plane(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize) {
-        let [pt, _, pl, _] = self.pad;
-        let s = self.stride;
-        let oh = out.len() / ow;
+    fn plane(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         out.fill(0.0);
+        self.plane_add(filter, input, h, w, out, ow, scratch, false);
+    }
+
+    /// `out (oh×ow) += Σ taps w · in (h×w)`: the taps' sum is formed first, then added to `out`.
+    /// `prepared`: `scratch` already holds this plane's padded copy, made by a call for a conv of the
+    /// same geometry (the taps of one temporal conv), so only the taps run.
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked above).
+                unsafe { self.plane_add_avx2(filter, input, h, w, out, ow, scratch, prepared) };
+                return;
+            }
+        }
+        self.plane_add_any(filter, input, h, w, out, ow, scratch, prepared);
+    }
+
+    /// [`Self::plane_add`] compiled for AVX2 (8 lanes instead of SSE2's 4; no FMA, so the same
+    /// roundings: Rust never contracts `a + w·v`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn plane_add_avx2(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+        self.plane_add_any(filter, input, h, w, out, ow, scratch, prepared);
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add_any(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+        if self.stride == 1 {
+            self.plane_add_padded(filter, input, h, w, out, ow, scratch, prepared);
+        } else {
+            self.plane_add_phases(filter, input, h, w, out, ow, scratch, prepared);
+        }
+    }
+
+    /// Stride `s > 1`: the zero-padded plane split by column phase (`phase q` holds padded columns
+    /// `q, q + s, q + 2s, …`), so that tap `(ky, kx)` of output row `y` reads one contiguous run of
+    /// phase `kx mod s`, row `s·y + ky`, from column `kx div s`: a vectorised axpy per row and tap
+    /// instead of a strided gather. Taps are summed in (ky, kx) order, then added to `out`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add_phases(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+        let [pt, pb, pl, pr] = self.pad;
+        let s = self.stride;
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        let wq = wp.div_ceil(s);
+        let oh = out.len() / ow;
+        let phase_len = hp * wq;
+        if prepared {
+            scratch[s * phase_len..].fill(0.0);
+        } else {
+            scratch.clear();
+            scratch.resize(s * phase_len + oh * ow, 0.0);
+        }
+        let (phases, acc) = scratch.split_at_mut(s * phase_len);
+        for q in 0..s {
+            if prepared {
+                break;
+            }
+            // First input column landing in phase q, and its column there.
+            let x0 = (q + s - pl % s) % s;
+            if x0 >= w {
+                continue;
+            }
+            let c0 = (x0 + pl) / s;
+            for y in 0..h {
+                let dst = &mut phases[q * phase_len + (y + pt) * wq + c0..];
+                for (d, &v) in dst.iter_mut().zip(input[y * w + x0..(y + 1) * w].iter().step_by(s)) {
+                    *d = v;
+                }
+            }
+        }
         for ky in 0..self.kh {
-            // Output rows whose input row oy·s + ky − pt lies inside the plane.
-            if ky >= h + pt {
-                continue;
-            }
-            let (y0, y1) = (pt.saturating_sub(ky).div_ceil(s), ((h + pt - ky - 1) / s).min(oh - 1));
-            if y0 > y1 {
-                continue;
-            }
             for kx in 0..self.kw {
                 let wt = filter[ky * self.kw + kx];
-                // Output columns whose input column ox·s + kx − pl lies inside the row.
-                if kx >= w + pl {
-                    continue;
-                }
-                let (x0, x1) = (pl.saturating_sub(kx).div_ceil(s), ((w + pl - kx - 1) / s).min(ow - 1));
-                if x0 > x1 {
-                    continue;
-                }
-                let n = x1 - x0 + 1;
-                for oy in y0..=y1 {
-                    let iy = oy * s + ky - pt;
-                    let in_row = &input[iy * w..(iy + 1) * w];
-                    let row = &mut out[oy * ow..(oy + 1) * ow];
-                    if s == 1 {
-                        let off = x0 + kx - pl;
-                        for (o, &v) in row[x0..=x1].iter_mut().zip(&in_row[off..off + n]) {
-                            *o += wt * v;
-                        }
-                    } else {
-                        for (ox, o) in row.iter_mut().enumerate().take(x1 + 1).skip(x0) {
-                            *o += wt * in_row[ox * s + kx - pl];
-                        }
+                let phase = &phases[(kx % s) * phase_len..][..phase_len];
+                for y in 0..oh {
+                    let src = &phase[(s * y + ky) * wq + kx / s..][..ow];
+                    for (a, &v) in acc[y * ow..][..ow].iter_mut().zip(src) {
+                        *a += wt * v;
                     }
                 }
             }
         }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o += a;
+        }
+    }
+
+    /// Stride 1: copy the plane into a zero-padded `(h+pt+pb) × wp` buffer, then every tap is one long
+    /// axpy over the flat padded grid (outputs on a `wp`-wide grid whose last `wp − ow` columns are
+    /// discarded). X3D's maps are small (5×5, 10×10), where per-row loops cost more than the
+    /// arithmetic; here each tap is a single vectorised loop. Every output sums its taps in (ky, kx)
+    /// order, as [`Self::plane_add_phases`] does.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn plane_add_padded(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+        let [pt, pb, pl, pr] = self.pad;
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        let oh = out.len() / ow;
+        // Flat span covering every valid output: rows 0..oh on the wp-wide grid, last row up to ow.
+        let span = (oh - 1) * wp + ow;
+        if prepared {
+            scratch[hp * wp..].fill(0.0);
+        } else {
+            scratch.clear();
+            scratch.resize(hp * wp + span, 0.0);
+        }
+        let (padded, acc) = scratch.split_at_mut(hp * wp);
+        for y in 0..h {
+            if prepared {
+                break;
+            }
+            padded[(y + pt) * wp + pl..][..w].copy_from_slice(&input[y * w..][..w]);
+        }
+        if self.kh == 3 && self.kw == 3 {
+            // X3D's b convs: all 9 taps in one pass, summed in the same (ky, kx) order from 0.
+            let f: &[f32; 9] = filter.try_into().expect("3×3 filter");
+            let acc = &mut acc[..span];
+            let tap = |ky: usize, kx: usize| &padded[ky * wp + kx..][..span];
+            let (s0, s1, s2, s3, s4, s5, s6, s7, s8) =
+                (tap(0, 0), tap(0, 1), tap(0, 2), tap(1, 0), tap(1, 1), tap(1, 2), tap(2, 0), tap(2, 1), tap(2, 2));
+            for i in 0..span {
+                let mut t = 0.0 + f[0] * s0[i];
+                t += f[1] * s1[i];
+                t += f[2] * s2[i];
+                t += f[3] * s3[i];
+                t += f[4] * s4[i];
+                t += f[5] * s5[i];
+                t += f[6] * s6[i];
+                t += f[7] * s7[i];
+                t += f[8] * s8[i];
+                acc[i] = t;
+            }
+        } else {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let wt = filter[ky * self.kw + kx];
+                    let src = &padded[ky * wp + kx..][..span];
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += wt * v;
+                    }
+                }
+            }
+        }
+        for y in 0..oh {
+            for (o, &a) in out[y * ow..][..ow].iter_mut().zip(&acc[y * wp..][..ow]) {
+                *o += a;
+            }
+        }
+    }
+
+    /// Output size `(oh, ow)` of an `h × w` input.
+    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        self.output_hw(h, w)
+    }
+
+    /// [`Self::accumulate`] for several convs of the same geometry over one frame (the temporal taps a
+    /// frame feeds): `outs[i] += convs[i](input)`, channel by channel so each input plane is read
+    /// while it is in cache.
+    pub fn accumulate_many(convs: &[&DepthwiseConv2d], input: &[f32], h: usize, w: usize, outs: &mut [&mut [f32]]) -> Result<()> {
+        let Some(first) = convs.first() else { return Ok(()) };
+        let (oh, ow) = first.output_hw(h, w);
+        let c = first.channels;
+        if convs.len() != outs.len()
+            || convs.iter().any(|k| k.channels != c || k.output_hw(h, w) != (oh, ow))
+            || input.len() != c * h * w
+            || outs.iter().any(|o| o.len() != c * oh * ow)
+        {
+            bail!("depthwise accumulate: mismatched convs, input or outputs for {c}×{h}×{w}");
+        }
+        let mut per_channel: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(outs.len())).collect();
+        for out in outs.iter_mut() {
+            for (ch, plane) in out.chunks_mut(oh * ow).enumerate() {
+                per_channel[ch].push(plane);
+            }
+        }
+        per_channel.into_par_iter().enumerate().for_each_init(Vec::new, |scratch, (ch, mut planes)| {
+            let src = &input[ch * h * w..(ch + 1) * h * w];
+            for (i, (conv, dst)) in convs.iter().zip(planes.iter_mut()).enumerate() {
+                let taps = conv.kh * conv.kw;
+                // Same geometry for all: the padded plane made for the first conv serves the rest.
+                let prepared = i > 0 && {
+                    let prev = convs[i - 1];
+                    conv.pad == prev.pad && conv.stride == prev.stride && conv.kh == prev.kh && conv.kw == prev.kw
+                };
+                conv.plane_add(&conv.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, prepared);
+            }
+        });
+        Ok(())
+    }
+
+    /// `out (C, OH, OW) += conv(input (C, H, W))` for one frame: the continual step adds a tap's term
+    /// straight into the partial sum of the output it feeds (no intermediate tensor, no extra add pass).
+    pub fn accumulate(&self, input: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
+        let (oh, ow) = self.output_hw(h, w);
+        let c = self.channels;
+        if input.len() != c * h * w || out.len() != c * oh * ow {
+            bail!("depthwise accumulate: {} inputs / {} outputs for {c}×{h}×{w}", input.len(), out.len());
+        }
+        let taps = self.kh * self.kw;
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (ch, dst)| {
+            let src = &input[ch * h * w..(ch + 1) * h * w];
+            self.plane_add(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, false);
+        });
+        Ok(())
     }
 }
 
@@ -99,10 +265,10 @@ impl CustomOp1 for DepthwiseConv2d {
         let (oh, ow) = self.output_hw(h, w);
         let mut out = vec![0f32; n * c * oh * ow];
         let taps = self.kh * self.kw;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, dst)| {
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (plane, dst)| {
             let ch = plane % c;
             let src = &input[plane * h * w..(plane + 1) * h * w];
-            self.plane(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow);
+            self.plane(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
@@ -190,6 +356,60 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The depthwise kernel (both paths: stride 1 on the flat padded grid, stride 2/3 by column phase)
+    /// equals candle's grouped conv2d on the explicitly padded input; `accumulate` adds onto `out`.
+    #[test]
+    fn depthwise_equals_grouped_conv2d() {
+        let dev = Device::Cpu;
+        let cases = [
+            (3, 1, [1, 1, 1, 1], 5, 5),
+            (3, 1, [1, 1, 1, 1], 10, 7),
+            (3, 2, [1, 1, 1, 1], 10, 10),
+            (3, 2, [1, 1, 1, 1], 9, 11),
+            (3, 2, [0, 1, 0, 1], 8, 8),
+            (5, 3, [2, 2, 2, 2], 11, 9),
+            (1, 1, [0; 4], 4, 6),
+        ];
+        for (k, s, pad, h, w) in cases {
+            let c = 6;
+            let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
+            let op = DepthwiseConv2d::new(&wt, s, pad).unwrap();
+            let y = x.apply_op1_no_bwd(&op).unwrap();
+            let [t, b, l, r] = pad;
+            let padded = x.pad_with_zeros(2, t, b).unwrap().pad_with_zeros(3, l, r).unwrap();
+            let reference = padded.conv2d(&wt, 0, s, 1, c).unwrap();
+            assert_eq!(y.dims(), reference.dims());
+            let d: f32 = (&y - &reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+            assert!(d < 1e-5, "k={k} s={s} pad={pad:?} {h}x{w}: {d}");
+
+            // accumulate: out += conv(frame 0).
+            let (oh, ow) = op.out_hw(h, w);
+            let frame: Vec<f32> = x.get(0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let mut out = vec![1.5f32; c * oh * ow];
+            op.accumulate(&frame, h, w, &mut out).unwrap();
+            let expect: Vec<f32> = (reference.get(0).unwrap() + 1.5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for (a, e) in out.iter().zip(&expect) {
+                assert!((a - e).abs() < 1e-5, "accumulate k={k} s={s}: {a} vs {e}");
+            }
+        }
+    }
+
+    /// The vectorised swish matches `x · sigmoid(x)` computed in f64 to 1e-6 relative (or 1e-30
+    /// absolute near zero), over the whole range including saturation.
+    #[test]
+    fn swish_matches_f64_reference() {
+        let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend([-1e4f32, -150.0, -90.0, -88.5, -87.5, 87.5, 88.5, 90.0, 150.0, 1e4, 0.0, -0.0, 1e-20, -1e-20]);
+        let mut ys = xs.clone();
+        swish_in_place(&mut ys);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let e = x as f64 / (1.0 + (-(x as f64)).exp());
+            let err = (y as f64 - e).abs();
+            assert!(err <= 1e-6 * e.abs() + 1e-30, "swish({x}) = {y}, expected {e}");
+        }
+    }
+
     /// im2col followed by a matrix product equals candle's conv2d on the explicitly padded input.
     #[test]
     fn im2col_matmul_equals_conv2d() {
@@ -207,4 +427,54 @@ mod tests {
             assert!(d < 1e-4, "k={k} s={s} pad={pad:?}: {d}");
         }
     }
+}
+
+/// Swish `x · sigmoid(x) = x / (1 + e^−x)` over a slice, in place, with a polynomial `e^x` (Cephes
+/// `expf`: range reduction by ln 2, degree-6 polynomial, 2^n from the exponent bits; ≈ 2 ulp) written
+/// so that the loop vectorises: no branches, no libm calls. candle's silu runs a scalar libm `exp` per
+/// element (or its barrier pool, which collapses when the other core is busy).
+pub fn swish_in_place(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked above).
+            unsafe { swish_avx2(xs) };
+            return;
+        }
+    }
+    swish_loop(xs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn swish_avx2(xs: &mut [f32]) {
+    swish_loop(xs);
+}
+
+#[inline(always)]
+fn swish_loop(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x = swish(*x);
+    }
+}
+
+/// One element of [`swish_in_place`].
+#[inline(always)]
+pub fn swish(x: f32) -> f32 {
+    // e^t for t = −x, clamped where e^t over/underflows (swish is then x or 0 to within f32).
+    let t = (-x).clamp(-87.0, 88.0);
+    // n = round(t / ln 2) via the 1.5·2^23 trick: the sum's low mantissa bits hold n.
+    const MAGIC: f32 = 12_582_912.0;
+    let shifted = t * std::f32::consts::LOG2_E + MAGIC;
+    let n_bits = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    let n = shifted - MAGIC;
+    // r = t − n·ln 2 in two parts (Cephes C1, C2), |r| ≤ ln2 / 2.
+    let r = t - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let r2 = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+        + 5.000_000_1e-1;
+    let e_r = p * r2 + r + 1.0;
+    // 2^n from the exponent bits (n in −126..=127 after the clamp).
+    let pow2n = f32::from_bits(n_bits.wrapping_add(127).wrapping_shl(23));
+    x / (1.0 + e_r * pow2n)
 }

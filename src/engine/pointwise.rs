@@ -3,7 +3,19 @@
 
 use candle_core::{D, Result, Tensor, bail};
 
+use super::kernels::swish_in_place;
 use super::spatial::{SpatialConv, SpatialPool};
+
+/// Swish through the vectorised kernel on CPU f32 tensors (a fresh output tensor), candle's silu
+/// elsewhere.
+fn swish(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return x.silu();
+    }
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    swish_in_place(&mut v);
+    Tensor::from_vec(v, x.shape(), x.device())
+}
 use super::{Chw, Layer, LayerReport, PadMode, Temporal};
 
 #[derive(Debug, Clone)]
@@ -18,7 +30,7 @@ impl Pointwise {
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Pointwise::Relu => x.relu(),
-            Pointwise::Swish => x.silu(),
+            Pointwise::Swish => swish(x),
             Pointwise::Pool(p) => p.apply(x),
         }
     }

@@ -35,7 +35,8 @@ impl SpatialConv {
         } else {
             None
         };
-        let gemm = if groups == 1 && matrix.is_none() && weight.device().is_cpu() {
+        // Dense convs, and strided 1×1 convs (im2col then subsamples: X3D's shortcut branch1).
+        let gemm = if groups == 1 && (matrix.is_none() || stride != 1) && weight.device().is_cpu() {
             let op = Im2Col { kh, kw, stride, pad };
             Some((weight.reshape((c_out, c_in_g * kh * kw))?, op))
         } else {
@@ -111,6 +112,11 @@ impl SpatialConv {
             Some((_, op)) if x.device().is_cpu() => x.contiguous()?.apply_op1_no_bwd(op).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// The hand-written depthwise kernel, for depthwise convs on the CPU.
+    pub fn depthwise(&self) -> Option<&DepthwiseConv2d> {
+        self.depthwise.as_ref()
     }
 
     /// The weight as `(C_out, C_in·kh·kw)` when the conv runs on [`Self::columns`].
