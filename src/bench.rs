@@ -21,6 +21,9 @@ pub struct BenchResult {
     pub continual_ms_p95: f64,
     /// The busiest step of a stride period (e.g. CoI3D's emitting step), median.
     pub continual_emitting_ms_p50: f64,
+    /// Mean step time: what sustained input frames per second depend on for strided models.
+    pub continual_ms_mean: f64,
+    pub continual_frames_per_s: f64,
     pub regular_ms_p50: f64,
     pub regular_ms_p95: f64,
     pub speedup: f64,
@@ -138,6 +141,7 @@ pub fn run(
     }
     let load = meter.finish();
 
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let times = sorted(times);
     let regular = sorted(regular);
     let emitting = sorted(if emitting.is_empty() { times.clone() } else { emitting });
@@ -150,6 +154,8 @@ pub fn run(
         continual_ms_p50: c50,
         continual_ms_p95: percentile(&times, 0.95),
         continual_emitting_ms_p50: percentile(&emitting, 0.5),
+        continual_ms_mean: mean,
+        continual_frames_per_s: 1e3 / mean,
         regular_ms_p50: r50,
         regular_ms_p95: percentile(&regular, 0.95),
         speedup: r50 / c50,

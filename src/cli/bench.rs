@@ -102,13 +102,15 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
         } else {
             writeln!(
                 out,
-                "{:<8} threads {} | continual step p50 {:.2} ms p95 {:.2} ms (emitting step {:.2} ms) | regular \
+                "{:<8} threads {} | continual step p50 {:.2} ms p95 {:.2} ms mean {:.2} ms = {:.1} frames/s (emitting step {:.2} ms) | regular \
                  sliding window p50 {:.1} ms p95 {:.1} ms | speed-up {:.1}x (FLOP ratio {:.1}x) | {:.1} GFLOP/s | \
                  other load {:.2} cores{}{}",
                 r.model,
                 r.threads,
                 r.continual_ms_p50,
                 r.continual_ms_p95,
+                r.continual_ms_mean,
+                r.continual_frames_per_s,
                 r.continual_emitting_ms_p50,
                 r.regular_ms_p50,
                 r.regular_ms_p95,
