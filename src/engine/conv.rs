@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use candle_core::{CpuStorage, Device, Result, Storage, Tensor, bail};
 
 use super::kernels::DepthwiseConv2d;
-use super::schedule::{Accumulators, TemporalPad};
+use super::schedule::{Accumulators, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
 
@@ -42,8 +42,7 @@ pub struct TemporalConv {
     pad: TemporalPad,
     fill: Fill,
     acc: Accumulators,
-    seen: usize,
-    last: Option<Tensor>,
+    position: StreamPosition,
     out_hw: (usize, usize),
     /// The bias is a folded BatchNorm (for FLOP conventions that count BN separately).
     folded_bn: bool,
@@ -114,8 +113,7 @@ impl TemporalConv {
             pad,
             fill,
             acc,
-            seen: 0,
-            last: None,
+            position: StreamPosition::default(),
             out_hw: (0, 0),
             folded_bn: false,
             stacked,
@@ -289,17 +287,12 @@ impl Layer for TemporalConv {
         }
         let (_, _, h, w) = x.dims4()?;
         self.out_hw = self.taps[0].output_hw(h, w);
-        if self.seen == 0 && self.fill == Fill::Replicate {
-            // The virtual past: this layer's first input, seen p_b times already.
-            for t in -(self.pad.stream_before() as i64)..0 {
-                self.absorb(t, Some(x))?;
-            }
+        // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
+        let mut y = None;
+        for t in self.position.next_indices(self.fill, self.pad.stream_before()) {
+            y = self.absorb(t, Some(&x))?;
         }
-        let y = self.absorb(self.seen as i64, Some(x))?;
-        self.seen += 1;
-        if self.fill == Fill::Replicate {
-            self.last = Some(x.clone());
-        }
+        self.position.advance(&x, self.fill);
         Ok(y)
     }
 
@@ -307,16 +300,14 @@ impl Layer for TemporalConv {
         if self.is_stateless() {
             return Ok(Vec::new());
         }
-        let after = self.pad.flush_after(self.seen, self.k(), self.stride);
+        let after = self.pad.flush_after(self.position.seen(), self.k(), self.stride);
+        let (indices, frame) = self.position.end_padding(after, self.fill);
         let mut outs = Vec::new();
-        let last = self.last.take();
-        for t in self.seen..self.seen + after {
-            let pad_frame = if self.fill == Fill::Replicate { last.as_ref() } else { None };
-            if let Some(y) = self.absorb(t as i64, pad_frame)? {
+        for t in indices {
+            if let Some(y) = self.absorb(t, frame.as_ref())? {
                 outs.push(y);
             }
         }
-        self.seen += after;
         Ok(outs)
     }
 
@@ -325,8 +316,7 @@ impl Layer for TemporalConv {
         if let Some(dw) = self.dw.as_mut() {
             dw.sums.clear();
         }
-        self.seen = 0;
-        self.last = None;
+        self.position.reset();
     }
 
     fn temporal(&self) -> Temporal {

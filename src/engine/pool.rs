@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor, bail};
 
 use super::conv::{pad_time, strided_frames};
-use super::schedule::{Accumulators, TemporalPad};
+use super::schedule::{Accumulators, StreamPosition, TemporalPad};
 use super::spatial::SpatialPool;
 use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
 
@@ -26,8 +26,7 @@ pub struct TemporalPool {
     spatial: Option<SpatialPool>,
     fill: Fill,
     acc: Accumulators,
-    seen: usize,
-    last: Option<Tensor>,
+    position: StreamPosition,
 }
 
 impl TemporalPool {
@@ -44,7 +43,7 @@ impl TemporalPool {
             bail!("pool kernel and stride must be positive");
         }
         let acc = Accumulators::new(k, stride, pad.stream_before());
-        Ok(TemporalPool { name: name.into(), kind, k, stride, pad, spatial, fill, acc, seen: 0, last: None })
+        Ok(TemporalPool { name: name.into(), kind, k, stride, pad, spatial, fill, acc, position: StreamPosition::default() })
     }
 
     fn spatial(&self, x: &Tensor) -> Result<Tensor> {
@@ -100,37 +99,30 @@ impl Layer for TemporalPool {
 
     fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
         let x = self.spatial(x)?;
-        if self.seen == 0 && self.fill == Fill::Replicate {
-            for t in -(self.pad.stream_before() as i64)..0 {
-                self.absorb(t, Some(&x))?;
-            }
+        // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
+        let mut y = None;
+        for t in self.position.next_indices(self.fill, self.pad.stream_before()) {
+            y = self.absorb(t, Some(&x))?;
         }
-        let y = self.absorb(self.seen as i64, Some(&x))?;
-        self.seen += 1;
-        if self.fill == Fill::Replicate {
-            self.last = Some(x);
-        }
+        self.position.advance(&x, self.fill);
         Ok(y)
     }
 
     fn flush(&mut self) -> Result<Vec<Tensor>> {
-        let after = self.pad.flush_after(self.seen, self.k, self.stride);
-        let last = self.last.take();
+        let after = self.pad.flush_after(self.position.seen(), self.k, self.stride);
+        let (indices, frame) = self.position.end_padding(after, self.fill);
         let mut outs = Vec::new();
-        for t in self.seen..self.seen + after {
-            let pad_frame = if self.fill == Fill::Replicate { last.as_ref() } else { None };
-            if let Some(y) = self.absorb(t as i64, pad_frame)? {
+        for t in indices {
+            if let Some(y) = self.absorb(t, frame.as_ref())? {
                 outs.push(y);
             }
         }
-        self.seen += after;
         Ok(outs)
     }
 
     fn reset(&mut self) {
         self.acc.clear();
-        self.seen = 0;
-        self.last = None;
+        self.position.reset();
     }
 
     fn temporal(&self) -> Temporal {

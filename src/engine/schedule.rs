@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use candle_core::{Result, Tensor};
 
-use super::PadMode;
+use super::{Fill, PadMode};
 
 /// Temporal padding of a window op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,5 +121,48 @@ impl Accumulators {
             }
         }
         Ok(completed)
+    }
+}
+
+/// A window op's place in its input stream: the inputs seen so far, and (replicate fill) the last one,
+/// which stands for the end padding of a flush.
+#[derive(Debug, Clone, Default)]
+pub struct StreamPosition {
+    seen: usize,
+    last: Option<Tensor>,
+}
+
+impl StreamPosition {
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Input indices the next frame stands for: its own, and with a replicate fill the first frame
+    /// also stands for the `p_b` frames of virtual past before it.
+    pub fn next_indices(&self, fill: Fill, p_b: usize) -> std::ops::Range<i64> {
+        let now = self.seen as i64;
+        let from = if self.seen == 0 && fill == Fill::Replicate { -(p_b as i64) } else { now };
+        from..now + 1
+    }
+
+    /// Record that `x` was fed.
+    pub fn advance(&mut self, x: &Tensor, fill: Fill) {
+        self.seen += 1;
+        if fill == Fill::Replicate {
+            self.last = Some(x.clone());
+        }
+    }
+
+    /// The `after` end-padding indices of a flush and the frame they stand for (`None`: zeros or −∞,
+    /// which contribute nothing).
+    pub fn end_padding(&mut self, after: usize, fill: Fill) -> (std::ops::Range<i64>, Option<Tensor>) {
+        let range = self.seen as i64..(self.seen + after) as i64;
+        self.seen += after;
+        let frame = self.last.take().filter(|_| fill == Fill::Replicate);
+        (range, frame)
+    }
+
+    pub fn reset(&mut self) {
+        *self = StreamPosition::default();
     }
 }
