@@ -3,59 +3,16 @@
 //! y4m files, timestamps of a variable-frame-rate clip against ffprobe, and bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use coinfer::error::{ErrorKind, kind_of};
 use coinfer::preprocess::Resampler;
 use coinfer::source::{Frame, OpenOptions, RawVideo, open};
-use sha2::{Digest, Sha256};
+mod common;
+use common::{cli_rgb_hashes, ffmpeg, sha};
 
-fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args)
-        .status()
-        .expect("the ffmpeg CLI must be installed to run these tests");
-    assert!(st.success(), "ffmpeg {args:?} failed");
-}
 
-/// Per-frame SHA-256 of the ffmpeg CLI's rgb24 output; `input_args` go before the input path.
-fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(input_args)
-        .arg("-i")
-        .arg(path)
-        .args([
-            "-map",
-            "0:v:0",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let n = w * h * 3;
-    assert_eq!(
-        out.stdout.len() % n,
-        0,
-        "CLI output is not a whole number of {w}x{h} frames"
-    );
-    out.stdout.chunks(n).map(sha).collect()
-}
 
 #[derive(Debug)]
 struct Decoded {

@@ -3,55 +3,19 @@
 //! libavformat; raw frames through our reader, including a truncated last frame.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use coinfer::error::{ErrorKind, kind_of};
 use coinfer::source::{Frame, OpenOptions, RawVideo, open};
-use sha2::{Digest, Sha256};
+mod common;
+use common::{cli_rgb_hashes, ffmpeg, sha};
 
 unsafe extern "C" {
     fn dup2(oldfd: i32, newfd: i32) -> i32;
 }
 
-fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args)
-        .status()
-        .expect("the ffmpeg CLI must be installed to run these tests");
-    assert!(st.success(), "ffmpeg {args:?} failed");
-}
 
-fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<String> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-        .args(input_args)
-        .arg("-i")
-        .arg(path)
-        .args([
-            "-map",
-            "0:v:0",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout.chunks(w * h * 3).map(sha).collect()
-}
 
 /// Runs `cmd` with its stdout on our stdin (fd 0).
 fn pipe_to_stdin(cmd: &str, args: &[&str]) -> Child {

@@ -1,0 +1,55 @@
+//! Helpers shared by the decoder tests: the ffmpeg CLI makes the clips and is the reference decode.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+pub fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args)
+        .status()
+        .expect("the ffmpeg CLI must be installed to run these tests");
+    assert!(st.success(), "ffmpeg {args:?} failed");
+}
+
+/// Per-frame SHA-256 of the ffmpeg CLI's rgb24 output; `input_args` go before the input path.
+pub fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+        .args(input_args)
+        .arg("-i")
+        .arg(path)
+        .args([
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let n = w * h * 3;
+    assert_eq!(
+        out.stdout.len() % n,
+        0,
+        "CLI output is not a whole number of {w}x{h} frames"
+    );
+    out.stdout.chunks(n).map(sha).collect()
+}
