@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use coinfer::labels::Labels;
 use coinfer::models::{ModelSpec, Normalize, StreamModel, StreamShape};
 use coinfer::pipeline::{self, Options, Packet};
+use coinfer::source::SourceInfo;
 use coinfer::sink::{InputSize, JsonLines, Meta, Sink, SourceMeta, StepRecord, Summary};
 use coinfer::smooth::SmoothMode;
 use serde_json::Value;
@@ -300,6 +301,7 @@ fn meta_record_follows_the_schema() {
         version: env!("CARGO_PKG_VERSION"),
         source: SourceMeta {
             input: "-".into(),
+            info: SourceInfo {
             width: 640,
             height: 360,
             fps: Some(30.0),
@@ -308,6 +310,7 @@ fn meta_record_follows_the_schema() {
             codec: "rawvideo".into(),
             container: "yuv4mpegpipe".into(),
             is_stream: true,
+            },
         },
     };
     let mut sink = JsonLines::new(Vec::new());

@@ -14,7 +14,7 @@ use crate::models::{self, Fill, ModelOptions};
 use crate::pipeline;
 use crate::sink::{InputSize, JsonLines, Meta, Progress, Sink, SourceMeta};
 use crate::smooth::SmoothMode;
-use crate::source::{self, OpenOptions, RawVideo, SourceInfo};
+use crate::source::{self, OpenOptions, RawVideo};
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -262,7 +262,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         emit_transient,
         version: env!("CARGO_PKG_VERSION"),
-        source: source_meta(&args.input, info),
+        source: SourceMeta { input: args.input.clone(), info: info.clone() },
     };
     if args.verbose > 0 && !args.quiet {
         eprintln!(
@@ -307,20 +307,6 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     let _ = decoder.join();
     Ok(())
-}
-
-fn source_meta(input: &str, info: &SourceInfo) -> SourceMeta {
-    SourceMeta {
-        input: input.to_string(),
-        width: info.width,
-        height: info.height,
-        fps: info.fps,
-        frames: info.frames,
-        duration: info.duration,
-        codec: info.codec.clone(),
-        container: info.container.clone(),
-        is_stream: info.is_stream,
-    }
 }
 
 /// SHA-256 of a file, lowercase hex.

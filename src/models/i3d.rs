@@ -333,8 +333,7 @@ impl StreamModel for CoI3d {
     }
 
     fn shape(&self) -> StreamShape {
-        let t = self.temporal();
-        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride }
+        self.temporal().into()
     }
 
     /// Softmax of the mean logits of the last `pool` positions, on emitting steps. During the first

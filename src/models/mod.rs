@@ -55,6 +55,12 @@ pub struct StreamShape {
     pub stride: usize,
 }
 
+impl From<crate::engine::Temporal> for StreamShape {
+    fn from(t: crate::engine::Temporal) -> Self {
+        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride }
+    }
+}
+
 /// A continual network running on a stream, one frame per call.
 pub trait StreamModel: Send {
     fn spec(&self) -> &ModelSpec;

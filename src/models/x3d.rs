@@ -553,8 +553,7 @@ impl StreamModel for CoX3d {
     }
 
     fn shape(&self) -> StreamShape {
-        let t = self.temporal();
-        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride }
+        self.temporal().into()
     }
 
     fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {

@@ -72,18 +72,12 @@ pub struct InputSize {
     pub crop: usize,
 }
 
-/// What the decoder knows about the input.
+/// The input as named on the command line, and what the decoder knows about it (flattened in JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceMeta {
     pub input: String,
-    pub width: u32,
-    pub height: u32,
-    pub fps: Option<f64>,
-    pub frames: Option<u64>,
-    pub duration: Option<f64>,
-    pub codec: String,
-    pub container: String,
-    pub is_stream: bool,
+    #[serde(flatten)]
+    pub info: crate::source::SourceInfo,
 }
 
 /// One class and its (smoothed) probability.

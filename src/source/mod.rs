@@ -58,7 +58,7 @@ impl RawVideo {
 }
 
 /// What is known about an input once it is open.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceInfo {
     pub width: u32,
     pub height: u32,
