@@ -14,11 +14,7 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
-    match &cli.command {
-        cli::Command::Run(args) => args.apply_threads(),
-        cli::Command::Bench(args) => args.apply_threads(),
-        _ => {}
-    }
+    cli::apply_threads(&cli);
     let code = match cli::dispatch(cli) {
         Ok(()) => 0,
         // The reader went away (`coinfer clip.mp4 | head -1`): not an error.

@@ -44,18 +44,6 @@ pub struct BenchArgs {
     pub chart: Option<PathBuf>,
 }
 
-impl BenchArgs {
-    /// Apply `--threads` before any thread or tensor exists (candle reads these once).
-    pub fn apply_threads(&self) {
-        if let Some(n) = self.threads {
-            // SAFETY: called from main before any other thread exists.
-            unsafe {
-                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-                std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-            }
-        }
-    }
-}
 
 /// Preprocessed frames of a video, looped as needed.
 fn video_frames(path: &PathBuf, name: &str, limit: usize) -> anyhow::Result<Vec<Tensor>> {

@@ -94,6 +94,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Apply a `--threads` option to the process environment (candle and rayon read it once, at their
+/// first use). Call from `main` before any other thread exists.
+pub fn apply_threads(cli: &Cli) {
+    let n = match &cli.command {
+        Command::Run(args) => args.threads,
+        Command::Bench(args) => args.threads.map(|n| n as u64),
+        _ => None,
+    };
+    if let Some(n) = n {
+        // SAFETY: called before any other thread exists, so nothing reads the environment concurrently.
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
+    }
+}
+
 /// True when the error is a closed output (`coinfer … | head`), which ends the program quietly.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain()

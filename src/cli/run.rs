@@ -168,19 +168,6 @@ impl RunArgs {
             is_stream
         }
     }
-
-    /// Apply `--threads` to the process environment. Call before any thread is started and before
-    /// the first tensor operation (candle reads these once).
-    pub fn apply_threads(&self) {
-        if let Some(n) = self.threads {
-            // SAFETY: called from main before any other thread exists, so nothing reads the
-            // environment concurrently.
-            unsafe {
-                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-                std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-            }
-        }
-    }
 }
 
 /// A file that is not there is a "no such input" (66) before any model is loaded; devices, URLs,
