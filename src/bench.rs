@@ -112,19 +112,21 @@ pub fn run(
     // Steady state: every layer has seen a full receptive field.
     model.reset();
     let warm = shape.receptive_field + shape.stride;
+    let planar = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?) };
+    let mut probs = Vec::new();
     for i in 0..warm {
-        model.step(&frames(i)?)?;
+        model.step_planar(&planar(&frames(i)?)?, &mut probs)?;
     }
     let period = shape.stride.max(1);
     let mut times = Vec::with_capacity(steps);
     let mut emitting = Vec::new();
     for i in 0..steps {
-        let frame = frames(warm + i)?;
+        let frame = planar(&frames(warm + i)?)?;
         let t = Instant::now();
-        let out = model.step(&frame)?;
+        let out = model.step_planar(&frame, &mut probs)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         times.push(ms);
-        if out.is_some() && period > 1 {
+        if out && period > 1 {
             emitting.push(ms);
         }
     }

@@ -11,7 +11,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use candle_core::Tensor;
 
 use crate::labels::Labels;
 use crate::models::{ModelSpec, StreamModel};
@@ -28,8 +27,8 @@ pub struct Packet {
     /// Model steps this frame feeds on the model's timeline: 0 (dropped), 1, or more (repeated when
     /// the source is slower than the model).
     pub steps: usize,
-    /// The preprocessed frame `(3, crop, crop)`; `None` when `steps` is 0.
-    pub input: Option<Tensor>,
+    /// The preprocessed frame, planar `(3, crop, crop)` values; `None` when `steps` is 0.
+    pub input: Option<Vec<f32>>,
 }
 
 /// What the user chose for reporting.
@@ -101,7 +100,7 @@ pub fn run(
         if !warmed {
             warmed = true;
             for i in 0..opts.warmup {
-                if let Err(e) = model.step(input) {
+                if let Err(e) = model.step_planar(input, &mut probs) {
                     failure = Some(e.context(format!("model warm-up step {i} failed")));
                     break 'packets;
                 }
@@ -110,7 +109,7 @@ pub fn run(
         for _ in 0..packet.steps {
             let step = steps;
             let t0 = Instant::now();
-            let out = match model.step(input).with_context(|| format!("model step {step} failed")) {
+            let out = match model.step_planar(input, &mut probs).with_context(|| format!("model step {step} failed")) {
                 Ok(out) => out,
                 Err(e) => {
                     failure = Some(e);
@@ -120,14 +119,16 @@ pub fn run(
             let latency = t0.elapsed().as_secs_f64() * 1e3;
             latencies.push(latency as f32);
             steps += 1;
-            let Some(out) = out else { continue };
+            if !out {
+                continue;
+            }
             outputs += 1;
             let ready = step + 1 >= shape.receptive_field as u64;
             if !ready && !opts.emit_transient {
                 continue;
             }
-            if let Err(e) = copy_probs(&out, &mut probs) {
-                failure = Some(e.context(format!("model output at step {step}")));
+            if probs.len() != classes {
+                failure = Some(anyhow::anyhow!("model output at step {step}: {} class scores, expected {classes}", probs.len()));
                 break 'packets;
             }
             let smoothed = smoother.push(&probs);
@@ -218,22 +219,6 @@ fn percentile(sorted: &[f32], p: f64) -> Option<f64> {
     Some((sorted[rank - 1] as f64 * 1e3).round() / 1e3)
 }
 
-/// Copy a `(classes,)` output into `buf` without allocating when it sits in CPU memory.
-fn copy_probs(t: &Tensor, buf: &mut [f32]) -> anyhow::Result<()> {
-    let t = t.flatten_all()?;
-    anyhow::ensure!(t.elem_count() == buf.len(), "expected {} class scores, got {}", buf.len(), t.elem_count());
-    let t = t.to_dtype(candle_core::DType::F32)?;
-    {
-        let (storage, layout) = t.storage_and_layout();
-        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
-            buf.copy_from_slice(&cpu.as_slice::<f32>()?[a..b]);
-            return Ok(());
-        }
-    }
-    buf.copy_from_slice(&t.to_vec1::<f32>()?);
-    Ok(())
-}
-
 /// Packets from the decoder thread; ends when the decoder ends or when `stop` is raised, checking
 /// `stop` even while the source blocks (a live pipe that sends nothing).
 pub struct Packets {
@@ -308,7 +293,7 @@ fn decode_loop(
                 pre = Some((frame.width, frame.height, Preprocessor::new(spec, frame.width, frame.height)?));
             }
             let (_, _, p) = pre.as_mut().expect("built above");
-            Some(p.tensor(&frame)?)
+            Some(p.normalized(&frame)?.to_vec())
         } else {
             None
         };

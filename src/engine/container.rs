@@ -5,20 +5,36 @@
 use candle_core::{Result, Tensor, bail};
 
 use super::delay::Delay;
-use super::{Chw, Layer, LayerReport, PadMode, Temporal};
+use super::{Activation, Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
+    /// Activation layers the layer before them applies in the step path (skipped there).
+    fused: Vec<bool>,
 }
 
 impl Sequential {
     pub fn new(name: impl Into<String>, layers: Vec<Box<dyn Layer>>) -> Self {
-        Sequential { name: name.into(), layers }
+        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new() };
+        for layer in layers {
+            seq.push_boxed(layer);
+        }
+        seq
     }
 
     pub fn push(&mut self, layer: impl Layer + 'static) {
-        self.layers.push(Box::new(layer));
+        self.push_boxed(Box::new(layer));
+    }
+
+    /// Append a layer; an activation is fused into the layer before it where that layer can apply it.
+    fn push_boxed(&mut self, layer: Box<dyn Layer>) {
+        let fused = match (layer.activation(), self.layers.len()) {
+            (Some(act), n) if n > 0 && !self.fused[n - 1] => self.layers[n - 1].fuse_activation(act),
+            _ => false,
+        };
+        self.layers.push(layer);
+        self.fused.push(fused);
     }
 
     pub fn layers(&self) -> &[Box<dyn Layer>] {
@@ -35,10 +51,10 @@ impl Layer for Sequential {
         Ok(y)
     }
 
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
-        let mut y = x.clone();
-        for layer in &mut self.layers {
-            match layer.step(&y)? {
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
+        let mut y = x;
+        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
+            match layer.step_frame(y)? {
                 Some(next) => y = next,
                 // Later layers are not stepped: they see nothing this step.
                 None => return Ok(None),
@@ -48,19 +64,26 @@ impl Layer for Sequential {
     }
 
     /// Each layer in order first takes what the layers before it flushed, then flushes itself.
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
-        let mut pending: Vec<Tensor> = Vec::new();
-        for layer in &mut self.layers {
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        let mut pending: Vec<Frame> = Vec::new();
+        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
             let mut next = Vec::new();
             for x in &pending {
-                if let Some(y) = layer.step(x)? {
-                    next.push(y);
+                if let Some(y) = layer.step_frame(x.as_ref())? {
+                    next.push(y.to_frame());
                 }
             }
-            next.extend(layer.flush()?);
+            next.extend(layer.flush_frames()?);
             pending = next;
         }
         Ok(pending)
+    }
+
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        match (self.layers.last_mut(), self.fused.last()) {
+            (Some(last), Some(false)) => last.fuse_activation(act),
+            _ => false,
+        }
     }
 
     fn reset(&mut self) {
@@ -107,7 +130,14 @@ pub struct Parallel {
     name: String,
     branches: Vec<Box<dyn Layer>>,
     reduce: Reduce,
+    /// The step output.
+    out: Frame,
+    /// Applied to the output (fused from the layer after).
+    act: Option<Activation>,
 }
+
+/// Most branches a parallel layer may have (the step path keeps their outputs on the stack).
+const MAX_BRANCHES: usize = 8;
 
 impl Parallel {
     /// Branches must share the temporal stride; each branch with a smaller delay than the slowest
@@ -115,6 +145,9 @@ impl Parallel {
     pub fn new(name: impl Into<String>, branches: Vec<Box<dyn Layer>>, reduce: Reduce) -> Result<Self> {
         let name = name.into();
         let Some(first) = branches.first() else { bail!("{name}: no branches") };
+        if branches.len() > MAX_BRANCHES {
+            bail!("{name}: more than {MAX_BRANCHES} branches");
+        }
         let stride = first.temporal().stride;
         if branches.iter().any(|b| b.temporal().stride != stride) {
             bail!("{name}: parallel branches must have the same temporal stride");
@@ -135,7 +168,7 @@ impl Parallel {
                 Ok(Box::new(Sequential::new(format!("{name}.{i}"), aligned)))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Parallel { name, branches, reduce })
+        Ok(Parallel { name, branches, reduce, out: Frame::default(), act: None })
     }
 
     fn combine(&self, ys: &[Tensor]) -> Result<Tensor> {
@@ -179,31 +212,50 @@ impl Layer for Parallel {
         self.combine(&ys)
     }
 
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
-        let outs = self.branches.iter_mut().map(|b| b.step(x)).collect::<Result<Vec<_>>>()?;
-        let ready = outs.iter().filter(|o| o.is_some()).count();
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
+        let Parallel { name, branches, reduce, out, act } = self;
+        let n = branches.len();
+        let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
+        for (y, b) in ys.iter_mut().zip(branches.iter_mut()) {
+            *y = b.step_frame(x)?;
+        }
+        let ys = &ys[..n];
+        let ready = ys.iter().filter(|o| o.is_some()).count();
         if ready == 0 {
             return Ok(None);
         }
-        if ready != outs.len() {
-            bail!("{}: branches out of step (a delay-alignment bug)", self.name);
+        if ready != ys.len() {
+            bail!("{name}: branches out of step (a delay-alignment bug)");
         }
-        let ys: Vec<Tensor> = outs.into_iter().flatten().collect();
-        self.combine(&ys).map(Some)
+        let ys = ys.iter().map(|y| y.expect("all ready"));
+        combine_frames(name, *reduce, ys, out)?;
+        if let Some(act) = act {
+            act.apply(&mut out.data);
+        }
+        Ok(Some(out.as_ref()))
     }
 
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
-        let outs = self.branches.iter_mut().map(|b| b.flush()).collect::<Result<Vec<_>>>()?;
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        let outs = self.branches.iter_mut().map(|b| b.flush_frames()).collect::<Result<Vec<_>>>()?;
         let n = outs[0].len();
         if outs.iter().any(|o| o.len() != n) {
             bail!("{}: branches flushed different numbers of outputs", self.name);
         }
         (0..n)
             .map(|i| {
-                let ys: Vec<Tensor> = outs.iter().map(|o| o[i].clone()).collect();
-                self.combine(&ys)
+                let mut y = Frame::default();
+                combine_frames(&self.name, self.reduce, outs.iter().map(|o| o[i].as_ref()), &mut y)?;
+                if let Some(act) = self.act {
+                    act.apply(&mut y.data);
+                }
+                Ok(y)
             })
             .collect()
+    }
+
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.act = Some(act);
+        true
     }
 
     fn reset(&mut self) {
@@ -239,4 +291,47 @@ impl Layer for Parallel {
             ..Default::default()
         }
     }
+}
+
+/// Branch outputs summed, or concatenated along channels (per pixel, in branch order), into `out`.
+fn combine_frames<'a>(name: &str, reduce: Reduce, ys: impl Iterator<Item = FrameRef<'a>> + Clone, out: &mut Frame) -> Result<()> {
+    let first = ys.clone().next().expect("at least one branch");
+    let (h, w) = (first.shape.h, first.shape.w);
+    if ys.clone().any(|y| (y.shape.h, y.shape.w) != (h, w)) {
+        bail!("{name}: branch outputs differ in size");
+    }
+    match reduce {
+        Reduce::Sum => {
+            if ys.clone().any(|y| y.shape != first.shape) {
+                bail!("{name}: summed branches differ in shape");
+            }
+            out.reshape_for(first.shape);
+            let mut rest = ys.skip(1);
+            match rest.next() {
+                // One pass over the first two.
+                Some(second) => {
+                    for ((o, &a), &b) in out.data.iter_mut().zip(first.data).zip(second.data) {
+                        *o = a + b;
+                    }
+                }
+                None => out.data.copy_from_slice(first.data),
+            }
+            for y in rest {
+                out.data.iter_mut().zip(y.data).for_each(|(a, &b)| *a += b);
+            }
+        }
+        Reduce::Concat => {
+            let c: usize = ys.clone().map(|y| y.shape.c).sum();
+            out.reshape_for(Chw::new(c, h, w));
+            let mut offset = 0;
+            for y in ys {
+                let cy = y.shape.c;
+                for (o, px) in out.data.chunks_exact_mut(c).zip(y.data.chunks_exact(cy)) {
+                    o[offset..offset + cy].copy_from_slice(px);
+                }
+                offset += cy;
+            }
+        }
+    }
+    Ok(())
 }

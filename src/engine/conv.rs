@@ -2,14 +2,12 @@
 //! in clip and step form. In step form, the partial sums of pending outputs are accumulated tap by tap
 //! (the accumulator form of models-x3d-slowfast.md §2.1) and the (folded) bias is added once at emission.
 
-use std::collections::VecDeque;
+use candle_core::{DType, Result, Tensor, bail};
 
-use candle_core::{CpuStorage, Device, Result, Storage, Tensor, bail};
-
-use super::kernels::DepthwiseConv2d;
-use super::schedule::{Accumulators, StreamPosition, TemporalPad};
+use super::hwc::{Window, fill_rows, matmul_acc};
+use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
-use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
+use super::{Activation, Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 /// Pad a clip `(T, C, H, W)` along time with `before`/`after` frames: zeros, or copies of the edge frames.
 pub fn pad_time(x: &Tensor, before: usize, after: usize, fill: Fill) -> Result<Tensor> {
@@ -41,28 +39,134 @@ pub struct TemporalConv {
     stride: usize,
     pad: TemporalPad,
     fill: Fill,
-    acc: Accumulators,
-    position: StreamPosition,
-    out_hw: (usize, usize),
     /// The bias is a folded BatchNorm (for FLOP conventions that count BN separately).
     folded_bn: bool,
-    /// Stride-1 convs with a matrix form: every tap's weight stacked `(k·C_out, C_in·kh·kw)`, so that a
-    /// step computes all its taps' terms in one matrix product (in steady state each frame feeds all k).
-    stacked: Option<Tensor>,
-    /// Depthwise convs on the CPU: the step path keeps pending outputs as plain buffers.
-    dw: Option<DepthwisePending>,
+    step: ConvStep,
 }
 
-/// Step form of a depthwise conv on the CPU: the partial sums of pending outputs as plain buffers;
-/// the kernel adds each tap's term straight into the sum it feeds (no per-tap tensor, no add pass)
-/// and the folded bias is added once at emission. Same additions in the same order as the tensor
-/// accumulators, so the results are identical.
-#[derive(Debug, Clone, Default)]
-struct DepthwisePending {
-    /// `(output index j, partial sum (C·OH·OW))`, oldest first.
-    sums: VecDeque<(i64, Vec<f32>)>,
-    /// Per-channel bias (empty: none).
+/// The step form: the same weights laid out for channels-last frames, the pending outputs' partial
+/// sums and the scratch buffers, all reused from step to step.
+#[derive(Debug, Clone)]
+struct ConvStep {
+    kind: StepKind,
+    window: Window,
+    c_in: usize,
+    c_out: usize,
+    /// Per output channel (empty: no bias); a pending sum starts from it, so it is added once.
     bias: Vec<f32>,
+    schedule: Schedule,
+    pending: PendingSums,
+    position: StreamPosition,
+    /// Spatial size of the last input (for the end padding of a flush).
+    in_hw: (usize, usize),
+    /// im2col scratch of the current frame.
+    cols: Vec<f32>,
+    /// Output scratch of a stateless (k = 1) conv.
+    out: Vec<f32>,
+    /// Applied to every output (fused from the layer after).
+    act: Option<Activation>,
+}
+
+#[derive(Debug, Clone)]
+enum StepKind {
+    /// Per tap the weight as `(kh·kw·C_in, C_out)`, rows tap-major like [`Window::im2col`]; `direct`:
+    /// a 1×1 stride-1 conv, whose matrix is the frame itself.
+    Matmul { taps: Vec<Vec<f32>>, direct: bool },
+    /// Per tap the weight as `(kh, kw, C)`.
+    Depthwise { taps: Vec<Vec<f32>> },
+}
+
+impl ConvStep {
+    fn new(taps: &[SpatialConv], bias: Option<&Tensor>, k: usize, stride: usize, p_b: usize) -> Result<Self> {
+        let first = &taps[0];
+        let (c_in, c_out) = (first.c_in(), first.c_out());
+        let (kh, kw) = first.kernel();
+        let window = Window { kh, kw, stride: first.stride(), pad: first.pad() };
+        let weights = taps
+            .iter()
+            .map(|t| t.weight().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .collect::<Result<Vec<_>>>()?;
+        let kind = if first.groups() == 1 {
+            // (C_out, C_in, kh, kw) → ((ky·kw + kx)·C_in + ci, co)
+            let taps = weights
+                .iter()
+                .map(|w| {
+                    let mut m = vec![0f32; kh * kw * c_in * c_out];
+                    for co in 0..c_out {
+                        for ci in 0..c_in {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    m[((ky * kw + kx) * c_in + ci) * c_out + co] = w[((co * c_in + ci) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    m
+                })
+                .collect();
+            let direct = kh == 1 && kw == 1 && window.stride == 1 && window.pad == [0; 4];
+            StepKind::Matmul { taps, direct }
+        } else if first.groups() == c_out && c_in == c_out {
+            // (C, 1, kh, kw) → ((ky·kw + kx)·C + c)
+            let taps = weights
+                .iter()
+                .map(|w| {
+                    let mut m = vec![0f32; kh * kw * c_out];
+                    for c in 0..c_out {
+                        for i in 0..kh * kw {
+                            m[i * c_out + c] = w[c * kh * kw + i];
+                        }
+                    }
+                    m
+                })
+                .collect();
+            StepKind::Depthwise { taps }
+        } else {
+            bail!("grouped convolutions other than depthwise have no step form");
+        };
+        let bias = match bias {
+            Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            None => Vec::new(),
+        };
+        Ok(ConvStep {
+            kind,
+            window,
+            c_in,
+            c_out,
+            bias,
+            schedule: Schedule::new(k, stride, p_b),
+            pending: PendingSums::default(),
+            position: StreamPosition::default(),
+            in_hw: (0, 0),
+            cols: Vec::new(),
+            out: Vec::new(),
+            act: None,
+        })
+    }
+
+    /// Work shared by all taps of a frame: its im2col matrix.
+    fn prepare(&mut self, x: &[f32], (h, w): (usize, usize)) {
+        if let StepKind::Matmul { direct: false, .. } = self.kind {
+            self.window.im2col(x, h, w, self.c_in, &mut self.cols);
+        }
+    }
+
+    /// Start a sum from the bias.
+    fn init(bias: &[f32], buf: &mut [f32]) {
+        if bias.is_empty() { buf.fill(0.0) } else { fill_rows(buf, bias) }
+    }
+}
+
+/// Add tap `tap`'s term of frame `x` (`h × w`) into `out`; `cols` is the frame's im2col (if used).
+fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, c_out: usize, tap: usize, out: &mut [f32]) {
+    let (oh, ow) = window.output_hw(h, w);
+    match kind {
+        StepKind::Matmul { taps, direct } => {
+            let lhs = if *direct { x } else { cols };
+            matmul_acc(oh * ow, window.kh * window.kw * c_in, c_out, lhs, &taps[tap], out);
+        }
+        StepKind::Depthwise { taps } => window.depthwise_acc(x, h, w, c_in, &taps[tap], out),
+    }
 }
 
 impl TemporalConv {
@@ -89,36 +193,9 @@ impl TemporalConv {
                 SpatialConv::new(w, spatial_stride, spatial_pad, groups)
             })
             .collect::<Result<Vec<_>>>()?;
+        let step = ConvStep::new(&taps, bias, k, stride, pad.stream_before())?;
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
-        let acc = Accumulators::new(k, stride, pad.stream_before());
-        let stacked = if stride == 1 && k > 1 {
-            taps.iter().map(|t| t.gemm_matrix().cloned()).collect::<Option<Vec<_>>>().map(|m| Tensor::cat(&m, 0)).transpose()?
-        } else {
-            None
-        };
-        let dw = if taps.iter().all(|t| t.depthwise().is_some()) {
-            let bias = match &bias {
-                Some(b) => b.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-                None => Vec::new(),
-            };
-            Some(DepthwisePending { sums: VecDeque::new(), bias })
-        } else {
-            None
-        };
-        Ok(TemporalConv {
-            name: name.into(),
-            taps,
-            bias,
-            stride,
-            pad,
-            fill,
-            acc,
-            position: StreamPosition::default(),
-            out_hw: (0, 0),
-            folded_bn: false,
-            stacked,
-            dw,
-        })
+        Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step })
     }
 
     /// A temporally pointwise (k = 1) convolution.
@@ -146,106 +223,25 @@ impl TemporalConv {
         self.k() == 1 && self.stride == 1 && self.pad.stream_before() == 0
     }
 
-    fn emit(&self, acc: Option<Tensor>) -> Result<Tensor> {
-        let y = match acc {
-            Some(y) => y,
-            None => {
-                let (h, w) = self.out_hw;
-                super::spatial::zeros((1, self.taps[0].c_out(), h, w), &candle_core::Device::Cpu)?
+    /// Feed input `t` (`x`: its frame, `None` for zero padding); the slot of the output it completes.
+    fn absorb(st: &mut ConvStep, t: i64, x: Option<&[f32]>, out_len: usize) -> Option<usize> {
+        let mut done = None;
+        for (j, tap) in st.schedule.targets(t) {
+            let i = st.pending.open(j, out_len, |buf| ConvStep::init(&st.bias, buf));
+            if let Some(x) = x {
+                let (buf, _) = st.pending.term(i);
+                add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, st.c_out, tap, buf);
             }
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+            if st.schedule.completes(tap) {
+                done = Some(i);
+            }
         }
+        done
     }
 
-    /// [`Self::absorb`] for depthwise convs on the CPU: taps accumulate in place.
-    fn absorb_depthwise(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
-        let (c, (oh, ow)) = (self.taps[0].c_out(), self.out_hw);
-        let n = c * oh * ow;
-        let k = self.k();
-        let Some(dw) = self.dw.as_mut() else { bail!("{}: not a depthwise conv", self.name) };
-        let x = x.map(|x| x.contiguous()).transpose()?;
-        let guard = x.as_ref().map(|x| x.storage_and_layout());
-        let input = match &guard {
-            None => None,
-            Some((storage, layout)) => match (&**storage, layout.contiguous_offsets()) {
-                (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Some(&v[a..b]),
-                _ => bail!("{}: depthwise step needs a contiguous f32 CPU frame", self.name),
-            },
-        };
-        let (h, w) = match &x {
-            Some(x) => (x.dim(2)?, x.dim(3)?),
-            None => (0, 0),
-        };
-        let targets: Vec<(i64, usize)> = self.acc.targets(t).collect();
-        if let Some(input) = input {
-            // Every output this frame feeds gets its tap's term in one pass over the frame.
-            for &(j, _) in &targets {
-                if !dw.sums.iter().any(|(pj, _)| *pj == j) {
-                    dw.sums.push_back((j, vec![0f32; n]));
-                }
-            }
-            let mut convs = Vec::with_capacity(targets.len());
-            let mut outs: Vec<&mut [f32]> = Vec::with_capacity(targets.len());
-            for (pj, buf) in dw.sums.iter_mut() {
-                if let Some(&(_, tap)) = targets.iter().find(|(j, _)| j == pj) {
-                    convs.push(self.taps[tap].depthwise().expect("checked at construction"));
-                    outs.push(buf.as_mut_slice());
-                }
-            }
-            DepthwiseConv2d::accumulate_many(&convs, input, h, w, &mut outs)?;
-        }
-        let completed = match targets.iter().find(|(_, tap)| *tap == k - 1) {
-            Some(&(j, _)) => Some(dw.sums.iter().position(|(pj, _)| *pj == j).map(|i| dw.sums.remove(i).expect("found").1)),
-            None => None,
-        };
-        let Some(sum) = completed else { return Ok(None) };
-        let mut y = sum.unwrap_or_else(|| vec![0f32; n]);
-        if !dw.bias.is_empty() {
-            for (plane, &b) in y.chunks_mut(oh * ow).zip(&dw.bias) {
-                plane.iter_mut().for_each(|v| *v += b);
-            }
-        }
-        Tensor::from_vec(y, (1, c, oh, ow), &Device::Cpu).map(Some)
-    }
-
-    fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
-        if self.dw.is_some() {
-            return self.absorb_depthwise(t, x);
-        }
-        let taps = &self.taps;
-        let out_hw = self.out_hw;
-        let stacked = self.stacked.as_ref();
-        // The taps share one im2col of the frame, made on first use.
-        let mut col: Option<Option<Tensor>> = None;
-        // With stacked weights: every tap's term at once, `(k·C_out, OH·OW)`.
-        let mut all: Option<Tensor> = None;
-        let done = self.acc.absorb(
-            t,
-            |tap| {
-                let Some(x) = x else { return Ok(None) };
-                if let Some(st) = stacked {
-                    if all.is_none() {
-                        let c = taps[0].columns(x)?.expect("stacked convs have a matrix form");
-                        all = Some(st.matmul(&c.squeeze(0)?)?);
-                    }
-                    let c_out = taps[tap].c_out();
-                    let term = all.as_ref().expect("computed above").narrow(0, tap * c_out, c_out)?;
-                    return term.reshape((1, c_out, out_hw.0, out_hw.1)).map(Some);
-                }
-                if col.is_none() {
-                    col = Some(taps[0].columns(x)?);
-                }
-                match col.as_ref().and_then(Option::as_ref) {
-                    Some(c) => taps[tap].apply_columns(c, out_hw).map(Some),
-                    None => taps[tap].apply(x).map(Some),
-                }
-            },
-            |a, b| a + b,
-        )?;
-        done.map(|(_, acc)| self.emit(acc)).transpose()
+    fn output_shape(&self, (h, w): (usize, usize)) -> Chw {
+        let (oh, ow) = self.step.window.output_hw(h, w);
+        Chw::new(self.step.c_out, oh, ow)
     }
 }
 
@@ -281,42 +277,73 @@ impl Layer for TemporalConv {
         }
     }
 
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
-        if self.is_stateless() {
-            return self.emit(Some(self.taps[0].apply(x)?)).map(Some);
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
+        if x.shape.c != self.step.c_in {
+            bail!("{}: expected {} input channels, got {}", self.name, self.step.c_in, x.shape.c);
         }
-        let (_, _, h, w) = x.dims4()?;
-        self.out_hw = self.taps[0].output_hw(h, w);
+        let in_hw = (x.shape.h, x.shape.w);
+        let shape = self.output_shape(in_hw);
+        let stateless = self.is_stateless();
+        let st = &mut self.step;
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        if stateless {
+            st.out.resize(shape.numel(), 0.0);
+            ConvStep::init(&st.bias, &mut st.out);
+            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, st.c_out, 0, &mut st.out);
+            if let Some(act) = st.act {
+                act.apply(&mut st.out);
+            }
+            return Ok(Some(FrameRef { data: &st.out, shape }));
+        }
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
-        let mut y = None;
-        for t in self.position.next_indices(self.fill, self.pad.stream_before()) {
-            y = self.absorb(t, Some(&x))?;
+        let mut done = None;
+        for t in st.position.next_indices(self.fill, self.pad.stream_before()) {
+            done = Self::absorb(st, t, Some(x.data), shape.numel()).or(done);
         }
-        self.position.advance(&x, self.fill);
-        Ok(y)
+        st.position.advance(x.data, self.fill);
+        let act = st.act;
+        Ok(done.map(|i| {
+            let y = st.pending.release(i);
+            if let Some(act) = act {
+                act.apply(y);
+            }
+            FrameRef { data: &*y, shape }
+        }))
     }
 
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
-        if self.is_stateless() {
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        if self.is_stateless() || self.step.position.seen() == 0 {
             return Ok(Vec::new());
         }
-        let after = self.pad.flush_after(self.position.seen(), self.k(), self.stride);
-        let (indices, frame) = self.position.end_padding(after, self.fill);
+        let shape = self.output_shape(self.step.in_hw);
+        let after = self.pad.flush_after(self.step.position.seen(), self.k(), self.stride);
+        let st = &mut self.step;
+        let (indices, frame) = st.position.end_padding(after, self.fill);
+        if let Some(f) = &frame {
+            st.prepare(f, st.in_hw);
+        }
         let mut outs = Vec::new();
         for t in indices {
-            if let Some(y) = self.absorb(t, frame.as_ref())? {
+            if let Some(i) = Self::absorb(st, t, frame.as_deref(), shape.numel()) {
+                let mut y = Frame { data: st.pending.release(i).to_vec(), shape };
+                if let Some(act) = st.act {
+                    act.apply(&mut y.data);
+                }
                 outs.push(y);
             }
         }
         Ok(outs)
     }
 
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.step.act = Some(act);
+        true
+    }
+
     fn reset(&mut self) {
-        self.acc.clear();
-        if let Some(dw) = self.dw.as_mut() {
-            dw.sums.clear();
-        }
-        self.position.reset();
+        self.step.pending.clear();
+        self.step.position.reset();
     }
 
     fn temporal(&self) -> Temporal {

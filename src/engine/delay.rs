@@ -1,21 +1,26 @@
 //! A pure delay: emits the frame it received `D` steps earlier (nothing during the first `D` steps).
 //! Aligns parallel branches whose delays differ, e.g. a residual shortcut with its main branch.
 
-use std::collections::VecDeque;
-
 use candle_core::{Result, Tensor};
 
-use super::{Chw, Layer, LayerReport, PadMode, Temporal};
+use super::{Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 #[derive(Debug, Clone)]
 pub struct Delay {
     delay: usize,
-    fifo: VecDeque<Tensor>,
+    /// `delay + 1` frames, reused as a ring: the newest is written over the one just emitted.
+    ring: Vec<Frame>,
+    /// Frames fed since the last reset (or flush).
+    fed: usize,
 }
 
 impl Delay {
     pub fn new(delay: usize) -> Self {
-        Delay { delay, fifo: VecDeque::with_capacity(delay + 1) }
+        Delay { delay, ring: vec![Frame::default(); delay + 1], fed: 0 }
+    }
+
+    fn held(&self) -> usize {
+        self.fed.min(self.delay)
     }
 }
 
@@ -31,21 +36,26 @@ impl Layer for Delay {
         }
     }
 
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
         if self.delay == 0 {
-            return Ok(Some(x.clone()));
+            return Ok(Some(x));
         }
-        self.fifo.push_back(x.clone());
-        if self.fifo.len() > self.delay { Ok(self.fifo.pop_front()) } else { Ok(None) }
+        let n = self.ring.len();
+        self.ring[self.fed % n].copy_from(x);
+        self.fed += 1;
+        if self.fed > self.delay { Ok(Some(self.ring[self.fed % n].as_ref())) } else { Ok(None) }
     }
 
     /// Releases the frames still held: the partners of the outputs a sibling branch flushes.
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
-        Ok(self.fifo.drain(..).collect())
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        let n = self.ring.len();
+        let outs = (0..self.held()).map(|i| self.ring[(self.fed - self.held() + i) % n].clone()).collect();
+        self.fed = 0;
+        Ok(outs)
     }
 
     fn reset(&mut self) {
-        self.fifo.clear();
+        self.fed = 0;
     }
 
     fn temporal(&self) -> Temporal {

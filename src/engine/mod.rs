@@ -1,9 +1,12 @@
 //! Continual building blocks.
 //!
 //! Every layer has a regular (clip) path, [`Layer::forward`], and a continual (step) path,
-//! [`Layer::step`], over the same weights. Clips are frame-major `(T, C, H, W)` tensors, so a temporal
-//! tap is a slice along dim 0 and every frame of a clip goes through a spatial op as one batch;
-//! a step is one `(1, C, H, W)` frame.
+//! [`Layer::step_frame`], over the same weights. Clips are frame-major `(T, C, H, W)` candle tensors, so
+//! a temporal tap is a slice along dim 0 and every frame of a clip goes through a spatial op as one
+//! batch. The step path is the hot loop of a stream, so it runs on plain buffers instead: each layer
+//! reads a borrowed channels-last frame ([`FrameRef`]) and lends out its output from a buffer it owns
+//! and reuses (no allocation per step in steady state); matrix products accumulate straight into the
+//! pending sums.
 //!
 //! Temporal bookkeeping follows the continual-inference library (models-x3d-slowfast.md §6): a layer
 //! with kernel `k`, start padding `p_b` and stride `s` emits output `j` on the step that delivers its last
@@ -12,6 +15,8 @@
 pub mod container;
 pub mod conv;
 pub mod delay;
+pub mod frame;
+pub mod hwc;
 pub mod kernels;
 pub mod pointwise;
 pub mod pool;
@@ -24,6 +29,8 @@ pub use crate::models::Fill;
 pub use container::{Parallel, Reduce, Sequential};
 pub use conv::TemporalConv;
 pub use delay::Delay;
+pub use frame::{Frame, FrameRef};
+
 pub use pointwise::{Pointwise, SqueezeExcite, SeScope};
 pub use pool::{PoolKind, TemporalPool};
 pub use schedule::TemporalPad;
@@ -107,15 +114,52 @@ pub struct LayerReport {
     pub children: Vec<LayerReport>,
 }
 
+/// An elementwise activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// `x · sigmoid(x)`.
+    Swish,
+}
+
+impl Activation {
+    pub fn apply(self, xs: &mut [f32]) {
+        match self {
+            Activation::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Swish => kernels::swish_in_place(xs),
+        }
+    }
+}
+
 /// A continual layer.
 pub trait Layer: Send {
     /// Regular computation on a clip `(T, C, H, W)`; does not touch the stream state.
     fn forward(&self, x: &Tensor, mode: PadMode) -> Result<Tensor>;
-    /// Feed one frame `(1, C, H, W)`; `Some` when the layer emits an output.
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>>;
+    /// Feed one channels-last frame; `Some` (borrowed from this layer's buffers until its next step)
+    /// when the layer emits an output.
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>>;
     /// End of a finite stream: process this layer's end padding and emit what it completes.
     /// Leaves the stream state spent; call `reset` before streaming again.
-    fn flush(&mut self) -> Result<Vec<Tensor>>;
+    fn flush_frames(&mut self) -> Result<Vec<Frame>>;
+    /// The elementwise activation this layer is, if it is one (a candidate for fusion).
+    fn activation(&self) -> Option<Activation> {
+        None
+    }
+    /// Apply `act` to this layer's step and flush outputs from now on, so that the activation layer
+    /// after it can be skipped in the step path (one pass less over the frame); false if this layer
+    /// cannot. The clip path is unaffected.
+    fn fuse_activation(&mut self, _act: Activation) -> bool {
+        false
+    }
+    /// [`Layer::step_frame`] on a `(1, C, H, W)` tensor; `Some` when the layer emits an output.
+    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+        let x = Frame::from_tensor(x)?;
+        self.step_frame(x.as_ref())?.map(|y| y.to_tensor()).transpose()
+    }
+    /// [`Layer::flush_frames`] as `(1, C, H, W)` tensors.
+    fn flush(&mut self) -> Result<Vec<Tensor>> {
+        self.flush_frames()?.iter().map(Frame::to_tensor).collect()
+    }
     /// Forget the stream.
     fn reset(&mut self);
     fn temporal(&self) -> Temporal;

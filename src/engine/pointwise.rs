@@ -3,6 +3,7 @@
 
 use candle_core::{D, Result, Tensor, bail};
 
+use super::hwc;
 use super::kernels::swish_in_place;
 use super::spatial::{SpatialConv, SpatialPool};
 
@@ -16,22 +17,46 @@ fn swish(x: &Tensor) -> Result<Tensor> {
     swish_in_place(&mut v);
     Tensor::from_vec(v, x.shape(), x.device())
 }
-use super::{Chw, Layer, LayerReport, PadMode, Temporal};
+use super::{Activation, Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
+/// What a temporally pointwise layer does to each frame.
 #[derive(Debug, Clone)]
-pub enum Pointwise {
+pub enum PointwiseOp {
     Relu,
     /// `x · sigmoid(x)`.
     Swish,
     Pool(SpatialPool),
 }
 
+/// A temporally pointwise layer, with the buffer its step output lives in.
+#[derive(Debug, Clone)]
+pub struct Pointwise {
+    op: PointwiseOp,
+    out: Frame,
+}
+
 impl Pointwise {
+    pub fn relu() -> Self {
+        Self::new(PointwiseOp::Relu)
+    }
+
+    pub fn swish() -> Self {
+        Self::new(PointwiseOp::Swish)
+    }
+
+    pub fn pool(p: SpatialPool) -> Self {
+        Self::new(PointwiseOp::Pool(p))
+    }
+
+    pub fn new(op: PointwiseOp) -> Self {
+        Pointwise { op, out: Frame::default() }
+    }
+
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Pointwise::Relu => x.relu(),
-            Pointwise::Swish => swish(x),
-            Pointwise::Pool(p) => p.apply(x),
+        match &self.op {
+            PointwiseOp::Relu => x.relu(),
+            PointwiseOp::Swish => swish(x),
+            PointwiseOp::Pool(p) => p.apply(x),
         }
     }
 }
@@ -40,10 +65,28 @@ impl Layer for Pointwise {
     fn forward(&self, x: &Tensor, _mode: PadMode) -> Result<Tensor> {
         self.apply(x)
     }
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
-        self.apply(x).map(Some)
+    fn activation(&self) -> Option<Activation> {
+        match self.op {
+            PointwiseOp::Relu => Some(Activation::Relu),
+            PointwiseOp::Swish => Some(Activation::Swish),
+            PointwiseOp::Pool(_) => None,
+        }
     }
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
+        match &self.op {
+            PointwiseOp::Relu => {
+                self.out.reshape_for(x.shape);
+                self.out.data.iter_mut().zip(x.data).for_each(|(o, &v)| *o = v.max(0.0));
+            }
+            PointwiseOp::Swish => {
+                self.out.copy_from(x);
+                swish_in_place(&mut self.out.data);
+            }
+            PointwiseOp::Pool(p) => p.apply_frame(x, &mut self.out),
+        }
+        Ok(Some(self.out.as_ref()))
+    }
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         Ok(Vec::new())
     }
     fn reset(&mut self) {}
@@ -51,10 +94,10 @@ impl Layer for Pointwise {
         Temporal::POINTWISE
     }
     fn report(&self, input: Chw) -> LayerReport {
-        let (kind, output) = match self {
-            Pointwise::Relu => ("relu", input),
-            Pointwise::Swish => ("swish", input),
-            Pointwise::Pool(p) => {
+        let (kind, output) = match &self.op {
+            PointwiseOp::Relu => ("relu", input),
+            PointwiseOp::Swish => ("swish", input),
+            PointwiseOp::Pool(p) => {
                 let (h, w) = p.output_hw(input.h, input.w);
                 ("spatial pool", Chw::new(input.c, h, w))
             }
@@ -89,6 +132,22 @@ pub struct SqueezeExcite {
     fc2: SpatialConv,
     b2: Tensor,
     scope: SeScope,
+    step: SeStep,
+}
+
+/// The step form's weights (`fc1 (hidden, C)`, `fc2 (C, hidden)`) and buffers.
+#[derive(Debug, Clone, Default)]
+struct SeStep {
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    mean: Vec<f32>,
+    hidden: Vec<f32>,
+    gate: Vec<f32>,
+    out: Frame,
+    /// Applied to the output (fused from the layer after).
+    act: Option<Activation>,
 }
 
 impl SqueezeExcite {
@@ -108,7 +167,19 @@ impl SqueezeExcite {
         let (fc1, fc2) = (as_1x1(w1)?, as_1x1(w2)?);
         let b1 = b1.reshape((1, fc1.c_out(), 1, 1))?;
         let b2 = b2.reshape((1, fc2.c_out(), 1, 1))?;
-        Ok(SqueezeExcite { name: name.into(), fc1, b1, fc2, b2, scope })
+        let values = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let step = SeStep {
+            w1: values(fc1.weight())?,
+            b1: values(&b1)?,
+            w2: values(fc2.weight())?,
+            b2: values(&b2)?,
+            mean: vec![0.0; fc1.c_in()],
+            hidden: vec![0.0; fc1.c_out()],
+            gate: vec![0.0; fc2.c_out()],
+            out: Frame::default(),
+            act: None,
+        };
+        Ok(SqueezeExcite { name: name.into(), fc1, b1, fc2, b2, scope, step })
     }
 
     fn excite(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
@@ -131,13 +202,35 @@ impl Layer for SqueezeExcite {
         };
         self.excite(x, &z)
     }
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
         if self.scope == SeScope::Clip {
             bail!("{}: clip-wise squeeze-excitation has no step form; use frame-wise SE", self.name);
         }
-        self.excite(x, &Self::frame_stats(x)?).map(Some)
+        let st = &mut self.step;
+        if x.shape.c != st.mean.len() {
+            bail!("{}: expected {} channels, got {}", self.name, st.mean.len(), x.shape.c);
+        }
+        hwc::global_mean(x.data, x.shape.c, &mut st.mean);
+        hwc::matvec_bias(&st.w1, &st.mean, &st.b1, &mut st.hidden);
+        st.hidden.iter_mut().for_each(|v| *v = v.max(0.0));
+        hwc::matvec_bias(&st.w2, &st.hidden, &st.b2, &mut st.gate);
+        st.gate.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+        st.out.reshape_for(x.shape);
+        for (o, px) in st.out.data.chunks_exact_mut(x.shape.c).zip(x.data.chunks_exact(x.shape.c)) {
+            for ((o, &v), &g) in o.iter_mut().zip(px).zip(&st.gate) {
+                *o = v * g;
+            }
+        }
+        if let Some(act) = st.act {
+            act.apply(&mut st.out.data);
+        }
+        Ok(Some(st.out.as_ref()))
     }
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.step.act = Some(act);
+        true
+    }
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         Ok(Vec::new())
     }
     fn reset(&mut self) {}

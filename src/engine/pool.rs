@@ -4,9 +4,9 @@
 use candle_core::{Result, Tensor, bail};
 
 use super::conv::{pad_time, strided_frames};
-use super::schedule::{Accumulators, StreamPosition, TemporalPad};
+use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::SpatialPool;
-use super::{Chw, Fill, Layer, LayerReport, PadMode, Temporal};
+use super::{Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -25,8 +25,13 @@ pub struct TemporalPool {
     pad: TemporalPad,
     spatial: Option<SpatialPool>,
     fill: Fill,
-    acc: Accumulators,
+    schedule: Schedule,
+    pending: PendingSums,
     position: StreamPosition,
+    /// Shape of the (spatially pooled) frames the temporal window combines.
+    frame_shape: Chw,
+    /// The spatially pooled frame of this step.
+    pooled: Frame,
 }
 
 impl TemporalPool {
@@ -42,8 +47,21 @@ impl TemporalPool {
         if k == 0 || stride == 0 {
             bail!("pool kernel and stride must be positive");
         }
-        let acc = Accumulators::new(k, stride, pad.stream_before());
-        Ok(TemporalPool { name: name.into(), kind, k, stride, pad, spatial, fill, acc, position: StreamPosition::default() })
+        let schedule = Schedule::new(k, stride, pad.stream_before());
+        Ok(TemporalPool {
+            name: name.into(),
+            kind,
+            k,
+            stride,
+            pad,
+            spatial,
+            fill,
+            schedule,
+            pending: PendingSums::default(),
+            position: StreamPosition::default(),
+            frame_shape: Chw::default(),
+            pooled: Frame::default(),
+        })
     }
 
     fn spatial(&self, x: &Tensor) -> Result<Tensor> {
@@ -68,9 +86,44 @@ impl TemporalPool {
         }
     }
 
-    fn absorb(&mut self, t: i64, x: Option<&Tensor>) -> Result<Option<Tensor>> {
-        let done = self.acc.absorb(t, |_| Ok(x.cloned()), Self::combine(self.kind))?;
-        done.map(|(_, acc)| self.finish(acc)).transpose()
+    /// Feed input `t` (`None`: padding, which never changes a max and adds zero to a sum); the slot
+    /// of the output it completes.
+    fn absorb(&mut self, t: i64, x: Option<&[f32]>) -> Option<usize> {
+        let mut done = None;
+        let len = self.frame_shape.numel();
+        for (j, tap) in self.schedule.targets(t) {
+            let i = self.pending.open(j, len, |_| {});
+            if let Some(x) = x {
+                let (acc, started) = self.pending.term(i);
+                match (started, self.kind) {
+                    (false, _) => acc.copy_from_slice(x),
+                    (true, PoolKind::Max) => acc.iter_mut().zip(x).for_each(|(a, &v)| *a = a.max(v)),
+                    (true, PoolKind::Avg) => acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
+                }
+            }
+            if self.schedule.completes(tap) {
+                done = Some(i);
+            }
+        }
+        done
+    }
+
+    /// Free the completed output in slot `i` and lend it out.
+    fn finish_frame(&mut self, i: usize) -> Result<FrameRef<'_>> {
+        if !self.pending.started(i) {
+            if self.kind == PoolKind::Max {
+                bail!("{}: output without any input", self.name);
+            }
+            let (acc, _) = self.pending.term(i);
+            acc.fill(0.0);
+        }
+        let (kind, k, shape) = (self.kind, self.k, self.frame_shape);
+        let out = self.pending.release(i);
+        if kind == PoolKind::Avg {
+            let inv = 1.0 / k as f32;
+            out.iter_mut().for_each(|v| *v *= inv);
+        }
+        Ok(FrameRef { data: out, shape })
     }
 }
 
@@ -97,31 +150,44 @@ impl Layer for TemporalPool {
         self.finish(Some(y))
     }
 
-    fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
-        let x = self.spatial(x)?;
+    fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
+        // The frame this window combines: the spatially pooled input, or the input itself.
+        let mut pooled = std::mem::take(&mut self.pooled);
+        let src = match &self.spatial {
+            Some(p) => {
+                p.apply_frame(x, &mut pooled);
+                pooled.as_ref()
+            }
+            None => x,
+        };
+        self.frame_shape = src.shape;
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
-        let mut y = None;
+        let mut done = None;
         for t in self.position.next_indices(self.fill, self.pad.stream_before()) {
-            y = self.absorb(t, Some(&x))?;
+            done = self.absorb(t, Some(src.data)).or(done);
         }
-        self.position.advance(&x, self.fill);
-        Ok(y)
+        self.position.advance(src.data, self.fill);
+        self.pooled = pooled;
+        done.map(|i| self.finish_frame(i)).transpose()
     }
 
-    fn flush(&mut self) -> Result<Vec<Tensor>> {
+    fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        if self.position.seen() == 0 {
+            return Ok(Vec::new());
+        }
         let after = self.pad.flush_after(self.position.seen(), self.k, self.stride);
         let (indices, frame) = self.position.end_padding(after, self.fill);
         let mut outs = Vec::new();
         for t in indices {
-            if let Some(y) = self.absorb(t, frame.as_ref())? {
-                outs.push(y);
+            if let Some(i) = self.absorb(t, frame.as_deref()) {
+                outs.push(self.finish_frame(i)?.to_frame());
             }
         }
         Ok(outs)
     }
 
     fn reset(&mut self) {
-        self.acc.clear();
+        self.pending.clear();
         self.position.reset();
     }
 

@@ -1,10 +1,6 @@
 //! Which outputs of a temporally strided window op an input frame feeds, and the partial results
 //! ("accumulators") of the outputs still being collected. Shared by continual convolution and pooling.
 
-use std::collections::VecDeque;
-
-use candle_core::{Result, Tensor};
-
 use super::{Fill, PadMode};
 
 /// Temporal padding of a window op.
@@ -61,24 +57,18 @@ impl TemporalPad {
     }
 }
 
-/// Partial results of pending outputs of a window op with kernel `k`, stride `s`, start padding `p_b`.
-/// Output `j` covers inputs `j·s − p_b … j·s − p_b + k − 1`; input `t` contributes to it through tap
-/// `t − (j·s − p_b)`.
-#[derive(Debug, Clone)]
-pub struct Accumulators {
+/// The schedule of a window op with kernel `k`, stride `s`, start padding `p_b`: output `j` covers
+/// inputs `j·s − p_b … j·s − p_b + k − 1`; input `t` contributes to it through tap `t − (j·s − p_b)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
     k: i64,
     s: i64,
     p_b: i64,
-    pending: VecDeque<(i64, Tensor)>,
 }
 
-impl Accumulators {
+impl Schedule {
     pub fn new(k: usize, s: usize, p_b: usize) -> Self {
-        Accumulators { k: k as i64, s: s as i64, p_b: p_b as i64, pending: VecDeque::new() }
-    }
-
-    pub fn clear(&mut self) {
-        self.pending.clear();
+        Schedule { k: k as i64, s: s as i64, p_b: p_b as i64 }
     }
 
     /// Outputs `(j, tap)` that input `t` feeds, oldest output first. Only `j >= 0` (outputs lying
@@ -90,37 +80,68 @@ impl Accumulators {
         (lo..=hi).map(move |j| (j, (t + p_b - j * s) as usize))
     }
 
-    /// Add input `t`'s contributions; `contribution(tap)` gives the term for one tap (`None` = the
-    /// frame is padding that contributes nothing). Returns the output completed by `t`, if any.
-    pub fn absorb(
-        &mut self,
-        t: i64,
-        mut contribution: impl FnMut(usize) -> Result<Option<Tensor>>,
-        combine: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-    ) -> Result<Option<(i64, Option<Tensor>)>> {
-        let mut completed = None;
-        for (j, tap) in self.targets(t) {
-            let term = contribution(tap)?;
-            let slot = self.pending.iter().position(|(pj, _)| *pj == j);
-            let acc = match (slot, term) {
-                (Some(i), Some(term)) => {
-                    let sum = combine(&self.pending[i].1, &term)?;
-                    self.pending[i].1 = sum;
-                    Some(i)
-                }
-                (Some(i), None) => Some(i),
-                (None, Some(term)) => {
-                    self.pending.push_back((j, term));
-                    Some(self.pending.len() - 1)
-                }
-                (None, None) => None,
-            };
-            if tap as i64 == self.k - 1 {
-                let value = acc.map(|i| self.pending.remove(i).expect("index found above").1);
-                completed = Some((j, value));
-            }
+    /// Whether `tap` is the last one, which completes its output.
+    pub fn completes(&self, tap: usize) -> bool {
+        tap as i64 == self.k - 1
+    }
+}
+
+/// The partial results of the outputs a window op is still collecting, one reusable buffer each.
+#[derive(Debug, Clone, Default)]
+pub struct PendingSums {
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// The output this slot collects; `None` when free.
+    j: Option<i64>,
+    /// Some term has been added (pooling: the buffer holds data).
+    started: bool,
+    data: Vec<f32>,
+}
+
+impl PendingSums {
+    /// The slot collecting output `j`, opened (with `init` run on its buffer of `len` values) if new.
+    pub fn open(&mut self, j: i64, len: usize, init: impl FnOnce(&mut [f32])) -> usize {
+        if let Some(i) = self.slots.iter().position(|s| s.j == Some(j)) {
+            return i;
         }
-        Ok(completed)
+        let i = match self.slots.iter().position(|s| s.j.is_none()) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[i];
+        slot.j = Some(j);
+        slot.started = false;
+        slot.data.resize(len, 0.0);
+        init(&mut slot.data);
+        i
+    }
+
+    /// Slot `i`'s buffer and whether a term was added before; marks it started.
+    pub fn term(&mut self, i: usize) -> (&mut [f32], bool) {
+        let slot = &mut self.slots[i];
+        let started = std::mem::replace(&mut slot.started, true);
+        (&mut slot.data, started)
+    }
+
+    pub fn started(&self, i: usize) -> bool {
+        self.slots[i].started
+    }
+
+    /// Free slot `i` and lend out its result (valid until the slot is opened again).
+    pub fn release(&mut self, i: usize) -> &mut [f32] {
+        let slot = &mut self.slots[i];
+        slot.j = None;
+        &mut slot.data
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| s.j = None);
     }
 }
 
@@ -129,7 +150,8 @@ impl Accumulators {
 #[derive(Debug, Clone, Default)]
 pub struct StreamPosition {
     seen: usize,
-    last: Option<Tensor>,
+    /// The last input (replicate fill only).
+    last: Vec<f32>,
 }
 
 impl StreamPosition {
@@ -145,24 +167,25 @@ impl StreamPosition {
         from..now + 1
     }
 
-    /// Record that `x` was fed.
-    pub fn advance(&mut self, x: &Tensor, fill: Fill) {
+    /// Record that `x` was fed (with a replicate fill, keep a copy in a reused buffer).
+    pub fn advance(&mut self, x: &[f32], fill: Fill) {
         self.seen += 1;
         if fill == Fill::Replicate {
-            self.last = Some(x.clone());
+            self.last.clear();
+            self.last.extend_from_slice(x);
         }
     }
 
     /// The `after` end-padding indices of a flush and the frame they stand for (`None`: zeros or −∞,
     /// which contribute nothing).
-    pub fn end_padding(&mut self, after: usize, fill: Fill) -> (std::ops::Range<i64>, Option<Tensor>) {
+    pub fn end_padding(&mut self, after: usize, fill: Fill) -> (std::ops::Range<i64>, Option<Vec<f32>>) {
         let range = self.seen as i64..(self.seen + after) as i64;
+        let frame = (fill == Fill::Replicate && self.seen > 0).then(|| std::mem::take(&mut self.last));
         self.seen += after;
-        let frame = self.last.take().filter(|_| fill == Fill::Replicate);
         (range, frame)
     }
 
     pub fn reset(&mut self) {
-        *self = StreamPosition::default();
+        self.seen = 0;
     }
 }

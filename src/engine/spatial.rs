@@ -53,6 +53,22 @@ impl SpatialConv {
         self.weight.dim(1).unwrap_or(0) * self.groups
     }
 
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    pub fn pad(&self) -> Pad2d {
+        self.pad
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
     pub fn kernel(&self) -> (usize, usize) {
         let d = self.weight.dims();
         (d[2], d[3])
@@ -187,6 +203,22 @@ impl SpatialPool {
                     x.avg_pool2d_with_stride(k, 1)
                 }
             }
+        }
+    }
+}
+
+impl SpatialPool {
+    /// The pool of a channels-last frame `x` into `out` (resized; no allocation once big enough).
+    pub fn apply_frame(&self, x: super::FrameRef<'_>, out: &mut super::Frame) {
+        let super::Chw { c, h, w } = x.shape;
+        let (oh, ow) = self.output_hw(h, w);
+        out.reshape_for(super::Chw::new(c, oh, ow));
+        match *self {
+            SpatialPool::Max { k, stride, pad } => {
+                super::hwc::Window { kh: k, kw: k, stride, pad }.max_pool(x.data, h, w, c, &mut out.data)
+            }
+            SpatialPool::GlobalMean => super::hwc::global_mean(x.data, c, &mut out.data),
+            SpatialPool::Avg { k } => super::hwc::avg_pool(x.data, h, w, c, k, &mut out.data),
         }
     }
 }

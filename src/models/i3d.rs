@@ -13,13 +13,13 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 
 use super::{
-    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource,
+    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource, softmax_mean,
 };
 use crate::weights::BatchNorm;
 use crate::engine::schedule::tf_same_pads;
 use crate::engine::spatial::Pad2d;
 use crate::engine::{
-    Chw, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool,
+    Chw, Frame, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool,
     Temporal, TemporalConv, TemporalPad, TemporalPool,
 };
 use crate::error::{ErrorKind, classified};
@@ -198,10 +198,14 @@ pub struct CoI3d {
     config: I3dConfig,
     /// One stage per entry of [`ENDPOINTS`].
     net: Sequential,
-    /// Logits `(400,)` of the last `pool` emitted positions.
-    recent: VecDeque<Tensor>,
+    /// Logits `(400,)` of the last `pool` emitted positions, oldest first (rows reused).
+    recent: VecDeque<Vec<f32>>,
     /// Frames fed since the last reset.
     steps: usize,
+    /// The step input, channels-last.
+    input: Frame,
+    /// Mean logits of the head window.
+    mean: Vec<f32>,
 }
 
 impl CoI3d {
@@ -215,7 +219,15 @@ impl CoI3d {
         let net = Builder { weights, fill: config.fill }.network(config.size)?;
         let mut spec = spec();
         spec.crop = config.size;
-        Ok(CoI3d { spec, config: *config, net, recent: VecDeque::with_capacity(config.pool), steps: 0 })
+        Ok(CoI3d {
+            spec,
+            config: *config,
+            net,
+            recent: VecDeque::with_capacity(config.pool),
+            steps: 0,
+            input: Frame::default(),
+            mean: vec![0.0; NUM_CLASSES],
+        })
     }
 
     pub fn config(&self) -> &I3dConfig {
@@ -285,40 +297,66 @@ impl CoI3d {
         Ok(f.to_dtype(DType::F32)?.contiguous()?)
     }
 
-    fn position(&mut self, logits: Tensor) -> anyhow::Result<Tensor> {
-        let logits = logits.reshape(NUM_CLASSES)?;
-        if self.recent.len() == self.config.pool {
-            self.recent.pop_front();
+    /// Remember an emitted position's logits for the head window.
+    fn remember(&mut self, logits: &[f32]) -> anyhow::Result<()> {
+        if logits.len() != NUM_CLASSES {
+            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", logits.len());
         }
-        self.recent.push_back(logits.clone());
-        Ok(logits)
+        let mut row = match self.recent.len() == self.config.pool {
+            true => self.recent.pop_front().expect("window is full"),
+            false => Vec::with_capacity(NUM_CLASSES),
+        };
+        row.clear();
+        row.extend_from_slice(logits);
+        self.recent.push_back(row);
+        Ok(())
     }
 
     /// Feed one frame `(3, size, size)` (or `(1, 3, size, size)`); the logits `(400,)` of the temporal
     /// position this step completes, on steps 62 + 8l.
     pub fn step_logits(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        let x = self.as_frame(frame)?;
+        let x = Frame::from_tensor(&self.as_frame(frame)?)?;
         self.steps += 1;
-        match self.net.step(&x)? {
-            Some(y) => self.position(y).map(Some),
-            None => Ok(None),
-        }
+        let Some(y) = self.net.step_frame(x.as_ref())? else { return Ok(None) };
+        let logits = y.data.to_vec();
+        self.remember(&logits)?;
+        Ok(Some(Tensor::from_vec(logits, NUM_CLASSES, &Device::Cpu)?))
     }
 
     /// End a finite stream: each layer processes its TF end padding for the frames it saw (spec §3.5);
     /// the logits of the positions that completes. Call `reset` before streaming again.
     pub fn flush_logits(&mut self) -> anyhow::Result<Vec<Tensor>> {
-        let outs = self.net.flush()?;
-        outs.into_iter().map(|y| self.position(y)).collect()
+        let outs = self.net.flush_frames()?;
+        outs.into_iter()
+            .map(|y| {
+                self.remember(&y.data)?;
+                Ok(Tensor::from_vec(y.data, NUM_CLASSES, &Device::Cpu)?)
+            })
+            .collect()
+    }
+
+    /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), into `out`;
+    /// false before the first position.
+    fn mean_logits(&self, out: &mut [f32]) -> bool {
+        if self.recent.is_empty() {
+            return false;
+        }
+        out.fill(0.0);
+        for row in &self.recent {
+            out.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
+        }
+        let inv = 1.0 / self.recent.len() as f32;
+        out.iter_mut().for_each(|m| *m *= inv);
+        true
     }
 
     /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), `(400,)`.
     pub fn pooled_logits(&self) -> anyhow::Result<Option<Tensor>> {
-        if self.recent.is_empty() {
+        let mut mean = vec![0.0; NUM_CLASSES];
+        if !self.mean_logits(&mut mean) {
             return Ok(None);
         }
-        let stacked = Tensor::stack(&self.recent.iter().collect::<Vec<_>>(), 0)?;
-        Ok(Some(stacked.mean(0)?))
+        Ok(Some(Tensor::from_vec(mean, NUM_CLASSES, &Device::Cpu)?))
     }
 
     /// Frames fed since the last reset.
@@ -339,12 +377,25 @@ impl StreamModel for CoI3d {
     /// Softmax of the mean logits of the last `pool` positions, on emitting steps. During the first
     /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
     /// the first position (step 62) rather than `pool − 1` positions later.
-    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        if self.step_logits(frame)?.is_none() {
-            return Ok(None);
+    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let s = self.config.size;
+        if frame.len() != 3 * s * s {
+            bail!("I3D expects a frame of shape (3, {s}, {s}), got {} values", frame.len());
         }
-        let mean = self.pooled_logits()?.expect("a position was just added");
-        Ok(Some(candle_nn::ops::softmax(&mean, 0)?))
+        self.input.set_planar(frame, Chw::new(3, s, s))?;
+        self.steps += 1;
+        let Some(y) = self.net.step_frame(self.input.as_ref())? else { return Ok(false) };
+        // Copy out of the network's buffer before the window (which borrows self) takes it.
+        if y.data.len() != NUM_CLASSES {
+            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", y.data.len());
+        }
+        let mut mean = std::mem::take(&mut self.mean);
+        mean.copy_from_slice(y.data);
+        self.remember(&mean)?;
+        self.mean_logits(&mut mean);
+        softmax_mean(&mean, NUM_CLASSES, probs);
+        self.mean = mean;
+        Ok(true)
     }
 
     fn reset(&mut self) {
@@ -403,14 +454,14 @@ impl Builder<'_> {
             TemporalConv::new(name, &w, Some(&b), s.0, pad, s.1, same_2d(n, ks, s.1), 1, self.fill)?
         };
         let conv = conv.with_folded_bn();
-        Ok(Sequential::new(name, vec![Box::new(conv), Box::new(Pointwise::Relu)]))
+        Ok(Sequential::new(name, vec![Box::new(conv), Box::new(Pointwise::relu())]))
     }
 
     /// TF max pool 'SAME' (padding never wins) with kernel `(k_t, k_s)`, stride `(s_t, s_s)`.
     fn max_pool(&self, name: &str, k: (usize, usize), s: (usize, usize), n: usize) -> anyhow::Result<Box<dyn Layer>> {
         let spatial = SpatialPool::Max { k: k.1, stride: s.1, pad: same_2d(n, k.1, s.1) };
         if k.0 == 1 && s.0 == 1 {
-            return Ok(Box::new(Pointwise::Pool(spatial)));
+            return Ok(Box::new(Pointwise::pool(spatial)));
         }
         let stream_before = tf_same_pads(2 * s.0, k.0, s.0).0;
         let pad = TemporalPad::TfSame { stream_before };

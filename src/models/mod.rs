@@ -65,9 +65,20 @@ impl From<crate::engine::Temporal> for StreamShape {
 pub trait StreamModel: Send {
     fn spec(&self) -> &ModelSpec;
     fn shape(&self) -> StreamShape;
-    /// Feed one preprocessed frame, shape `(3, crop, crop)`, f32.
-    /// Returns the class probabilities `(num_classes,)` when the network emits an output.
-    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>>;
+    /// Feed one preprocessed frame, planar `(3, crop, crop)` f32 values. When the network emits an
+    /// output, its class probabilities `(num_classes,)` are written to `probs` and this returns true.
+    /// The hot loop of a stream: buffers are reused, nothing is allocated per step in steady state.
+    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool>;
+    /// [`StreamModel::step_planar`] on a `(3, crop, crop)` tensor; the probabilities when emitted.
+    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        let values = frame.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut probs = Vec::new();
+        if !self.step_planar(&values, &mut probs)? {
+            return Ok(None);
+        }
+        let n = probs.len();
+        Ok(Some(Tensor::from_vec(probs, n, &candle_core::Device::Cpu)?))
+    }
     /// Forget the stream: the next step starts a new one.
     fn reset(&mut self);
     /// The regular (clip) network over the same weights on `clip` `(T, 3, crop, crop)`:
@@ -234,5 +245,20 @@ impl WeightSource for RandomWeights {
         };
         let data: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * self.next()).collect();
         Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// Softmax of each row of `rows` (`classes` wide), averaged over the rows, into `out`.
+pub fn softmax_mean(rows: &[f32], classes: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(classes, 0.0);
+    let n = rows.len() / classes.max(1);
+    for row in rows.chunks_exact(classes) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+        let scale = 1.0 / (sum * n as f32);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += (v - max).exp() * scale;
+        }
     }
 }

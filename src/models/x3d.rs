@@ -27,12 +27,12 @@ use candle_core::{D, Tensor};
 
 use crate::weights::BatchNorm;
 use crate::engine::{
-    Chw, Delay, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
+    Chw, Delay, Frame, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
     SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{
-    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource,
+    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource, softmax_mean,
 };
 
 /// BatchNorm epsilon of every X3D BN (§0).
@@ -291,7 +291,7 @@ fn stem(cfg: &X3dConfig, p: &X3dParams, fill: Fill) -> candle_core::Result<Seque
         fill,
     )?
     .with_folded_bn();
-    Ok(Sequential::new("s1.pathway0_stem", vec![boxed(conv_xy), boxed(conv), boxed(Pointwise::Relu)]))
+    Ok(Sequential::new("s1.pathway0_stem", vec![boxed(conv_xy), boxed(conv), boxed(Pointwise::relu())]))
 }
 
 /// `sK.pathway0_res{i}`: `relu(shortcut(x) + branch2(x))`; the parallel container delays the
@@ -300,7 +300,7 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
     let n = &b.name;
     let mut branch2 = Sequential::new(format!("{n}.branch2"), Vec::new());
     branch2.push(pointwise(&format!("{n}.branch2.a"), &b.a)?);
-    branch2.push(Pointwise::Relu);
+    branch2.push(Pointwise::relu());
     branch2.push(TemporalConv::new(
         format!("{n}.branch2.b"),
         &b.b.w,
@@ -316,7 +316,7 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
     if let Some(se) = &b.se {
         branch2.push(SqueezeExcite::new(format!("{n}.branch2.se"), &se.w1, &se.b1, &se.w2, &se.b2, se_scope)?);
     }
-    branch2.push(Pointwise::Swish);
+    branch2.push(Pointwise::swish());
     branch2.push(pointwise(&format!("{n}.branch2.c"), &b.c)?);
 
     let shortcut: Box<dyn Layer> = match &b.branch1 {
@@ -336,7 +336,7 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
         None => boxed(Delay::new(0)),
     };
     let sum = Parallel::new(format!("{n}.sum"), vec![shortcut, boxed(branch2)], Reduce::Sum)?;
-    Ok(Sequential::new(n.clone(), vec![boxed(sum), boxed(Pointwise::Relu)]))
+    Ok(Sequential::new(n.clone(), vec![boxed(sum), boxed(Pointwise::relu())]))
 }
 
 /// Stem and the four stages (s1..s5).
@@ -366,10 +366,10 @@ fn head(cfg: &X3dConfig, p: &X3dParams, pool: usize) -> candle_core::Result<Sequ
         "head",
         vec![
             boxed(pointwise("head.conv_5", &p.conv_5)?),
-            boxed(Pointwise::Relu),
+            boxed(Pointwise::relu()),
             boxed(avg_pool),
             boxed(TemporalConv::pointwise("head.lin_5", &p.lin_5, None)?),
-            boxed(Pointwise::Relu),
+            boxed(Pointwise::relu()),
             boxed(TemporalConv::pointwise("head.projection", &p.proj_w, Some(&p.proj_b))?),
         ],
     ))
@@ -406,6 +406,8 @@ pub struct CoX3d {
     clip_backbone: Sequential,
     head: Sequential,
     params: usize,
+    /// The step input, channels-last.
+    input: Frame,
 }
 
 impl CoX3d {
@@ -429,7 +431,7 @@ impl CoX3d {
             normalize: Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] },
             num_classes: config.num_classes,
         };
-        Ok(CoX3d { config, spec, pool, backbone: stream_backbone, clip_backbone, head, params: learnable })
+        Ok(CoX3d { config, spec, pool, backbone: stream_backbone, clip_backbone, head, params: learnable, input: Frame::default() })
     }
 
     pub fn config(&self) -> &X3dConfig {
@@ -493,17 +495,23 @@ impl CoX3d {
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?.mean(0)?)
     }
 
-    /// One frame `(3, S, S)` of the stream; class probabilities `(classes,)` when an output is due.
-    pub fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+    /// One frame of the stream, planar `(3, S, S)` values; on an output, the class probabilities
+    /// (softmax per head position, then mean) go to `probs` and this returns true.
+    pub fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         let s = self.config.crop;
-        if frame.dims() != [3, s, s] {
-            bail!("{}: a frame must be (3, {s}, {s}), got {:?}", self.config.name, frame.dims());
+        if frame.len() != 3 * s * s {
+            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
         }
-        let Some(feat) = self.backbone.step(&frame.unsqueeze(0)?)? else { return Ok(None) };
-        match self.head.step(&feat)? {
-            Some(logits) => Ok(Some(probabilities(&logits)?)),
-            None => Ok(None),
-        }
+        self.input.set_planar(frame, Chw::new(3, s, s))?;
+        let Some(feat) = self.backbone.step_frame(self.input.as_ref())? else { return Ok(false) };
+        let Some(logits) = self.head.step_frame(feat)? else { return Ok(false) };
+        softmax_mean(logits.data, logits.shape.c, probs);
+        Ok(true)
+    }
+
+    /// [`CoX3d::step_planar`] on a `(3, S, S)` tensor; the probabilities `(classes,)` when emitted.
+    pub fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        StreamModel::step(self, frame)
     }
 
     /// End of a finite stream: every layer processes its end padding; the probabilities of the
@@ -556,8 +564,8 @@ impl StreamModel for CoX3d {
         self.temporal().into()
     }
 
-    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        CoX3d::step(self, frame)
+    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        CoX3d::step_planar(self, frame, probs)
     }
 
     fn reset(&mut self) {
