@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, bail};
 
-use super::hwc::{Window, fill_rows, matmul_acc};
+use super::hwc::{Window, add_rows, matmul};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Activation, Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
@@ -52,7 +52,7 @@ struct ConvStep {
     window: Window,
     c_in: usize,
     c_out: usize,
-    /// Per output channel (empty: no bias); a pending sum starts from it, so it is added once.
+    /// Per output channel (zeros when the conv has none), added once to each output.
     bias: Vec<f32>,
     schedule: Schedule,
     pending: PendingSums,
@@ -65,6 +65,55 @@ struct ConvStep {
     out: Vec<f32>,
     /// Applied to every output (fused from the layer after).
     act: Option<Activation>,
+    /// Depthwise convs keep their last k input frames instead of partial sums (see [`FrameWindow`]).
+    frames: Option<FrameWindow>,
+}
+
+/// Longest temporal kernel a depthwise conv keeps as a frame window.
+const MAX_WINDOW: usize = 8;
+
+/// The step form of a depthwise conv: the last `k` input frames. An output is computed once, when
+/// its newest frame arrives, from all its frames in one pass (every tap of a channel block in
+/// registers). Partial sums would cost `k` read-modify-write passes over pending outputs per step;
+/// this writes each output once, and the frames kept double as the replicate fill's edge frame.
+/// Same outputs on the same steps, the same multiply-adds per step.
+#[derive(Debug, Clone, Default)]
+struct FrameWindow {
+    /// Input `t` lives in slot `t mod k`.
+    frames: Vec<Vec<f32>>,
+    seen: usize,
+    out: Vec<f32>,
+}
+
+impl FrameWindow {
+    /// Compute output `j` into `out`: the bias plus every tap whose input is a frame (`frame_of`
+    /// maps an input index to a kept frame, or `None` for zero padding).
+    #[allow(clippy::too_many_arguments)]
+    fn output(
+        &mut self,
+        j: usize,
+        st_kind: &StepKind,
+        window: &Window,
+        bias: &[f32],
+        (k, s, p_b): (usize, usize, usize),
+        in_hw: (usize, usize),
+        c: usize,
+        len: usize,
+        frame_of: impl Fn(i64) -> Option<usize>,
+    ) {
+        let StepKind::Depthwise { taps } = st_kind else { unreachable!("frame windows are depthwise") };
+        let mut terms: [(&[f32], &[f32]); MAX_WINDOW] = [(&[], &[]); MAX_WINDOW];
+        let mut n = 0;
+        for (tap, weight) in taps.iter().enumerate().take(k) {
+            let t = (j * s + tap) as i64 - p_b as i64;
+            if let Some(slot) = frame_of(t) {
+                terms[n] = (&self.frames[slot], weight);
+                n += 1;
+            }
+        }
+        self.out.resize(len, 0.0);
+        window.depthwise_sum(&terms[..n], Some(bias), in_hw.0, in_hw.1, c, &mut self.out);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +175,7 @@ impl ConvStep {
         };
         let bias = match bias {
             Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-            None => Vec::new(),
+            None => vec![0.0; c_out],
         };
         Ok(ConvStep {
             kind,
@@ -141,7 +190,18 @@ impl ConvStep {
             cols: Vec::new(),
             out: Vec::new(),
             act: None,
+            frames: None,
         })
+    }
+
+    /// Finish the output collected in slot `i` (zeros if it received no term) and lend it out.
+    fn complete(&mut self, i: usize) -> &mut [f32] {
+        if !self.pending.started(i) {
+            self.pending.term(i).0.fill(0.0);
+        }
+        let y = self.pending.release(i);
+        Self::finish(&self.bias, self.act, y);
+        y
     }
 
     /// Work shared by all taps of a frame: its im2col matrix.
@@ -151,21 +211,31 @@ impl ConvStep {
         }
     }
 
-    /// Start a sum from the bias.
-    fn init(bias: &[f32], buf: &mut [f32]) {
-        if bias.is_empty() { buf.fill(0.0) } else { fill_rows(buf, bias) }
+    /// Complete an output: the bias, then the fused activation, in one pass over the frame.
+    fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
+        add_rows(out, bias);
+        if let Some(act) = act {
+            act.apply(out);
+        }
     }
 }
 
-/// Add tap `tap`'s term of frame `x` (`h × w`) into `out`; `cols` is the frame's im2col (if used).
-fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, c_out: usize, tap: usize, out: &mut [f32]) {
+/// Tap `tap`'s term of frame `x` (`h × w`) added into `out`, or written over it when not
+/// `accumulate`; `cols` is the frame's im2col (if used).
+#[allow(clippy::too_many_arguments)]
+fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, c_out: usize, tap: usize, out: &mut [f32], accumulate: bool) {
     let (oh, ow) = window.output_hw(h, w);
     match kind {
         StepKind::Matmul { taps, direct } => {
             let lhs = if *direct { x } else { cols };
-            matmul_acc(oh * ow, window.kh * window.kw * c_in, c_out, lhs, &taps[tap], out);
+            matmul(oh * ow, window.kh * window.kw * c_in, c_out, lhs, &taps[tap], out, accumulate);
         }
-        StepKind::Depthwise { taps } => window.depthwise_acc(x, h, w, c_in, &taps[tap], out),
+        StepKind::Depthwise { taps } => {
+            if !accumulate {
+                out.fill(0.0);
+            }
+            window.depthwise_acc(x, h, w, c_in, &taps[tap], out)
+        }
     }
 }
 
@@ -193,7 +263,10 @@ impl TemporalConv {
                 SpatialConv::new(w, spatial_stride, spatial_pad, groups)
             })
             .collect::<Result<Vec<_>>>()?;
-        let step = ConvStep::new(&taps, bias, k, stride, pad.stream_before())?;
+        let mut step = ConvStep::new(&taps, bias, k, stride, pad.stream_before())?;
+        if matches!(step.kind, StepKind::Depthwise { .. }) && k > 1 && k <= MAX_WINDOW {
+            step.frames = Some(FrameWindow { frames: vec![Vec::new(); k], ..Default::default() });
+        }
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
         Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step })
     }
@@ -227,10 +300,10 @@ impl TemporalConv {
     fn absorb(st: &mut ConvStep, t: i64, x: Option<&[f32]>, out_len: usize) -> Option<usize> {
         let mut done = None;
         for (j, tap) in st.schedule.targets(t) {
-            let i = st.pending.open(j, out_len, |buf| ConvStep::init(&st.bias, buf));
+            let i = st.pending.open(j, out_len, |_| {});
             if let Some(x) = x {
-                let (buf, _) = st.pending.term(i);
-                add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, st.c_out, tap, buf);
+                let (buf, started) = st.pending.term(i);
+                add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, st.c_out, tap, buf, started);
             }
             if st.schedule.completes(tap) {
                 done = Some(i);
@@ -289,30 +362,71 @@ impl Layer for TemporalConv {
         st.prepare(x.data, in_hw);
         if stateless {
             st.out.resize(shape.numel(), 0.0);
-            ConvStep::init(&st.bias, &mut st.out);
-            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, st.c_out, 0, &mut st.out);
-            if let Some(act) = st.act {
-                act.apply(&mut st.out);
-            }
+            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, st.c_out, 0, &mut st.out, false);
+            ConvStep::finish(&st.bias, st.act, &mut st.out);
             return Ok(Some(FrameRef { data: &st.out, shape }));
+        }
+        let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
+        if st.frames.is_some() {
+            let fw = st.frames.as_mut().expect("checked");
+            let t = fw.seen;
+            fw.frames[t % k].clear();
+            fw.frames[t % k].extend_from_slice(x.data);
+            fw.seen += 1;
+            // Output j's newest input is t = j·s − p_b + k − 1.
+            let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { return Ok(None) };
+            let fill = self.fill;
+            // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
+            // still kept while such outputs are due.
+            fw.output(js / s, &st.kind, &st.window, &st.bias, (k, s, p_b), in_hw, st.c_in, shape.numel(), |i| match i {
+                i if i >= 0 => Some(i as usize % k),
+                _ if fill == Fill::Replicate => Some(0),
+                _ => None,
+            });
+            if let Some(act) = st.act {
+                act.apply(&mut fw.out);
+            }
+            return Ok(Some(FrameRef { data: &fw.out, shape }));
         }
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
         let mut done = None;
-        for t in st.position.next_indices(self.fill, self.pad.stream_before()) {
+        for t in st.position.next_indices(self.fill, p_b) {
             done = Self::absorb(st, t, Some(x.data), shape.numel()).or(done);
         }
         st.position.advance(x.data, self.fill);
-        let act = st.act;
-        Ok(done.map(|i| {
-            let y = st.pending.release(i);
-            if let Some(act) = act {
-                act.apply(y);
-            }
-            FrameRef { data: &*y, shape }
-        }))
+        Ok(done.map(|i| FrameRef { data: &*st.complete(i), shape }))
     }
 
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
+        if let Some(fw) = self.step.frames.as_mut() {
+            let (k, s, p_b, seen) = (self.taps.len(), self.stride, self.pad.stream_before(), fw.seen);
+            if seen == 0 {
+                return Ok(Vec::new());
+            }
+            let shape = self.output_shape(self.step.in_hw);
+            let after = self.pad.flush_after(seen, k, s);
+            let fill = self.fill;
+            let mut outs = Vec::new();
+            for t in seen..seen + after {
+                let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { continue };
+                let st = &mut self.step;
+                let fw = st.frames.as_mut().expect("checked above");
+                // Inputs past the end are padding: zeros, or (replicate) the last frame.
+                fw.output(js / s, &st.kind, &st.window, &st.bias, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+                    i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
+                    i if i >= 0 => Some(i as usize % k),
+                    _ if fill == Fill::Replicate => Some(0),
+                    _ => None,
+                });
+                let mut y = Frame { data: fw.out.clone(), shape };
+                if let Some(act) = st.act {
+                    act.apply(&mut y.data);
+                }
+                outs.push(y);
+            }
+            fw_reset(&mut self.step);
+            return Ok(outs);
+        }
         if self.is_stateless() || self.step.position.seen() == 0 {
             return Ok(Vec::new());
         }
@@ -326,11 +440,7 @@ impl Layer for TemporalConv {
         let mut outs = Vec::new();
         for t in indices {
             if let Some(i) = Self::absorb(st, t, frame.as_deref(), shape.numel()) {
-                let mut y = Frame { data: st.pending.release(i).to_vec(), shape };
-                if let Some(act) = st.act {
-                    act.apply(&mut y.data);
-                }
-                outs.push(y);
+                outs.push(Frame { data: st.complete(i).to_vec(), shape });
             }
         }
         Ok(outs)
@@ -342,6 +452,7 @@ impl Layer for TemporalConv {
     }
 
     fn reset(&mut self) {
+        fw_reset(&mut self.step);
         self.step.pending.clear();
         self.step.position.reset();
     }
@@ -364,5 +475,11 @@ impl Layer for TemporalConv {
             bias: self.bias.is_some() && !self.folded_bn,
             children: Vec::new(),
         }
+    }
+}
+
+fn fw_reset(st: &mut ConvStep) {
+    if let Some(fw) = st.frames.as_mut() {
+        fw.seen = 0;
     }
 }

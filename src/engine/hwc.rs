@@ -11,9 +11,9 @@ use super::spatial::Pad2d;
 /// 3136×64×64 is 1.5× faster).
 const PARALLEL_GEMM_MACS: usize = 6_000_000;
 
-/// `out (m, n) += lhs (m, k) · rhs (k, n)`, all row-major.
-pub fn matmul_acc(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &mut [f32]) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "matmul_acc: buffers too small");
+/// `out (m, n) = lhs (m, k) · rhs (k, n)`, or `+=` when `accumulate`; all row-major.
+pub fn matmul(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &mut [f32], accumulate: bool) {
+    assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "matmul: buffers too small");
     if m == 0 || n == 0 || k == 0 {
         return;
     }
@@ -32,7 +32,7 @@ pub fn matmul_acc(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &
             out.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            accumulate,
             lhs.as_ptr(),
             1,
             k as isize,
@@ -49,13 +49,13 @@ pub fn matmul_acc(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &
     }
 }
 
-/// Every row of `out` (`rows` of `row.len()`) set to `row`.
-pub fn fill_rows(out: &mut [f32], row: &[f32]) {
+/// `row` added to every row of `out` (rows of `row.len()`).
+pub fn add_rows(out: &mut [f32], row: &[f32]) {
     if row.is_empty() {
         return;
     }
     for chunk in out.chunks_exact_mut(row.len()) {
-        chunk.copy_from_slice(row);
+        chunk.iter_mut().zip(row).for_each(|(o, &b)| *o += b);
     }
 }
 
@@ -104,54 +104,130 @@ impl Window {
 
     /// Depthwise convolution accumulated into `out (OH, OW, C)`: `weight` is `(kh, kw, C)`.
     pub fn depthwise_acc(&self, x: &[f32], h: usize, w: usize, c: usize, weight: &[f32], out: &mut [f32]) {
-        self.dispatch(Op::Fma(weight), x, h, w, c, out)
+        self.depthwise_sum(&[(x, weight)], None, h, w, c, out)
+    }
+
+    /// The sum of depthwise convolutions of several frames, each with its own `(kh, kw, C)` weight
+    /// (the temporal taps of a 3-D depthwise conv), in one pass over `out (OH, OW, C)`: added to
+    /// `out`, or with `start` (per channel, e.g. the bias) written over it.
+    pub fn depthwise_sum(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+        for (x, wt) in terms {
+            assert!(x.len() >= h * w * c && wt.len() >= self.kh * self.kw * c, "depthwise: buffers too small");
+        }
+        assert!(start.is_none_or(|s| s.len() >= c), "depthwise: start too short");
+        self.dispatch(Op::Fma(terms), start, h, w, c, out)
     }
 
     /// Max over each window into `out (OH, OW, C)`; the padding never wins (−∞).
     pub fn max_pool(&self, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
-        self.dispatch(Op::Max, x, h, w, c, out)
+        assert!(x.len() >= h * w * c, "max pool: input too small");
+        let (oh, ow) = self.output_hw(h, w);
+        out[..oh * ow * c].fill(f32::NEG_INFINITY);
+        self.dispatch(Op::Max(x), None, h, w, c, out)
     }
 
-    fn dispatch(&self, op: Op, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
+    fn dispatch(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
         let (oh, ow) = self.output_hw(h, w);
-        assert!(x.len() >= h * w * c && out.len() >= oh * ow * c, "window op: buffers too small");
-        if let Op::Fma(wt) = op {
-            assert!(wt.len() >= self.kh * self.kw * c, "depthwise weight too small");
-        }
-        if let Op::Max = op {
-            out[..oh * ow * c].fill(f32::NEG_INFINITY);
-        }
+        assert!(out.len() >= oh * ow * c, "window op: output too small");
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.run_avx512(op, x, h, w, c, out) };
+                return unsafe { self.run_avx512(op, start, h, w, c, out) };
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { self.run_avx2(op, x, h, w, c, out) };
+                return unsafe { self.run_avx2(op, start, h, w, c, out) };
             }
         }
-        self.run(op, x, h, w, c, out)
+        self.run(op, start, h, w, c, out)
     }
 
+    /// The AVX-512 form of [`Self::run`], written with intrinsics: per output pixel, 64 channels at a
+    /// time in four registers (independent chains hide the FMA latency), masked loads and stores for
+    /// the last partial block.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn run_avx512(&self, op: Op, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
-        self.run(op, x, h, w, c, out)
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+        // SAFETY (all loads and stores): masked lanes lie inside a pixel's `c` channels, and every
+        // pixel and tap offset lies inside the buffers the callers checked.
+        unsafe {
+            use std::arch::x86_64::*;
+            let (oh, ow) = self.output_hw(h, w);
+            let [t, _, l, _] = self.pad;
+            let mask = |from: usize| -> __mmask16 {
+                match c.saturating_sub(from) {
+                    0 => 0,
+                    n if n >= B => 0xFFFF,
+                    n => ((1u32 << n) - 1) as __mmask16,
+                }
+            };
+            for oy in 0..oh {
+                let ky0 = t.saturating_sub(oy * self.stride).min(self.kh);
+                let ky1 = (h + t).saturating_sub(oy * self.stride).min(self.kh).max(ky0);
+                for ox in 0..ow {
+                    let kx0 = l.saturating_sub(ox * self.stride).min(self.kw);
+                    let kx1 = (w + l).saturating_sub(ox * self.stride).min(self.kw).max(kx0);
+                    let (iy0, ix0) = (oy * self.stride + ky0 - t, ox * self.stride + kx0 - l);
+                    let o = out[(oy * ow + ox) * c..][..c].as_mut_ptr();
+                    for cb in (0..c).step_by(4 * B) {
+                        let m = [mask(cb), mask(cb + B), mask(cb + 2 * B), mask(cb + 3 * B)];
+                            let mut acc = [_mm512_setzero_ps(); 4];
+                        // Start from `start` (the same for every pixel) or from the output itself.
+                        let from = match start {
+                            Some(s) => s.as_ptr(),
+                            None => o as *const f32,
+                        };
+                        for b in 0..4 {
+                            acc[b] = _mm512_maskz_loadu_ps(m[b], from.add(cb + b * B));
+                        }
+                        match op {
+                            Op::Fma(terms) => {
+                                for &(x, wt) in terms {
+                                    for ky in ky0..ky1 {
+                                        for kx in kx0..kx1 {
+                                            let xp = x.as_ptr().add(((iy0 + ky - ky0) * w + ix0 + kx - kx0) * c + cb);
+                                            let wp = wt.as_ptr().add((ky * self.kw + kx) * c + cb);
+                                            for b in 0..4 {
+                                                let xv = _mm512_maskz_loadu_ps(m[b], xp.add(b * B));
+                                                let wv = _mm512_maskz_loadu_ps(m[b], wp.add(b * B));
+                                                acc[b] = _mm512_fmadd_ps(xv, wv, acc[b]);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            Op::Max(x) => {
+                                for ky in ky0..ky1 {
+                                    for kx in kx0..kx1 {
+                                        let xp = x.as_ptr().add(((iy0 + ky - ky0) * w + ix0 + kx - kx0) * c + cb);
+                                        for b in 0..4 {
+                                            acc[b] = _mm512_mask_max_ps(acc[b], m[b], acc[b], _mm512_maskz_loadu_ps(m[b], xp.add(b * B)));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        for b in 0..4 {
+                            _mm512_mask_storeu_ps(o.add(cb + b * B), m[b], acc[b]);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, op: Op, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
-        self.run(op, x, h, w, c, out)
+    unsafe fn run_avx2(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+        self.run(op, start, h, w, c, out)
     }
 
     /// Per output pixel, per block of 16 channels: load the block, apply every tap that lies inside
-    /// the frame, store. Everything here is inlined into the
-    /// `target_feature` callers (a closure would not be), so the lanes become vector instructions.
+    /// the frame, store. Everything here is inlined into the `target_feature` callers (a closure
+    /// would not be), so the lanes become vector instructions.
     #[inline(always)]
-    fn run(&self, op: Op, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
+    fn run(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
         let (oh, ow) = self.output_hw(h, w);
         let [t, _, l, _] = self.pad;
         for oy in 0..oh {
@@ -161,8 +237,19 @@ impl Window {
             for ox in 0..ow {
                 let kx0 = l.saturating_sub(ox * self.stride).min(self.kw);
                 let kx1 = (w + l).saturating_sub(ox * self.stride).min(self.kw).max(kx0);
-                let taps = Taps { ky: ky0..ky1, kx: kx0..kx1, iy0: oy * self.stride + ky0 - t, ix0: ox * self.stride + kx0 - l };
+                let taps = Taps {
+                    ky: ky0..ky1,
+                    kx: kx0..kx1,
+                    iy0: oy * self.stride + ky0 - t,
+                    ix0: ox * self.stride + kx0 - l,
+                    w,
+                    c,
+                    kw: self.kw,
+                };
                 let o = &mut out[(oy * ow + ox) * c..][..c];
+                if let Some(s) = start {
+                    o.copy_from_slice(&s[..c]);
+                }
                 if c >= B {
                     // When c is not a multiple of 16 the last block is the 16 channels ending at c,
                     // overlapping the block before it. It starts from the values saved before any
@@ -173,21 +260,21 @@ impl Window {
                     // Blocks in groups of 4: independent accumulation chains hide the FMA latency.
                     let mut cb = 0;
                     while cb + 4 <= full {
-                        blocks::<4>(op, x, w, c, self.kw, &taps, [cb, cb + 1, cb + 2, cb + 3].map(|b| b * B), o);
+                        blocks::<4>(op, &taps, [cb, cb + 1, cb + 2, cb + 3].map(|b| b * B), o);
                         cb += 4;
                     }
                     match full - cb {
                         0 => {}
-                        1 => blocks::<1>(op, x, w, c, self.kw, &taps, [cb * B], o),
-                        2 => blocks::<2>(op, x, w, c, self.kw, &taps, [cb * B, (cb + 1) * B], o),
-                        _ => blocks::<3>(op, x, w, c, self.kw, &taps, [cb * B, (cb + 1) * B, (cb + 2) * B], o),
+                        1 => blocks::<1>(op, &taps, [cb * B], o),
+                        2 => blocks::<2>(op, &taps, [cb * B, (cb + 1) * B], o),
+                        _ => blocks::<3>(op, &taps, [cb * B, (cb + 1) * B, (cb + 2) * B], o),
                     }
                     if let Some(init) = tail {
                         o[c - B..].copy_from_slice(&init);
-                        blocks::<1>(op, x, w, c, self.kw, &taps, [c - B], o);
+                        blocks::<1>(op, &taps, [c - B], o);
                     }
                 } else {
-                    narrow(op, x, w, c, self.kw, &taps, o);
+                    narrow(op, &taps, o);
                 }
             }
         }
@@ -197,43 +284,63 @@ impl Window {
 /// Lanes per channel block.
 const B: usize = 16;
 
-/// The taps of one output pixel that lie inside the frame, and the input pixel of the first.
+/// The taps of one output pixel that lie inside the frame, the input pixel of the first, and the
+/// frame geometry.
 struct Taps {
     ky: std::ops::Range<usize>,
     kx: std::ops::Range<usize>,
     iy0: usize,
     ix0: usize,
+    w: usize,
+    c: usize,
+    kw: usize,
+}
+
+impl Taps {
+    /// Number of taps inside the frame.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.ky.len() * self.kx.len()
+    }
+
+    /// Tap `i`'s offsets: `(input pixel · c, weight tap · c)`. (Indexing rather than a closure: a
+    /// closure would not be compiled with the caller's target features.)
+    #[inline(always)]
+    fn offsets(&self, i: usize) -> (usize, usize) {
+        let (dy, dx) = (i / self.kx.len(), i % self.kx.len());
+        let (ky, kx) = (self.ky.start + dy, self.kx.start + dx);
+        (((self.iy0 + dy) * self.w + self.ix0 + dx) * self.c, (ky * self.kw + kx) * self.c)
+    }
 }
 
 /// `N` whole 16-channel blocks of one output pixel, starting at channels `starts`, accumulated side by
 /// side.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn blocks<const N: usize>(op: Op, x: &[f32], w: usize, c: usize, kw: usize, taps: &Taps, starts: [usize; N], o: &mut [f32]) {
+fn blocks<const N: usize>(op: Op, taps: &Taps, starts: [usize; N], o: &mut [f32]) {
     let mut acc = [[0f32; B]; N];
     for n in 0..N {
         acc[n].copy_from_slice(&o[starts[n]..starts[n] + B]);
     }
-    for (dy, ky) in taps.ky.clone().enumerate() {
-        for (dx, kx) in taps.kx.clone().enumerate() {
-            let px = &x[((taps.iy0 + dy) * w + taps.ix0 + dx) * c..][..c];
-            match op {
-                Op::Fma(wt) => {
-                    let wp = &wt[(ky * kw + kx) * c..][..c];
-                    for n in 0..N {
-                        let xs: &[f32; B] = px[starts[n]..][..B].try_into().expect("16 lanes");
-                        let ws: &[f32; B] = wp[starts[n]..][..B].try_into().expect("16 lanes");
-                        for i in 0..B {
-                            acc[n][i] = xs[i].mul_add(ws[i], acc[n][i]);
+    match op {
+        Op::Fma(terms) => {
+            for &(x, wt) in terms {
+                for (dy, ky) in taps.ky.clone().enumerate() {
+                    for (dx, kx) in taps.kx.clone().enumerate() {
+                        let xo = ((taps.iy0 + dy) * taps.w + taps.ix0 + dx) * taps.c;
+                        let wo = (ky * taps.kw + kx) * taps.c;
+                        for n in 0..N {
+                            fma16(&mut acc[n], lanes(x, xo + starts[n]), lanes(wt, wo + starts[n]));
                         }
                     }
                 }
-                Op::Max => {
+            }
+        }
+        Op::Max(x) => {
+            for dy in 0..taps.ky.len() {
+                for dx in 0..taps.kx.len() {
+                    let xo = ((taps.iy0 + dy) * taps.w + taps.ix0 + dx) * taps.c;
                     for n in 0..N {
-                        let xs: &[f32; B] = px[starts[n]..][..B].try_into().expect("16 lanes");
-                        for i in 0..B {
-                            acc[n][i] = acc[n][i].max(xs[i]);
-                        }
+                        max16(&mut acc[n], lanes(x, xo + starts[n]));
                     }
                 }
             }
@@ -244,23 +351,45 @@ fn blocks<const N: usize>(op: Op, x: &[f32], w: usize, c: usize, kw: usize, taps
     }
 }
 
+#[inline(always)]
+fn lanes(v: &[f32], at: usize) -> &[f32; B] {
+    v[at..at + B].try_into().expect("16 lanes")
+}
+
+#[inline(always)]
+fn fma16(acc: &mut [f32; B], x: &[f32; B], w: &[f32; B]) {
+    for i in 0..B {
+        acc[i] = x[i].mul_add(w[i], acc[i]);
+    }
+}
+
+#[inline(always)]
+fn max16(acc: &mut [f32; B], x: &[f32; B]) {
+    for i in 0..B {
+        acc[i] = acc[i].max(x[i]);
+    }
+}
+
 /// Fewer than 16 channels: plain loops.
 #[inline(always)]
-fn narrow(op: Op, x: &[f32], w: usize, c: usize, kw: usize, taps: &Taps, o: &mut [f32]) {
-    for (dy, ky) in taps.ky.clone().enumerate() {
-        for (dx, kx) in taps.kx.clone().enumerate() {
-            let xs = &x[((taps.iy0 + dy) * w + taps.ix0 + dx) * c..][..c];
-            match op {
-                Op::Fma(wt) => {
-                    let ws = &wt[(ky * kw + kx) * c..][..c];
+fn narrow(op: Op, taps: &Taps, o: &mut [f32]) {
+    let c = taps.c;
+    match op {
+        Op::Fma(terms) => {
+            for &(x, wt) in terms {
+                for tap in 0..taps.len() {
+                    let (xo, wo) = taps.offsets(tap);
                     for i in 0..c {
-                        o[i] = xs[i].mul_add(ws[i], o[i]);
+                        o[i] = x[xo + i].mul_add(wt[wo + i], o[i]);
                     }
                 }
-                Op::Max => {
-                    for i in 0..c {
-                        o[i] = o[i].max(xs[i]);
-                    }
+            }
+        }
+        Op::Max(x) => {
+            for tap in 0..taps.len() {
+                let (xo, _) = taps.offsets(tap);
+                for i in 0..c {
+                    o[i] = o[i].max(x[xo + i]);
                 }
             }
         }
@@ -269,9 +398,9 @@ fn narrow(op: Op, x: &[f32], w: usize, c: usize, kw: usize, taps: &Taps, o: &mut
 
 #[derive(Clone, Copy)]
 enum Op<'a> {
-    /// Depthwise multiply-accumulate with a `(kh, kw, C)` weight.
-    Fma(&'a [f32]),
-    Max,
+    /// Depthwise multiply-accumulate: frames, each with a `(kh, kw, C)` weight.
+    Fma(&'a [(&'a [f32], &'a [f32])]),
+    Max(&'a [f32]),
 }
 
 /// Mean over all pixels of a frame `(h·w, c)` into `out (c)`.
@@ -375,7 +504,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
         let mut out = vec![1.0; m * n];
-        matmul_acc(m, k, n, &a, &b, &mut out);
+        matmul(m, k, n, &a, &b, &mut out, true);
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
