@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use coinfer::labels::Labels;
 use coinfer::models::{ModelSpec, Normalize, StreamModel, StreamShape};
 use coinfer::pipeline::{self, Options, Packet};
@@ -51,19 +51,20 @@ impl StreamModel for WindowModel {
     fn shape(&self) -> StreamShape {
         self.shape
     }
-    fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        let means = frame.flatten_from(1)?.mean(1)?.to_vec1::<f32>()?;
+    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let plane = frame.len() / CLASSES;
+        let means: Vec<f32> = frame.chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect();
         let slot = self.steps % self.shape.receptive_field;
         self.window[slot].copy_from_slice(&means);
         let s = self.steps;
         self.steps += 1;
         if s < self.shape.delay || !(s - self.shape.delay).is_multiple_of(self.shape.stride) {
-            return Ok(None);
+            return Ok(false);
         }
         let n = self.window.len() as f32;
         let m: Vec<f32> = (0..CLASSES).map(|c| self.window.iter().map(|w| w[c]).sum::<f32>() / n).collect();
-        let t = Tensor::new(m.as_slice(), &Device::Cpu)?;
-        Ok(Some(candle_nn::ops::softmax(&t, 0)?))
+        coinfer::models::softmax_mean(&m, CLASSES, probs);
+        Ok(true)
     }
     fn reset(&mut self) {
         self.window.iter_mut().for_each(|w| *w = [0.0; CLASSES]);
@@ -81,11 +82,11 @@ impl StreamModel for WindowModel {
     }
 }
 
-/// A 3x2x2 frame whose channel `c` is 1 and the others 0.
-fn frame_of(c: usize) -> Tensor {
+/// A 3x2x2 frame (planar) whose channel `c` is 1 and the others 0.
+fn frame_of(c: usize) -> Vec<f32> {
     let mut v = vec![0f32; 12];
     v[c * 4..c * 4 + 4].fill(1.0);
-    Tensor::from_vec(v, (3, 2, 2), &Device::Cpu).unwrap()
+    v
 }
 
 /// Frames 0..10 show class 0, frames 10..20 class 1, one model step each, pts = index / 10.

@@ -11,12 +11,21 @@ use super::spatial::Pad2d;
 /// 3136×64×64 is 1.5× faster).
 const PARALLEL_GEMM_MACS: usize = 6_000_000;
 
+/// Matrix products run so far (the `gemm` crate allocates its packing buffers on each call; the
+/// step-allocation test accounts for them with this).
+static MATMUL_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub fn matmul_calls() -> usize {
+    MATMUL_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `out (m, n) = lhs (m, k) · rhs (k, n)`, or `+=` when `accumulate`; all row-major.
 pub fn matmul(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &mut [f32], accumulate: bool) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "matmul: buffers too small");
     if m == 0 || n == 0 || k == 0 {
         return;
     }
+    MATMUL_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 && m * k * n >= PARALLEL_GEMM_MACS && m >= 256 {
         gemm::Parallelism::Rayon(threads)
@@ -95,7 +104,13 @@ impl Window {
                     let row = &mut cols[(oy * ow + ox) * k..][..k];
                     for kx in 0..self.kw {
                         let Some(ix) = Self::source(ox, kx, self.stride, l, w) else { continue };
-                        row[(ky * self.kw + kx) * c..][..c].copy_from_slice(&x[(iy * w + ix) * c..][..c]);
+                        let (dst, src) = ((ky * self.kw + kx) * c, (iy * w + ix) * c);
+                        if c == 3 {
+                            // RGB input (every model's first conv): a fixed-size copy, not a memcpy call.
+                            row[dst..dst + 3].copy_from_slice(&x[src..src + 3]);
+                        } else {
+                            row[dst..dst + c].copy_from_slice(&x[src..src + c]);
+                        }
                     }
                 }
             }
