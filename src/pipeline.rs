@@ -99,11 +99,9 @@ pub fn run(
         let Some(input) = packet.input.as_ref() else { continue };
         if !warmed {
             warmed = true;
-            for i in 0..opts.warmup {
-                if let Err(e) = model.step_planar(input, &mut probs) {
-                    failure = Some(e.context(format!("model warm-up step {i} failed")));
-                    break 'packets;
-                }
+            if let Err(e) = model.prime(input, opts.warmup, &mut probs) {
+                failure = Some(e.context(format!("model warm-up ({} steps) failed", opts.warmup)));
+                break 'packets;
             }
         }
         for _ in 0..packet.steps {

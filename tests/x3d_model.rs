@@ -329,3 +329,36 @@ fn real_depths_prefix_and_steady_state_at_small_crop() {
         assert!(max_diff(p, &expect) < 1e-6, "{variant} steady: {}", max_diff(p, &expect));
     }
 }
+
+/// Priming (the warm-up on a still first frame) leaves the network exactly where `n` steps of that
+/// frame leave it: the outputs that follow are bit-identical, for both fills.
+#[test]
+fn priming_equals_stepping_the_same_frame() {
+    use coinfer::models::{self, Fill, ModelOptions};
+    for fill in [Fill::Replicate, Fill::Zeros] {
+        let opts = ModelOptions { fill, ..ModelOptions::default() };
+        let mut stepped = models::build_random("x3d-xs", &opts).unwrap();
+        let mut primed = models::build_random("x3d-xs", &opts).unwrap();
+        let s = stepped.spec().crop;
+        let frame = |i: usize| -> Vec<f32> { (0..3 * s * s).map(|p| ((p * 31 + i * 7919) % 509) as f32 / 254.0 - 1.0).collect() };
+        for n in [1, 7, stepped.shape().delay] {
+            stepped.reset();
+            primed.reset();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut last = false;
+            for _ in 0..n {
+                last = stepped.step_planar(&frame(0), &mut a).unwrap();
+            }
+            assert_eq!(primed.prime(&frame(0), n, &mut b).unwrap(), last, "{fill:?} n={n}: emitted");
+            if last {
+                assert_eq!(a, b, "{fill:?} n={n}: primed output");
+            }
+            for i in 1..12 {
+                let ea = stepped.step_planar(&frame(i), &mut a).unwrap();
+                let eb = primed.step_planar(&frame(i), &mut b).unwrap();
+                assert_eq!(ea, eb, "{fill:?} n={n} step {i}: emission");
+                assert_eq!(a, b, "{fill:?} n={n} step {i}: output");
+            }
+        }
+    }
+}

@@ -79,6 +79,31 @@ impl Layer for Sequential {
         Ok(pending)
     }
 
+    /// With every layer preserving a constant input, each layer is primed once with copies of what
+    /// the layer before emitted; otherwise step by step.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        if !self.preserves_constant() {
+            let mut emitted = 0;
+            for _ in 1..n {
+                emitted += self.step_frame(x)?.is_some() as usize;
+            }
+            let last = self.step_frame(x)?;
+            return Ok((emitted + last.is_some() as usize, last));
+        }
+        let (mut y, mut count) = (x, n);
+        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
+            match layer.prime(y, count)? {
+                (c, Some(next)) if c > 0 => (y, count) = (next, c),
+                _ => return Ok((0, None)),
+            }
+        }
+        Ok((count, Some(y)))
+    }
+
+    fn preserves_constant(&self) -> bool {
+        self.layers.iter().all(|l| l.preserves_constant())
+    }
+
     fn fuse_activation(&mut self, act: Activation) -> bool {
         match (self.layers.last_mut(), self.fused.last()) {
             (Some(last), Some(false)) => last.fuse_activation(act),
@@ -251,6 +276,31 @@ impl Layer for Parallel {
                 Ok(y)
             })
             .collect()
+    }
+
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        let Parallel { name, branches, reduce, out, act } = self;
+        let k = branches.len();
+        let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
+        let mut counts = [0usize; MAX_BRANCHES];
+        for ((y, c), b) in ys.iter_mut().zip(counts.iter_mut()).zip(branches.iter_mut()) {
+            (*c, *y) = b.prime(x, n)?;
+        }
+        if counts[..k].iter().any(|&c| c != counts[0]) || ys[..k].iter().any(|y| y.is_some() != ys[0].is_some()) {
+            bail!("{name}: branches out of step (a delay-alignment bug)");
+        }
+        if ys[0].is_none() {
+            return Ok((0, None));
+        }
+        combine_frames(name, *reduce, ys[..k].iter().map(|y| y.expect("all emitted")), out)?;
+        if let Some(act) = act {
+            act.apply(&mut out.data);
+        }
+        Ok((counts[0], Some(out.as_ref())))
+    }
+
+    fn preserves_constant(&self) -> bool {
+        self.branches.iter().all(|b| b.preserves_constant())
     }
 
     fn fuse_activation(&mut self, act: Activation) -> bool {

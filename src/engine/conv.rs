@@ -41,7 +41,10 @@ pub struct TemporalConv {
     fill: Fill,
     /// The bias is a folded BatchNorm (for FLOP conventions that count BN separately).
     folded_bn: bool,
-    step: ConvStep,
+    /// The step form, built on the first step (a network used only for clips never pays for it).
+    step: Option<ConvStep>,
+    /// Activation fused from the layer after (applied by the step form).
+    act: Option<Activation>,
 }
 
 /// The step form: the same weights laid out for channels-last frames, the pending outputs' partial
@@ -263,12 +266,12 @@ impl TemporalConv {
                 SpatialConv::new(w, spatial_stride, spatial_pad, groups)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut step = ConvStep::new(&taps, bias, k, stride, pad.stream_before())?;
-        if matches!(step.kind, StepKind::Depthwise { .. }) && k > 1 && k <= MAX_WINDOW {
-            step.frames = Some(FrameWindow { frames: vec![Vec::new(); k], ..Default::default() });
+        let (c_in, c_out_g) = (taps[0].c_in(), taps[0].c_out());
+        if groups != 1 && !(groups == c_out_g && c_in == c_out_g) {
+            bail!("grouped convolutions other than depthwise have no step form");
         }
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
-        Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step })
+        Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step: None, act: None })
     }
 
     /// A temporally pointwise (k = 1) convolution.
@@ -313,8 +316,27 @@ impl TemporalConv {
     }
 
     fn output_shape(&self, (h, w): (usize, usize)) -> Chw {
-        let (oh, ow) = self.step.window.output_hw(h, w);
-        Chw::new(self.step.c_out, oh, ow)
+        let (oh, ow) = self.taps[0].output_hw(h, w);
+        Chw::new(self.taps[0].c_out(), oh, ow)
+    }
+
+    /// Depthwise convs with a short kernel step through a [`FrameWindow`].
+    fn uses_frame_window(&self) -> bool {
+        self.taps[0].groups() > 1 && self.k() > 1 && self.k() <= MAX_WINDOW
+    }
+
+    /// The step form, built on first use.
+    fn step_state(&mut self) -> Result<&mut ConvStep> {
+        if self.step.is_none() {
+            let bias = self.bias.as_ref().map(|b| b.flatten_all()).transpose()?;
+            let mut st = ConvStep::new(&self.taps, bias.as_ref(), self.k(), self.stride, self.pad.stream_before())?;
+            if self.uses_frame_window() {
+                st.frames = Some(FrameWindow { frames: vec![Vec::new(); self.k()], ..Default::default() });
+            }
+            st.act = self.act;
+            self.step = Some(st);
+        }
+        Ok(self.step.as_mut().expect("built above"))
     }
 }
 
@@ -351,13 +373,14 @@ impl Layer for TemporalConv {
     }
 
     fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
-        if x.shape.c != self.step.c_in {
-            bail!("{}: expected {} input channels, got {}", self.name, self.step.c_in, x.shape.c);
+        if x.shape.c != self.taps[0].c_in() {
+            bail!("{}: expected {} input channels, got {}", self.name, self.taps[0].c_in(), x.shape.c);
         }
+        self.step_state()?;
         let in_hw = (x.shape.h, x.shape.w);
         let shape = self.output_shape(in_hw);
         let stateless = self.is_stateless();
-        let st = &mut self.step;
+        let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
         if stateless {
@@ -398,18 +421,20 @@ impl Layer for TemporalConv {
     }
 
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
-        if let Some(fw) = self.step.frames.as_mut() {
+        let Some(step) = self.step.as_mut() else { return Ok(Vec::new()) };
+        if let Some(fw) = step.frames.as_mut() {
             let (k, s, p_b, seen) = (self.taps.len(), self.stride, self.pad.stream_before(), fw.seen);
             if seen == 0 {
                 return Ok(Vec::new());
             }
-            let shape = self.output_shape(self.step.in_hw);
+            let in_hw = step.in_hw;
+            let shape = self.output_shape(in_hw);
             let after = self.pad.flush_after(seen, k, s);
             let fill = self.fill;
             let mut outs = Vec::new();
             for t in seen..seen + after {
                 let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { continue };
-                let st = &mut self.step;
+                let st = self.step.as_mut().expect("checked above");
                 let fw = st.frames.as_mut().expect("checked above");
                 // Inputs past the end are padding: zeros, or (replicate) the last frame.
                 fw.output(js / s, &st.kind, &st.window, &st.bias, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
@@ -424,15 +449,16 @@ impl Layer for TemporalConv {
                 }
                 outs.push(y);
             }
-            fw_reset(&mut self.step);
+            fw_reset(self.step.as_mut().expect("checked above"));
             return Ok(outs);
         }
-        if self.is_stateless() || self.step.position.seen() == 0 {
+        let (in_hw, seen) = (step.in_hw, step.position.seen());
+        if self.is_stateless() || seen == 0 {
             return Ok(Vec::new());
         }
-        let shape = self.output_shape(self.step.in_hw);
-        let after = self.pad.flush_after(self.step.position.seen(), self.k(), self.stride);
-        let st = &mut self.step;
+        let shape = self.output_shape(in_hw);
+        let after = self.pad.flush_after(seen, self.k(), self.stride);
+        let st = self.step.as_mut().expect("checked above");
         let (indices, frame) = st.position.end_padding(after, self.fill);
         if let Some(f) = &frame {
             st.prepare(f, st.in_hw);
@@ -447,14 +473,58 @@ impl Layer for TemporalConv {
     }
 
     fn fuse_activation(&mut self, act: Activation) -> bool {
-        self.step.act = Some(act);
+        self.act = Some(act);
+        if let Some(st) = self.step.as_mut() {
+            st.act = Some(act);
+        }
         true
     }
 
+    fn preserves_constant(&self) -> bool {
+        self.is_stateless() || self.fill == Fill::Replicate
+    }
+
+    /// Stateless convs compute the one output once; frame windows are filled with copies and compute
+    /// the (then constant) output once.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
+        let fast = self.is_stateless() || (self.uses_frame_window() && self.fill == Fill::Replicate);
+        if !fast || n < 2 {
+            let mut emitted = 0;
+            for _ in 1..n {
+                emitted += self.step_frame(x)?.is_some() as usize;
+            }
+            let last = self.step_frame(x)?;
+            return Ok((emitted + last.is_some() as usize, last));
+        }
+        if self.is_stateless() {
+            return Ok((n, self.step_frame(x)?));
+        }
+        // Outputs emitted while `n` more inputs arrive: those whose newest input index
+        // j·s − p_b + k − 1 falls in [seen, seen + n).
+        let seen = self.step_state()?.frames.as_ref().expect("a frame window").seen;
+        let due = |t: usize| (t + p_b + 1).checked_sub(k).map_or(0, |js| js / s + 1);
+        let before = if seen == 0 { 0 } else { due(seen - 1) };
+        let emitted = due(seen + n - 1) - before;
+        // Feed all but the last copy without computing outputs, then step the last one normally.
+        let fw = self.step_state()?.frames.as_mut().expect("a frame window");
+        for t in seen..seen + n - 1 {
+            if t + k >= seen + n - 1 {
+                fw.frames[t % k].clear();
+                fw.frames[t % k].extend_from_slice(x.data);
+            }
+        }
+        fw.seen = seen + n - 1;
+        let last = self.step_frame(x)?;
+        Ok((emitted, last))
+    }
+
     fn reset(&mut self) {
-        fw_reset(&mut self.step);
-        self.step.pending.clear();
-        self.step.position.reset();
+        if let Some(st) = self.step.as_mut() {
+            fw_reset(st);
+            st.pending.clear();
+            st.position.reset();
+        }
     }
 
     fn temporal(&self) -> Temporal {

@@ -46,6 +46,26 @@ impl Layer for Delay {
         if self.fed > self.delay { Ok(Some(self.ring[self.fed % n].as_ref())) } else { Ok(None) }
     }
 
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        if self.delay == 0 {
+            return Ok((n, Some(x)));
+        }
+        // The last `delay + 1` inputs are all `x`; the outputs so far are every input but the last `delay`.
+        for i in 0..n.min(self.ring.len()) {
+            let slot = (self.fed + n - 1 - i) % self.ring.len();
+            self.ring[slot].copy_from(x);
+        }
+        let before = self.fed.saturating_sub(self.delay);
+        self.fed += n;
+        let emitted = self.fed.saturating_sub(self.delay) - before;
+        let last = (emitted > 0).then(|| self.ring[(self.fed - 1 - self.delay) % self.ring.len()].as_ref());
+        Ok((emitted, last))
+    }
+
+    fn preserves_constant(&self) -> bool {
+        true
+    }
+
     /// Releases the frames still held: the partners of the outputs a sibling branch flushes.
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         let n = self.ring.len();

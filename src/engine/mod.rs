@@ -141,6 +141,23 @@ pub trait Layer: Send {
     /// End of a finite stream: process this layer's end padding and emit what it completes.
     /// Leaves the stream state spent; call `reset` before streaming again.
     fn flush_frames(&mut self) -> Result<Vec<Frame>>;
+    /// Feed the same frame `n ≥ 1` times (a warm-up on a still frame): the number of outputs emitted
+    /// and the last one. Layers for which a constant input makes a constant output override it to
+    /// skip the repeats (see [`Layer::preserves_constant`]); the result is what `n` steps give.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        let mut emitted = 0;
+        for _ in 1..n {
+            emitted += self.step_frame(x)?.is_some() as usize;
+        }
+        let last = self.step_frame(x)?;
+        Ok((emitted + last.is_some() as usize, last))
+    }
+    /// Whether a stream of one repeated frame makes every output of this layer the same frame (true
+    /// for stateless layers, and for windows over a replicate-filled start or a max). Lets a
+    /// container prime its layers one after the other with copies.
+    fn preserves_constant(&self) -> bool {
+        false
+    }
     /// The elementwise activation this layer is, if it is one (a candidate for fusion).
     fn activation(&self) -> Option<Activation> {
         None

@@ -65,6 +65,12 @@ impl Layer for Pointwise {
     fn forward(&self, x: &Tensor, _mode: PadMode) -> Result<Tensor> {
         self.apply(x)
     }
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        Ok((n, self.step_frame(x)?))
+    }
+    fn preserves_constant(&self) -> bool {
+        true
+    }
     fn activation(&self) -> Option<Activation> {
         match self.op {
             PointwiseOp::Relu => Some(Activation::Relu),
@@ -229,6 +235,12 @@ impl Layer for SqueezeExcite {
     fn fuse_activation(&mut self, act: Activation) -> bool {
         self.step.act = Some(act);
         true
+    }
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+        Ok((n, self.step_frame(x)?))
+    }
+    fn preserves_constant(&self) -> bool {
+        self.scope == SeScope::Frame
     }
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         Ok(Vec::new())

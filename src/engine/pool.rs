@@ -171,6 +171,11 @@ impl Layer for TemporalPool {
         done.map(|i| self.finish_frame(i)).transpose()
     }
 
+    fn preserves_constant(&self) -> bool {
+        // Windows over copies of one frame; the start padding is a copy too, or never wins (max).
+        self.kind == PoolKind::Max || self.fill == Fill::Replicate
+    }
+
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         if self.position.seen() == 0 {
             return Ok(Vec::new());

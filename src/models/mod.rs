@@ -69,6 +69,15 @@ pub trait StreamModel: Send {
     /// output, its class probabilities `(num_classes,)` are written to `probs` and this returns true.
     /// The hot loop of a stream: buffers are reused, nothing is allocated per step in steady state.
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool>;
+    /// Feed the same frame `n` times (the warm-up on the first frame); the probabilities of the last
+    /// step go to `probs` if it emitted. Models skip the repeats where the network allows.
+    fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let mut out = false;
+        for _ in 0..n {
+            out = self.step_planar(frame, probs)?;
+        }
+        Ok(out)
+    }
     /// [`StreamModel::step_planar`] on a `(3, crop, crop)` tensor; the probabilities when emitted.
     fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
         let values = frame.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;

@@ -568,6 +568,36 @@ impl StreamModel for CoX3d {
         CoX3d::step_planar(self, frame, probs)
     }
 
+    /// Each layer sees its copies once (see `Layer::prime`).
+    fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let s = self.config.crop;
+        if n == 0 {
+            return Ok(false);
+        }
+        if !self.backbone.preserves_constant() {
+            // The backbone's outputs differ during the warm-up (zero fill): step them all.
+            let mut out = false;
+            for _ in 0..n {
+                out = CoX3d::step_planar(self, frame, probs)?;
+            }
+            return Ok(out);
+        }
+        if frame.len() != 3 * s * s {
+            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
+        }
+        self.input.set_planar(frame, Chw::new(3, s, s))?;
+        let (count, feat) = self.backbone.prime(self.input.as_ref(), n)?;
+        let Some(feat) = feat.filter(|_| count > 0) else { return Ok(false) };
+        let (_, logits) = self.head.prime(feat, count)?;
+        match logits {
+            Some(logits) => {
+                softmax_mean(logits.data, logits.shape.c, probs);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn reset(&mut self) {
         CoX3d::reset(self)
     }
