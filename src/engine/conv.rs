@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, bail};
 
-use super::hwc::{Window, add_rows, matmul};
+use super::hwc::{Window, add_rows, matmul, split_rows};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Activation, Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
@@ -216,10 +216,14 @@ impl ConvStep {
 
     /// Complete an output: the bias, then the fused activation, in one pass over the frame.
     fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
-        add_rows(out, bias);
-        if let Some(act) = act {
-            act.apply(out);
-        }
+        let c = bias.len().max(1);
+        let pixels = out.len() / c;
+        split_rows(out, c, pixels, out.len(), |out, _| {
+            add_rows(out, bias);
+            if let Some(act) = act {
+                act.apply(out);
+            }
+        });
     }
 }
 

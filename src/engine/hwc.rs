@@ -6,10 +6,33 @@
 
 use super::spatial::Pad2d;
 
-/// Multiply-accumulates from which a matrix product is split over the rayon pool: below this the
-/// hand-off costs more than it saves (measured on 2 cores: 100×96×216 is slower on two threads,
-/// 3136×64×64 is 1.5× faster).
-const PARALLEL_GEMM_MACS: usize = 6_000_000;
+/// Work (multiply-adds, or values visited) from which an op is split in two halves over the rayon
+/// pool. Only on a pool thread (the models run their step inside the pool), where a join is a push
+/// to the local deque and a wake-up of the other worker rather than a cross-thread injection.
+const PARALLEL_WORK: usize = 8_000_000;
+
+/// Run `f` on the `rows` rows of `out` (`row_len` values each), as two halves side by side when
+/// `work` is big enough and a second pool thread exists; `f` gets its rows and their range.
+pub fn split_rows(out: &mut [f32], row_len: usize, rows: usize, work: usize, f: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync) {
+    let out = &mut out[..rows * row_len];
+    if rows >= 2 && work >= PARALLEL_WORK && rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+        let mid = rows / 2;
+        let (a, b) = out.split_at_mut(mid * row_len);
+        rayon::join(|| f(a, 0..mid), || f(b, mid..rows));
+    } else {
+        f(out, 0..rows)
+    }
+}
+
+/// Run `f` inside the rayon pool (on a worker thread) when the pool has more than one thread, so
+/// that the ops it runs can split their work cheaply ([`split_rows`]).
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
 
 /// Matrix products run so far (the `gemm` crate allocates its packing buffers on each call; the
 /// step-allocation test accounts for them with this).
@@ -19,43 +42,41 @@ pub fn matmul_calls() -> usize {
     MATMUL_CALLS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// `out (m, n) = lhs (m, k) · rhs (k, n)`, or `+=` when `accumulate`; all row-major.
+/// `out (m, n) = lhs (m, k) · rhs (k, n)`, or `+=` when `accumulate`; all row-major. Large products
+/// are split by rows over two threads.
 pub fn matmul(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &mut [f32], accumulate: bool) {
     assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "matmul: buffers too small");
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    MATMUL_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * k * n >= PARALLEL_GEMM_MACS && m >= 256 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the strides describe dense row-major matrices that lie inside the checked slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    split_rows(out, n, m, m * k * n, |out, rows| {
+        MATMUL_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lhs = &lhs[rows.start * k..rows.end * k];
+        // SAFETY: the strides describe dense row-major matrices that lie inside the checked slices.
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    });
 }
 
 /// `row` added to every row of `out` (rows of `row.len()`).
@@ -144,18 +165,25 @@ impl Window {
     fn dispatch(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
         let (oh, ow) = self.output_hw(h, w);
         assert!(out.len() >= oh * ow * c, "window op: output too small");
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.run_avx512(op, start, h, w, c, out) };
+        let terms = match op {
+            Op::Fma(t) => t.len(),
+            Op::Max(_) => 1,
+        };
+        let work = oh * ow * c * self.kh * self.kw * terms;
+        split_rows(out, ow * c, oh, work, |out, rows| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { self.run_avx512(op, start, h, w, c, out, rows) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { self.run_avx2(op, start, h, w, c, out, rows) };
+                }
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { self.run_avx2(op, start, h, w, c, out) };
-            }
-        }
-        self.run(op, start, h, w, c, out)
+            self.run(op, start, h, w, c, out, rows)
+        })
     }
 
     /// The AVX-512 form of [`Self::run`], written with intrinsics: per output pixel, 64 channels at a
@@ -163,12 +191,12 @@ impl Window {
     /// the last partial block.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
         // SAFETY (all loads and stores): masked lanes lie inside a pixel's `c` channels, and every
         // pixel and tap offset lies inside the buffers the callers checked.
         unsafe {
             use std::arch::x86_64::*;
-            let (oh, ow) = self.output_hw(h, w);
+            let (_, ow) = self.output_hw(h, w);
             let [t, _, l, _] = self.pad;
             let mask = |from: usize| -> __mmask16 {
                 match c.saturating_sub(from) {
@@ -177,14 +205,14 @@ impl Window {
                     n => ((1u32 << n) - 1) as __mmask16,
                 }
             };
-            for oy in 0..oh {
+            for oy in rows.clone() {
                 let ky0 = t.saturating_sub(oy * self.stride).min(self.kh);
                 let ky1 = (h + t).saturating_sub(oy * self.stride).min(self.kh).max(ky0);
                 for ox in 0..ow {
                     let kx0 = l.saturating_sub(ox * self.stride).min(self.kw);
                     let kx1 = (w + l).saturating_sub(ox * self.stride).min(self.kw).max(kx0);
                     let (iy0, ix0) = (oy * self.stride + ky0 - t, ox * self.stride + kx0 - l);
-                    let o = out[(oy * ow + ox) * c..][..c].as_mut_ptr();
+                    let o = out[((oy - rows.start) * ow + ox) * c..][..c].as_mut_ptr();
                     for cb in (0..c).step_by(4 * B) {
                         let m = [mask(cb), mask(cb + B), mask(cb + 2 * B), mask(cb + 3 * B)];
                             let mut acc = [_mm512_setzero_ps(); 4];
@@ -234,18 +262,20 @@ impl Window {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
-        self.run(op, start, h, w, c, out)
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_avx2(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
+        self.run(op, start, h, w, c, out, rows)
     }
 
     /// Per output pixel, per block of 16 channels: load the block, apply every tap that lies inside
     /// the frame, store. Everything here is inlined into the `target_feature` callers (a closure
     /// would not be), so the lanes become vector instructions.
     #[inline(always)]
-    fn run(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
-        let (oh, ow) = self.output_hw(h, w);
+    #[allow(clippy::too_many_arguments)]
+    fn run(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
+        let (_, ow) = self.output_hw(h, w);
         let [t, _, l, _] = self.pad;
-        for oy in 0..oh {
+        for oy in rows.clone() {
             // Rows of the window inside the frame: ky in ky0..ky1.
             let ky0 = t.saturating_sub(oy * self.stride).min(self.kh);
             let ky1 = (h + t).saturating_sub(oy * self.stride).min(self.kh).max(ky0);
@@ -261,7 +291,7 @@ impl Window {
                     c,
                     kw: self.kw,
                 };
-                let o = &mut out[(oy * ow + ox) * c..][..c];
+                let o = &mut out[((oy - rows.start) * ow + ox) * c..][..c];
                 if let Some(s) = start {
                     o.copy_from_slice(&s[..c]);
                 }

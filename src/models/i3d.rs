@@ -359,6 +359,26 @@ impl CoI3d {
         Ok(Some(Tensor::from_vec(mean, NUM_CLASSES, &Device::Cpu)?))
     }
 
+    fn step_in_pool(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let s = self.config.size;        if frame.len() != 3 * s * s {
+            bail!("I3D expects a frame of shape (3, {s}, {s}), got {} values", frame.len());
+        }
+        self.input.set_planar(frame, Chw::new(3, s, s))?;
+        self.steps += 1;
+        let Some(y) = self.net.step_frame(self.input.as_ref())? else { return Ok(false) };
+        // Copy out of the network's buffer before the window (which borrows self) takes it.
+        if y.data.len() != NUM_CLASSES {
+            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", y.data.len());
+        }
+        let mut mean = std::mem::take(&mut self.mean);
+        mean.copy_from_slice(y.data);
+        self.remember(&mean)?;
+        self.mean_logits(&mut mean);
+        softmax_mean(&mean, NUM_CLASSES, probs);
+        self.mean = mean;
+        Ok(true)
+    }
+
     /// Frames fed since the last reset.
     pub fn steps(&self) -> usize {
         self.steps
@@ -378,24 +398,7 @@ impl StreamModel for CoI3d {
     /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
     /// the first position (step 62) rather than `pool − 1` positions later.
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let s = self.config.size;
-        if frame.len() != 3 * s * s {
-            bail!("I3D expects a frame of shape (3, {s}, {s}), got {} values", frame.len());
-        }
-        self.input.set_planar(frame, Chw::new(3, s, s))?;
-        self.steps += 1;
-        let Some(y) = self.net.step_frame(self.input.as_ref())? else { return Ok(false) };
-        // Copy out of the network's buffer before the window (which borrows self) takes it.
-        if y.data.len() != NUM_CLASSES {
-            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", y.data.len());
-        }
-        let mut mean = std::mem::take(&mut self.mean);
-        mean.copy_from_slice(y.data);
-        self.remember(&mean)?;
-        self.mean_logits(&mut mean);
-        softmax_mean(&mean, NUM_CLASSES, probs);
-        self.mean = mean;
-        Ok(true)
+        crate::engine::hwc::in_pool(|| self.step_in_pool(frame, probs))
     }
 
     fn reset(&mut self) {

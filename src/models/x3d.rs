@@ -498,6 +498,10 @@ impl CoX3d {
     /// One frame of the stream, planar `(3, S, S)` values; on an output, the class probabilities
     /// (softmax per head position, then mean) go to `probs` and this returns true.
     pub fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        crate::engine::hwc::in_pool(|| self.step_in_pool(frame, probs))
+    }
+
+    fn step_in_pool(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         let s = self.config.crop;
         if frame.len() != 3 * s * s {
             bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
@@ -512,6 +516,35 @@ impl CoX3d {
     /// [`CoX3d::step_planar`] on a `(3, S, S)` tensor; the probabilities `(classes,)` when emitted.
     pub fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
         StreamModel::step(self, frame)
+    }
+
+    fn prime_in_pool(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let s = self.config.crop;
+        if n == 0 {
+            return Ok(false);
+        }
+        if !self.backbone.preserves_constant() {
+            // The backbone's outputs differ during the warm-up (zero fill): step them all.
+            let mut out = false;
+            for _ in 0..n {
+                out = CoX3d::step_planar(self, frame, probs)?;
+            }
+            return Ok(out);
+        }
+        if frame.len() != 3 * s * s {
+            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
+        }
+        self.input.set_planar(frame, Chw::new(3, s, s))?;
+        let (count, feat) = self.backbone.prime(self.input.as_ref(), n)?;
+        let Some(feat) = feat.filter(|_| count > 0) else { return Ok(false) };
+        let (_, logits) = self.head.prime(feat, count)?;
+        match logits {
+            Some(logits) => {
+                softmax_mean(logits.data, logits.shape.c, probs);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// End of a finite stream: every layer processes its end padding; the probabilities of the
@@ -570,32 +603,7 @@ impl StreamModel for CoX3d {
 
     /// Each layer sees its copies once (see `Layer::prime`).
     fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let s = self.config.crop;
-        if n == 0 {
-            return Ok(false);
-        }
-        if !self.backbone.preserves_constant() {
-            // The backbone's outputs differ during the warm-up (zero fill): step them all.
-            let mut out = false;
-            for _ in 0..n {
-                out = CoX3d::step_planar(self, frame, probs)?;
-            }
-            return Ok(out);
-        }
-        if frame.len() != 3 * s * s {
-            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
-        }
-        self.input.set_planar(frame, Chw::new(3, s, s))?;
-        let (count, feat) = self.backbone.prime(self.input.as_ref(), n)?;
-        let Some(feat) = feat.filter(|_| count > 0) else { return Ok(false) };
-        let (_, logits) = self.head.prime(feat, count)?;
-        match logits {
-            Some(logits) => {
-                softmax_mean(logits.data, logits.shape.c, probs);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        crate::engine::hwc::in_pool(|| self.prime_in_pool(frame, n, probs))
     }
 
     fn reset(&mut self) {
