@@ -104,6 +104,19 @@ impl Window {
         ((h + t + b - self.kh) / self.stride + 1, (w + l + r - self.kw) / self.stride + 1)
     }
 
+    /// The taps of output pixel `(oy, ox)` whose input lies inside an `h × w` frame of `c` channels.
+    #[inline(always)]
+    fn taps_at(&self, oy: usize, ox: usize, h: usize, w: usize, c: usize) -> Taps {
+        let [t, _, l, _] = self.pad;
+        let inside = |o: usize, k: usize, pad: usize, size: usize| {
+            let k0 = pad.saturating_sub(o * self.stride).min(k);
+            k0..(size + pad).saturating_sub(o * self.stride).min(k).max(k0)
+        };
+        let (ky, kx) = (inside(oy, self.kh, t, h), inside(ox, self.kw, l, w));
+        let (iy0, ix0) = (oy * self.stride + ky.start - t, ox * self.stride + kx.start - l);
+        Taps { ky, kx, iy0, ix0, w, c, kw: self.kw }
+    }
+
     /// Input row (or column) of output `o` and tap `k`, if it lies inside the frame.
     #[inline(always)]
     fn source(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
@@ -197,7 +210,6 @@ impl Window {
         unsafe {
             use std::arch::x86_64::*;
             let (_, ow) = self.output_hw(h, w);
-            let [t, _, l, _] = self.pad;
             let mask = |from: usize| -> __mmask16 {
                 match c.saturating_sub(from) {
                     0 => 0,
@@ -206,12 +218,9 @@ impl Window {
                 }
             };
             for oy in rows.clone() {
-                let ky0 = t.saturating_sub(oy * self.stride).min(self.kh);
-                let ky1 = (h + t).saturating_sub(oy * self.stride).min(self.kh).max(ky0);
                 for ox in 0..ow {
-                    let kx0 = l.saturating_sub(ox * self.stride).min(self.kw);
-                    let kx1 = (w + l).saturating_sub(ox * self.stride).min(self.kw).max(kx0);
-                    let (iy0, ix0) = (oy * self.stride + ky0 - t, ox * self.stride + kx0 - l);
+                    let Taps { ky, kx, iy0, ix0, .. } = self.taps_at(oy, ox, h, w, c);
+                    let (ky0, ky1, kx0, kx1) = (ky.start, ky.end, kx.start, kx.end);
                     let o = out[((oy - rows.start) * ow + ox) * c..][..c].as_mut_ptr();
                     for cb in (0..c).step_by(4 * B) {
                         let m = [mask(cb), mask(cb + B), mask(cb + 2 * B), mask(cb + 3 * B)];
@@ -274,23 +283,9 @@ impl Window {
     #[allow(clippy::too_many_arguments)]
     fn run(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
         let (_, ow) = self.output_hw(h, w);
-        let [t, _, l, _] = self.pad;
         for oy in rows.clone() {
-            // Rows of the window inside the frame: ky in ky0..ky1.
-            let ky0 = t.saturating_sub(oy * self.stride).min(self.kh);
-            let ky1 = (h + t).saturating_sub(oy * self.stride).min(self.kh).max(ky0);
             for ox in 0..ow {
-                let kx0 = l.saturating_sub(ox * self.stride).min(self.kw);
-                let kx1 = (w + l).saturating_sub(ox * self.stride).min(self.kw).max(kx0);
-                let taps = Taps {
-                    ky: ky0..ky1,
-                    kx: kx0..kx1,
-                    iy0: oy * self.stride + ky0 - t,
-                    ix0: ox * self.stride + kx0 - l,
-                    w,
-                    c,
-                    kw: self.kw,
-                };
+                let taps = self.taps_at(oy, ox, h, w, c);
                 let o = &mut out[((oy - rows.start) * ow + ox) * c..][..c];
                 if let Some(s) = start {
                     o.copy_from_slice(&s[..c]);
