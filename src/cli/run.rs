@@ -218,9 +218,12 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         format: args.format.clone(),
     };
     let src = source::open(&args.input, &open_opts)?;
+    let info = src.info().clone();
+    // Decoding starts now and runs ahead while the model is built and its weights hashed.
+    let (packets, decoder) = pipeline::spawn_decoder(src, &desc.spec, stop.clone())?;
     let mut model = models::build(&args.model, &model_opts)?;
+    anyhow::ensure!(model.spec() == &desc.spec, "{}: the built model differs from its description", args.model);
     let weights_sha256 = sha256_file(&desc.weights)?;
-    let info = src.info();
     let emit_transient = args.emit_transient(info.is_stream);
     let shape = model.shape();
     let spec = model.spec().clone();
@@ -280,7 +283,6 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         emit_transient,
         warmup,
     };
-    let (packets, decoder) = pipeline::spawn_decoder(src, &spec, stop.clone())?;
     let summary = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut jsonl];
         if let Some(p) = progress.as_mut() {

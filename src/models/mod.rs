@@ -29,7 +29,7 @@ pub enum Fill {
 }
 
 /// What the preprocessing and the sinks need to know about a model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     /// Registry name, e.g. `i3d`, `x3d-s`.
     pub name: String,
