@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, bail};
 
+use super::gemm::Weight;
 use super::hwc::{Window, add_rows, matmul, split_rows};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
@@ -54,7 +55,6 @@ struct ConvStep {
     kind: StepKind,
     window: Window,
     c_in: usize,
-    c_out: usize,
     /// Per output channel (zeros when the conv has none), added once to each output.
     bias: Vec<f32>,
     schedule: Schedule,
@@ -123,7 +123,7 @@ impl FrameWindow {
 enum StepKind {
     /// Per tap the weight as `(kh·kw·C_in, C_out)`, rows tap-major like [`Window::im2col`]; `direct`:
     /// a 1×1 stride-1 conv, whose matrix is the frame itself.
-    Matmul { taps: Vec<Vec<f32>>, direct: bool },
+    Matmul { taps: Vec<Weight>, direct: bool },
     /// Per tap the weight as `(kh, kw, C)`.
     Depthwise { taps: Vec<Vec<f32>> },
 }
@@ -153,7 +153,7 @@ impl ConvStep {
                             }
                         }
                     }
-                    m
+                    Weight::new(kh * kw * c_in, c_out, &m)
                 })
                 .collect();
             let direct = kh == 1 && kw == 1 && window.stride == 1 && window.pad == [0; 4];
@@ -184,7 +184,6 @@ impl ConvStep {
             kind,
             window,
             c_in,
-            c_out,
             bias,
             schedule: Schedule::new(k, stride, p_b),
             pending: PendingSums::default(),
@@ -230,12 +229,12 @@ impl ConvStep {
 /// Tap `tap`'s term of frame `x` (`h × w`) added into `out`, or written over it when not
 /// `accumulate`; `cols` is the frame's im2col (if used).
 #[allow(clippy::too_many_arguments)]
-fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, c_out: usize, tap: usize, out: &mut [f32], accumulate: bool) {
+fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, tap: usize, out: &mut [f32], accumulate: bool) {
     let (oh, ow) = window.output_hw(h, w);
     match kind {
         StepKind::Matmul { taps, direct } => {
             let lhs = if *direct { x } else { cols };
-            matmul(oh * ow, window.kh * window.kw * c_in, c_out, lhs, &taps[tap], out, accumulate);
+            matmul(oh * ow, lhs, &taps[tap], out, accumulate);
         }
         StepKind::Depthwise { taps } => {
             if !accumulate {
@@ -310,7 +309,7 @@ impl TemporalConv {
             let i = st.pending.open(j, out_len, |_| {});
             if let Some(x) = x {
                 let (buf, started) = st.pending.term(i);
-                add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, st.c_out, tap, buf, started);
+                add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, tap, buf, started);
             }
             if st.schedule.completes(tap) {
                 done = Some(i);
@@ -389,7 +388,7 @@ impl Layer for TemporalConv {
         st.prepare(x.data, in_hw);
         if stateless {
             st.out.resize(shape.numel(), 0.0);
-            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, st.c_out, 0, &mut st.out, false);
+            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, 0, &mut st.out, false);
             ConvStep::finish(&st.bias, st.act, &mut st.out);
             return Ok(Some(FrameRef { data: &st.out, shape }));
         }

@@ -1,7 +1,7 @@
 //! Channels-last `(H, W, C)` kernels of the step path, writing into caller-owned buffers.
 //!
 //! Dense and 1×1 convolutions are matrix products accumulated straight into their destination
-//! (`gemm`, with AVX-512 where the CPU has it); depthwise convolution and pooling run over 16-channel
+//! (`super::gemm`); depthwise convolution and pooling run over 16-channel
 //! blocks kept in registers across all spatial taps. The AVX-512/AVX2 variants are chosen at run time.
 
 use super::spatial::Pad2d;
@@ -34,48 +34,13 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Matrix products run so far (the `gemm` crate allocates its packing buffers on each call; the
-/// step-allocation test accounts for them with this).
-static MATMUL_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-pub fn matmul_calls() -> usize {
-    MATMUL_CALLS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// `out (m, n) = lhs (m, k) · rhs (k, n)`, or `+=` when `accumulate`; all row-major. Large products
-/// are split by rows over two threads.
-pub fn matmul(m: usize, k: usize, n: usize, lhs: &[f32], rhs: &[f32], out: &mut [f32], accumulate: bool) {
-    assert!(lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n, "matmul: buffers too small");
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
+/// `out (m, n) = lhs (m, k) · w`, or `+=` when `accumulate`; row-major. Large products are split by
+/// rows over two threads.
+pub fn matmul(m: usize, lhs: &[f32], w: &super::gemm::Weight, out: &mut [f32], accumulate: bool) {
+    let (k, n) = (w.k(), w.n());
+    assert!(lhs.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
     split_rows(out, n, m, m * k * n, |out, rows| {
-        MATMUL_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let lhs = &lhs[rows.start * k..rows.end * k];
-        // SAFETY: the strides describe dense row-major matrices that lie inside the checked slices.
-        unsafe {
-            gemm::gemm(
-                rows.len(),
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        }
+        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, accumulate);
     });
 }
 
@@ -544,7 +509,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
         let mut out = vec![1.0; m * n];
-        matmul(m, k, n, &a, &b, &mut out, true);
+        matmul(m, &a, &crate::engine::gemm::Weight::new(k, n, &b), &mut out, true);
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();

@@ -16,6 +16,7 @@ pub mod container;
 pub mod conv;
 pub mod delay;
 pub mod frame;
+pub mod gemm;
 pub mod hwc;
 pub mod kernels;
 pub mod pointwise;

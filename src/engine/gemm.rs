@@ -1,0 +1,267 @@
+//! Matrix products of the step path against fixed weights: `out (m, n) (+)= a (m, k) · B (k, n)`.
+//!
+//! The weight `B` is packed once, at load, into panels of 32 columns (each panel `k` rows of 32 values,
+//! zero past `n`). On AVX-512 CPUs a kernel of 8 rows × 32 columns (16 accumulators in registers) runs
+//! over the activations as they are, so a product needs no packing and no allocation per call; the last
+//! panel's columns are stored with masks. Elsewhere the `gemm` crate runs on the row-major weight.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Columns per panel (two 16-lane registers).
+const NR: usize = 32;
+/// Rows per kernel call.
+const MR: usize = 8;
+/// Bytes of packed weight kept hot while the row blocks pass over it.
+const L2_BUDGET: usize = 512 * 1024;
+
+/// Products handed to the `gemm` crate so far (it allocates its packing buffers on each call; the
+/// step-allocation test accounts for them with this).
+static FALLBACK_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn fallback_calls() -> usize {
+    FALLBACK_CALLS.load(Ordering::Relaxed)
+}
+
+/// A `(k, n)` weight matrix ready for [`Weight::matmul`].
+#[derive(Debug, Clone)]
+pub struct Weight {
+    k: usize,
+    n: usize,
+    /// Packed panels (AVX-512), or the row-major matrix (fallback).
+    data: Vec<f32>,
+    packed: bool,
+}
+
+impl Weight {
+    /// From a row-major `(k, n)` matrix.
+    pub fn new(k: usize, n: usize, row_major: &[f32]) -> Self {
+        assert_eq!(row_major.len(), k * n, "weight matrix size");
+        if !avx512() {
+            return Weight {
+                k,
+                n,
+                data: row_major.to_vec(),
+                packed: false,
+            };
+        }
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for p in 0..panels {
+            let cols = (n - p * NR).min(NR);
+            for r in 0..k {
+                data[(p * k + r) * NR..][..cols]
+                    .copy_from_slice(&row_major[r * n + p * NR..][..cols]);
+            }
+        }
+        Weight {
+            k,
+            n,
+            data,
+            packed: true,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `out (m, n) = a (m, k) · self`, or `+=` when `accumulate`; `a` and `out` row-major.
+    pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(
+            a.len() >= m * k && out.len() >= m * n,
+            "matmul: buffers too small"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !accumulate {
+                out[..m * n].fill(0.0);
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.packed {
+            // SAFETY: packed weights exist only on CPUs with AVX-512F; sizes were checked above.
+            return unsafe { self.matmul_avx512(m, a, out, accumulate) };
+        }
+        FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the strides describe dense row-major matrices inside the checked slices.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                a.as_ptr(),
+                1,
+                k as isize,
+                self.data.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: &mut [f32], accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        let mask = |cols: usize| -> u16 {
+            if cols >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << cols) - 1) as u16
+            }
+        };
+        // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
+        // matrix would be streamed from L3 once per 8 rows.
+        let panels = n.div_ceil(NR);
+        let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels);
+        for p0 in (0..panels).step_by(group) {
+            for i0 in (0..m).step_by(MR) {
+                let rows = (m - i0).min(MR);
+                for p in p0..(p0 + group).min(panels) {
+                    let cols = (n - p * NR).min(NR);
+                    let masks = (mask(cols), mask(cols.saturating_sub(16)));
+                    // SAFETY: row i0 + r < m of `a` and `out`, columns of panel p below n (masked), and the
+                    // panel's k·32 values all lie inside the checked buffers.
+                    unsafe {
+                        let a = a.as_ptr().add(i0 * k);
+                        let b = self.data.as_ptr().add(p * k * NR);
+                        let c = out.as_mut_ptr().add(i0 * n + p * NR);
+                        match rows {
+                            8 => kernel::<8>(k, a, b, c, n, masks, accumulate),
+                            7 => kernel::<7>(k, a, b, c, n, masks, accumulate),
+                            6 => kernel::<6>(k, a, b, c, n, masks, accumulate),
+                            5 => kernel::<5>(k, a, b, c, n, masks, accumulate),
+                            4 => kernel::<4>(k, a, b, c, n, masks, accumulate),
+                            3 => kernel::<3>(k, a, b, c, n, masks, accumulate),
+                            2 => kernel::<2>(k, a, b, c, n, masks, accumulate),
+                            _ => kernel::<1>(k, a, b, c, n, masks, accumulate),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows of `a` (stride `k`) times one 32-column panel `b` into `c` (stride `ldc`), two masked
+/// registers per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn kernel<const R: usize>(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    (m0, m1): (u16, u16),
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees R rows of k values at `a`, k·32 values at `b`, and R rows of the
+    // masked columns at `c`.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+            }
+        }
+        for p in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(p * NR));
+            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * k + p));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
+            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, row[1]);
+        }
+    }
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row count around the 8-row kernel and column count around the 32-column panels, both
+    /// modes, against a direct f64 product.
+    #[test]
+    fn matmul_matches_direct_product() {
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 5, 3),
+            (8, 27, 24),
+            (9, 54, 33),
+            (17, 64, 64),
+            (100, 96, 216),
+            (25, 13, 65),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let init: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            let w = Weight::new(k, n, &b);
+            for accumulate in [false, true] {
+                let mut out = init.clone();
+                w.matmul(m, &a, &mut out, accumulate);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want: f64 = if accumulate {
+                            init[i * n + j] as f64
+                        } else {
+                            0.0
+                        };
+                        for p in 0..k {
+                            want += a[i * k + p] as f64 * b[p * n + j] as f64;
+                        }
+                        let got = out[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{m}x{k}x{n} acc={accumulate} at ({i},{j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
