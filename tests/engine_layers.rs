@@ -332,3 +332,53 @@ fn parallel_branches_are_aligned_by_delay() {
     let (at, _) = steps(&mut net, &xt);
     assert_eq!(at, vec![3, 5, 7, 9, 11]);
 }
+
+/// Priming (a warm-up on a still frame) leaves layers exactly where stepping that frame `n` times
+/// does: the same number of outputs, the same last output, bit-identical outputs afterwards. Dense
+/// (partial sums, strided) and depthwise (frame window) convs, a strided pool, a delayed residual.
+#[test]
+fn priming_equals_stepping_for_every_window_layer() {
+    use coinfer::engine::{Frame, Pointwise};
+    let mut rng = StdRng::seed_from_u64(23);
+    let c = 18;
+    let mut rand_t = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    };
+    let (wd, bd, ww, bw) = (rand_t(&[c, c, 3, 3, 3]), rand_t(&[c]), rand_t(&[c, 1, 3, 3, 3]), rand_t(&[c]));
+    let frames: Vec<Frame> = (0..6).map(|_| Frame::from_tensor(&rand_t(&[1, c, 6, 5])).unwrap()).collect();
+    let build = |with_pool: bool| -> Sequential {
+        let dense = TemporalConv::new("dense", &wd, Some(&bd), 2, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], 1, Fill::Replicate).unwrap();
+        let dw = TemporalConv::new("dw", &ww, Some(&bw), 1, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], c, Fill::Replicate).unwrap();
+        let block = Sequential::new("block", vec![Box::new(dw), Box::new(Pointwise::relu())]);
+        let residual = Parallel::new("res", vec![Box::new(Sequential::new("id", vec![])), Box::new(block)], Reduce::Sum).unwrap();
+        let pool = TemporalPool::new("pool", PoolKind::Avg, 2, 2, TemporalPad::Fixed { before: 0, after: 0 }, None, Fill::Replicate).unwrap();
+        let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(dense), Box::new(Pointwise::relu()), Box::new(residual)];
+        if with_pool {
+            layers.push(Box::new(pool));
+        }
+        Sequential::new("net", layers)
+    };
+    for (n, with_pool) in [1, 3, 9, 20, 41].into_iter().flat_map(|n| [(n, false), (n, true)]) {
+        let (mut stepped, mut primed) = (build(with_pool), build(with_pool));
+        let mut count = 0;
+        let mut last = None;
+        for _ in 0..n {
+            last = stepped.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
+            count += last.is_some() as usize;
+        }
+        let (pc, py) = primed.prime(frames[0].as_ref(), n).unwrap();
+        let py = py.map(|y| y.to_frame().data);
+        assert_eq!(pc, count, "n={n}: outputs while priming");
+        assert_eq!(py, last, "n={n}: the primed result is the last step's output");
+        // The primed result is the last step's output (none when that step emitted nothing).
+        let stepped_again = stepped.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
+        let primed_again = primed.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
+        assert_eq!(stepped_again, primed_again, "n={n}: one more copy");
+        for t in 1..14 {
+            let a = stepped.step_frame(frames[t % 6].as_ref()).unwrap().map(|y| y.to_frame().data);
+            let b = primed.step_frame(frames[t % 6].as_ref()).unwrap().map(|y| y.to_frame().data);
+            assert_eq!(a, b, "n={n}, step {t} after priming");
+        }
+    }
+}

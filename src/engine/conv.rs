@@ -484,7 +484,9 @@ impl Layer for TemporalConv {
     }
 
     fn preserves_constant(&self) -> bool {
-        self.is_stateless() || self.fill == Fill::Replicate
+        // A strided layer's last primed step may emit nothing, so it could not hand its (constant)
+        // output on to the next layer: containers step through it instead.
+        self.is_stateless() || (self.fill == Fill::Replicate && self.stride == 1)
     }
 
     /// Stateless convs compute the one output once; frame windows are filled with copies and compute

@@ -173,7 +173,8 @@ impl Layer for TemporalPool {
 
     fn preserves_constant(&self) -> bool {
         // Windows over copies of one frame; the start padding is a copy too, or never wins (max).
-        self.kind == PoolKind::Max || self.fill == Fill::Replicate
+        // Strided: see `TemporalConv::preserves_constant`.
+        self.stride == 1 && (self.kind == PoolKind::Max || self.fill == Fill::Replicate)
     }
 
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
