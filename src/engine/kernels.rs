@@ -3,6 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::hwc::Window;
 use super::spatial::Pad2d;
 
 /// Depthwise 2-D convolution (one filter per channel), zero padding, square stride.
@@ -278,19 +279,18 @@ impl CustomOp1 for DepthwiseConv2d {
 /// `(N, C·kh·kw, OH·OW)`, row `c·kh·kw + ky·kw + kx` holding the input under tap `(ky, kx)` of channel
 /// `c` for every output pixel. A convolution is then one matrix product with the weight as
 /// `(C_out, C·kh·kw)`; candle's own conv2d builds small tiles and runs far below gemm speed.
+/// The window geometry is the step path's [`Window`] (which builds channels-last im2col rows).
 #[derive(Debug, Clone)]
-pub struct Im2Col {
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: Pad2d,
+pub struct Im2Col(pub Window);
+
+impl std::ops::Deref for Im2Col {
+    type Target = Window;
+    fn deref(&self) -> &Window {
+        &self.0
+    }
 }
 
 impl Im2Col {
-    pub fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        let [t, b, l, r] = self.pad;
-        ((h + t + b - self.kh) / self.stride + 1, (w + l + r - self.kw) / self.stride + 1)
-    }
 
     /// The `kh·kw` rows of one input channel plane.
     fn plane(&self, src: &[f32], h: usize, w: usize, dst: &mut [f32], oh: usize, ow: usize) {
@@ -417,7 +417,7 @@ mod tests {
         for (k, s, pad, h, w) in [(7, 2, [2, 3, 2, 3], 12, 10), (3, 1, [1, 1, 1, 1], 5, 6), (3, 2, [0, 1, 1, 0], 7, 8), (2, 2, [0; 4], 6, 6), (1, 2, [0; 4], 5, 5)] {
             let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (4, 3, k, k), &dev).unwrap();
-            let op = Im2Col { kh: k, kw: k, stride: s, pad };
+            let op = Im2Col(Window { kh: k, kw: k, stride: s, pad });
             let (oh, ow) = op.output_hw(h, w);
             let col = x.apply_op1_no_bwd(&op).unwrap();
             let y = wt.reshape((4, 3 * k * k)).unwrap().broadcast_matmul(&col).unwrap().reshape((2, 4, oh, ow)).unwrap();

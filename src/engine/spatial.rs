@@ -37,7 +37,7 @@ impl SpatialConv {
         };
         // Dense convs, and strided 1×1 convs (im2col then subsamples: X3D's shortcut branch1).
         let gemm = if groups == 1 && (matrix.is_none() || stride != 1) && weight.device().is_cpu() {
-            let op = Im2Col { kh, kw, stride, pad };
+            let op = Im2Col(super::hwc::Window { kh, kw, stride, pad });
             Some((weight.reshape((c_out, c_in_g * kh * kw))?, op))
         } else {
             None
