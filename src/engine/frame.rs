@@ -16,10 +16,6 @@ pub struct Frame {
 }
 
 impl Frame {
-    pub fn zeros(shape: Chw) -> Self {
-        Frame { data: vec![0.0; shape.numel()], shape }
-    }
-
     /// Set the shape, growing the buffer only if its capacity is short (contents unspecified).
     pub fn reshape_for(&mut self, shape: Chw) {
         self.shape = shape;

@@ -37,23 +37,21 @@ impl DepthwiseConv2d {
     /// One channel plane: `out (oh×ow) = Σ taps w · in (h×w)` with zero padding.
     fn plane(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         out.fill(0.0);
-        self.plane_add(filter, input, h, w, out, ow, scratch, false);
+        self.plane_add(filter, input, h, w, out, ow, scratch);
     }
 
     /// `out (oh×ow) += Σ taps w · in (h×w)`: the taps' sum is formed first, then added to `out`.
-    /// `prepared`: `scratch` already holds this plane's padded copy, made by a call for a conv of the
-    /// same geometry (the taps of one temporal conv), so only the taps run.
     #[allow(clippy::too_many_arguments)]
-    fn plane_add(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+    fn plane_add(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 (checked above).
-                unsafe { self.plane_add_avx2(filter, input, h, w, out, ow, scratch, prepared) };
+                unsafe { self.plane_add_avx2(filter, input, h, w, out, ow, scratch) };
                 return;
             }
         }
-        self.plane_add_any(filter, input, h, w, out, ow, scratch, prepared);
+        self.plane_add_any(filter, input, h, w, out, ow, scratch);
     }
 
     /// [`Self::plane_add`] compiled for AVX2 (8 lanes instead of SSE2's 4; no FMA, so the same
@@ -61,17 +59,17 @@ impl DepthwiseConv2d {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn plane_add_avx2(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
-        self.plane_add_any(filter, input, h, w, out, ow, scratch, prepared);
+    unsafe fn plane_add_avx2(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
+        self.plane_add_any(filter, input, h, w, out, ow, scratch);
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn plane_add_any(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+    fn plane_add_any(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         if self.stride == 1 {
-            self.plane_add_padded(filter, input, h, w, out, ow, scratch, prepared);
+            self.plane_add_padded(filter, input, h, w, out, ow, scratch);
         } else {
-            self.plane_add_phases(filter, input, h, w, out, ow, scratch, prepared);
+            self.plane_add_phases(filter, input, h, w, out, ow, scratch);
         }
     }
 
@@ -81,24 +79,17 @@ impl DepthwiseConv2d {
     /// instead of a strided gather. Taps are summed in (ky, kx) order, then added to `out`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn plane_add_phases(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+    fn plane_add_phases(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         let [pt, pb, pl, pr] = self.pad;
         let s = self.stride;
         let (hp, wp) = (h + pt + pb, w + pl + pr);
         let wq = wp.div_ceil(s);
         let oh = out.len() / ow;
         let phase_len = hp * wq;
-        if prepared {
-            scratch[s * phase_len..].fill(0.0);
-        } else {
-            scratch.clear();
-            scratch.resize(s * phase_len + oh * ow, 0.0);
-        }
+        scratch.clear();
+        scratch.resize(s * phase_len + oh * ow, 0.0);
         let (phases, acc) = scratch.split_at_mut(s * phase_len);
         for q in 0..s {
-            if prepared {
-                break;
-            }
             // First input column landing in phase q, and its column there.
             let x0 = (q + s - pl % s) % s;
             if x0 >= w {
@@ -136,23 +127,16 @@ impl DepthwiseConv2d {
     /// order, as [`Self::plane_add_phases`] does.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn plane_add_padded(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>, prepared: bool) {
+    fn plane_add_padded(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         let [pt, pb, pl, pr] = self.pad;
         let (hp, wp) = (h + pt + pb, w + pl + pr);
         let oh = out.len() / ow;
         // Flat span covering every valid output: rows 0..oh on the wp-wide grid, last row up to ow.
         let span = (oh - 1) * wp + ow;
-        if prepared {
-            scratch[hp * wp..].fill(0.0);
-        } else {
-            scratch.clear();
-            scratch.resize(hp * wp + span, 0.0);
-        }
+        scratch.clear();
+        scratch.resize(hp * wp + span, 0.0);
         let (padded, acc) = scratch.split_at_mut(hp * wp);
         for y in 0..h {
-            if prepared {
-                break;
-            }
             padded[(y + pt) * wp + pl..][..w].copy_from_slice(&input[y * w..][..w]);
         }
         if self.kh == 3 && self.kw == 3 {
@@ -190,62 +174,6 @@ impl DepthwiseConv2d {
                 *o += a;
             }
         }
-    }
-
-    /// Output size `(oh, ow)` of an `h × w` input.
-    pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        self.output_hw(h, w)
-    }
-
-    /// [`Self::accumulate`] for several convs of the same geometry over one frame (the temporal taps a
-    /// frame feeds): `outs[i] += convs[i](input)`, channel by channel so each input plane is read
-    /// while it is in cache.
-    pub fn accumulate_many(convs: &[&DepthwiseConv2d], input: &[f32], h: usize, w: usize, outs: &mut [&mut [f32]]) -> Result<()> {
-        let Some(first) = convs.first() else { return Ok(()) };
-        let (oh, ow) = first.output_hw(h, w);
-        let c = first.channels;
-        if convs.len() != outs.len()
-            || convs.iter().any(|k| k.channels != c || k.output_hw(h, w) != (oh, ow))
-            || input.len() != c * h * w
-            || outs.iter().any(|o| o.len() != c * oh * ow)
-        {
-            bail!("depthwise accumulate: mismatched convs, input or outputs for {c}×{h}×{w}");
-        }
-        let mut per_channel: Vec<Vec<&mut [f32]>> = (0..c).map(|_| Vec::with_capacity(outs.len())).collect();
-        for out in outs.iter_mut() {
-            for (ch, plane) in out.chunks_mut(oh * ow).enumerate() {
-                per_channel[ch].push(plane);
-            }
-        }
-        per_channel.into_par_iter().enumerate().for_each_init(Vec::new, |scratch, (ch, mut planes)| {
-            let src = &input[ch * h * w..(ch + 1) * h * w];
-            for (i, (conv, dst)) in convs.iter().zip(planes.iter_mut()).enumerate() {
-                let taps = conv.kh * conv.kw;
-                // Same geometry for all: the padded plane made for the first conv serves the rest.
-                let prepared = i > 0 && {
-                    let prev = convs[i - 1];
-                    conv.pad == prev.pad && conv.stride == prev.stride && conv.kh == prev.kh && conv.kw == prev.kw
-                };
-                conv.plane_add(&conv.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, prepared);
-            }
-        });
-        Ok(())
-    }
-
-    /// `out (C, OH, OW) += conv(input (C, H, W))` for one frame: the continual step adds a tap's term
-    /// straight into the partial sum of the output it feeds (no intermediate tensor, no extra add pass).
-    pub fn accumulate(&self, input: &[f32], h: usize, w: usize, out: &mut [f32]) -> Result<()> {
-        let (oh, ow) = self.output_hw(h, w);
-        let c = self.channels;
-        if input.len() != c * h * w || out.len() != c * oh * ow {
-            bail!("depthwise accumulate: {} inputs / {} outputs for {c}×{h}×{w}", input.len(), out.len());
-        }
-        let taps = self.kh * self.kw;
-        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |scratch, (ch, dst)| {
-            let src = &input[ch * h * w..(ch + 1) * h * w];
-            self.plane_add(&self.weight[ch * taps..(ch + 1) * taps], src, h, w, dst, ow, scratch, false);
-        });
-        Ok(())
     }
 }
 
@@ -357,7 +285,7 @@ mod tests {
     use candle_core::Device;
 
     /// The depthwise kernel (both paths: stride 1 on the flat padded grid, stride 2/3 by column phase)
-    /// equals candle's grouped conv2d on the explicitly padded input; `accumulate` adds onto `out`.
+    /// equals candle's grouped conv2d on the explicitly padded input.
     #[test]
     fn depthwise_equals_grouped_conv2d() {
         let dev = Device::Cpu;
@@ -383,15 +311,6 @@ mod tests {
             let d: f32 = (&y - &reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
             assert!(d < 1e-5, "k={k} s={s} pad={pad:?} {h}x{w}: {d}");
 
-            // accumulate: out += conv(frame 0).
-            let (oh, ow) = op.out_hw(h, w);
-            let frame: Vec<f32> = x.get(0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let mut out = vec![1.5f32; c * oh * ow];
-            op.accumulate(&frame, h, w, &mut out).unwrap();
-            let expect: Vec<f32> = (reference.get(0).unwrap() + 1.5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            for (a, e) in out.iter().zip(&expect) {
-                assert!((a - e).abs() < 1e-5, "accumulate k={k} s={s}: {a} vs {e}");
-            }
         }
     }
 

@@ -130,16 +130,6 @@ impl SpatialConv {
         }
     }
 
-    /// The hand-written depthwise kernel, for depthwise convs on the CPU.
-    pub fn depthwise(&self) -> Option<&DepthwiseConv2d> {
-        self.depthwise.as_ref()
-    }
-
-    /// The weight as `(C_out, C_in·kh·kw)` when the conv runs on [`Self::columns`].
-    pub fn gemm_matrix(&self) -> Option<&Tensor> {
-        self.gemm.as_ref().map(|(m, _)| m)
-    }
-
     /// The conv output `(N, C_out, OH, OW)` from [`Self::columns`] of an input (output size `out_hw`).
     pub fn apply_columns(&self, col: &Tensor, out_hw: (usize, usize)) -> Result<Tensor> {
         let Some((m, _)) = &self.gemm else {
