@@ -83,12 +83,7 @@ impl Layer for Sequential {
     /// the layer before emitted; otherwise step by step.
     fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
         if !self.preserves_constant() {
-            let mut emitted = 0;
-            for _ in 1..n {
-                emitted += self.step_frame(x)?.is_some() as usize;
-            }
-            let last = self.step_frame(x)?;
-            return Ok((emitted + last.is_some() as usize, last));
+            return super::prime_by_stepping(self, x, n);
         }
         let (mut y, mut count) = (x, n);
         for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {

@@ -495,12 +495,7 @@ impl Layer for TemporalConv {
         let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
         let fast = self.is_stateless() || (self.uses_frame_window() && self.fill == Fill::Replicate);
         if !fast || n < 2 {
-            let mut emitted = 0;
-            for _ in 1..n {
-                emitted += self.step_frame(x)?.is_some() as usize;
-            }
-            let last = self.step_frame(x)?;
-            return Ok((emitted + last.is_some() as usize, last));
+            return super::prime_by_stepping(self, x, n);
         }
         if self.is_stateless() {
             return Ok((n, self.step_frame(x)?));

@@ -146,12 +146,7 @@ pub trait Layer: Send {
     /// and the last one. Layers for which a constant input makes a constant output override it to
     /// skip the repeats (see [`Layer::preserves_constant`]); the result is what `n` steps give.
     fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        let mut emitted = 0;
-        for _ in 1..n {
-            emitted += self.step_frame(x)?.is_some() as usize;
-        }
-        let last = self.step_frame(x)?;
-        Ok((emitted + last.is_some() as usize, last))
+        prime_by_stepping(self, x, n)
     }
     /// Whether a stream of one repeated frame makes every output of this layer the same frame (true
     /// for stateless layers, and for windows over a replicate-filled start or a max). Lets a
@@ -183,6 +178,16 @@ pub trait Layer: Send {
     fn temporal(&self) -> Temporal;
     /// Shapes and costs for an input frame of shape `input`.
     fn report(&self, input: Chw) -> LayerReport;
+}
+
+/// [`Layer::prime`] the plain way: step `x` `n` times; the outputs emitted and the last step's output.
+pub fn prime_by_stepping<'a, L: Layer + ?Sized>(layer: &'a mut L, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+    let mut emitted = 0;
+    for _ in 1..n {
+        emitted += layer.step_frame(x)?.is_some() as usize;
+    }
+    let last = layer.step_frame(x)?;
+    Ok((emitted + last.is_some() as usize, last))
 }
 
 /// Run a whole clip through the step path (the library's `forward_steps`), optionally flushing at the
