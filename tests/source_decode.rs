@@ -9,7 +9,7 @@ use coinfer::error::{ErrorKind, kind_of};
 use coinfer::preprocess::Resampler;
 use coinfer::source::{Frame, OpenOptions, RawVideo, open};
 mod common;
-use common::{cli_rgb_hashes, ffmpeg, sha};
+use common::{cli_rgb_hashes, ffmpeg, lavfi, sha};
 
 
 
@@ -380,25 +380,9 @@ fn vfr_clip_timestamps_and_frame_selection() {
     let dir = tmp();
     let path = p(&dir, "vfr.mkv");
     // 30 fps with jitter (±8 ms), then a 0.4 s gap after frame 40, then 15 fps from frame 60.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=64x48:rate=30:duration=3",
-        "-vf",
-        "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'",
-        "-fps_mode",
-        "passthrough",
-        "-enc_time_base",
-        "1/1000",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-bf",
-        "2",
-        path.to_str().unwrap(),
-    ]);
+    let timing = "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'";
+    let encode = ["-fps_mode", "passthrough", "-enc_time_base", "1/1000", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "2"];
+    lavfi("testsrc2=size=64x48:rate=30:duration=3", &[&["-vf", timing][..], &encode].concat(), &path);
     let want = ffprobe_pts(&path);
     assert_eq!(want.len(), 90);
     let got = decode_all(path.to_str().unwrap(), &OpenOptions::default()).unwrap();
@@ -485,17 +469,7 @@ fn raw_and_y4m_files() {
     let lavfi_src = format!("testsrc2=size=96x54:rate=25:duration=0.32,scale={w}:{h}");
     // rgb24: bytes pass through unchanged.
     let rgb = p(&dir, "f.rgb");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &lavfi_src,
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        rgb.to_str().unwrap(),
-    ]);
+    lavfi(&lavfi_src, &["-f", "rawvideo", "-pix_fmt", "rgb24"], &rgb);
     let bytes = std::fs::read(&rgb).unwrap();
     let frames: Vec<String> = bytes.chunks(w * h * 3).map(sha).collect();
     assert_eq!(frames.len(), 8);
@@ -547,17 +521,7 @@ fn raw_and_y4m_files() {
 
     // y4m by path is probed by libavformat.
     let y4m = p(&dir, "f.y4m");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &lavfi_src,
-        "-pix_fmt",
-        "yuv444p",
-        "-f",
-        "yuv4mpegpipe",
-        y4m.to_str().unwrap(),
-    ]);
+    lavfi(&lavfi_src, &["-pix_fmt", "yuv444p", "-f", "yuv4mpegpipe"], &y4m);
     let got = decode_all(y4m.to_str().unwrap(), &OpenOptions::default()).unwrap();
     assert_eq!(got.hashes, cli_rgb_hashes(&[], &y4m, w, h));
 
@@ -664,30 +628,14 @@ fn bad_inputs_are_classified_errors() {
     assert_eq!(kind_of(&open_err(&noise)), ErrorKind::Data);
 
     let wav = p(&dir, "tone.wav");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=duration=0.5",
-        wav.to_str().unwrap(),
-    ]);
+    lavfi("sine=duration=0.5", &[], &wav);
     let e = open_err(&wav);
     assert_eq!(kind_of(&e), ErrorKind::Data);
     assert!(e.to_string().contains("no video stream"), "{e}");
 
     // mp4 with its moov at the end, cut in half: no moov.
     let mp4 = p(&dir, "clip.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=2",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        mp4.to_str().unwrap(),
-    ]);
+    lavfi("testsrc2=size=320x240:rate=25:duration=2", &["-c:v", "libx264", "-pix_fmt", "yuv420p"], &mp4);
     let full = std::fs::read(&mp4).unwrap();
     let cut = p(&dir, "moovless.mp4");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use coinfer::error::{ErrorKind, kind_of};
 use coinfer::source::{Frame, OpenOptions, RawVideo, open};
 mod common;
-use common::{cli_rgb_hashes, ffmpeg, sha};
+use common::{cli_rgb_hashes, lavfi, sha};
 
 unsafe extern "C" {
     fn dup2(oldfd: i32, newfd: i32) -> i32;
@@ -49,57 +49,14 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     let path = |n: &str| dir.path().join(n);
 
     let y4m = path("a.y4m");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &lavfi_src,
-        "-pix_fmt",
-        "yuv420p",
-        "-f",
-        "yuv4mpegpipe",
-        y4m.to_str().unwrap(),
-    ]);
+    lavfi(&lavfi_src, &["-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"], &y4m);
     let ts = path("a.ts");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=96x54:rate=25:duration=0.4",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-f",
-        "mpegts",
-        ts.to_str().unwrap(),
-    ]);
+    lavfi("testsrc2=size=96x54:rate=25:duration=0.4", &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts"], &ts);
     let frag = path("a.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=96x54:rate=25:duration=0.4",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-movflags",
-        "frag_keyframe+empty_moov",
-        frag.to_str().unwrap(),
-    ]);
+    let h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"];
+    lavfi("testsrc2=size=96x54:rate=25:duration=0.4", &[&h264[..], &["-movflags", "frag_keyframe+empty_moov"]].concat(), &frag);
     let raw = path("a.rgb");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &lavfi_src,
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        raw.to_str().unwrap(),
-    ]);
+    lavfi(&lavfi_src, &["-f", "rawvideo", "-pix_fmt", "rgb24"], &raw);
 
     for (file, (fw, fh)) in [(&y4m, (w, h)), (&ts, (96, 54)), (&frag, (96, 54))] {
         let mut child = pipe_to_stdin("cat", &[file.to_str().unwrap()]);
@@ -155,19 +112,7 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     // An ordinary mp4 (moov at the end) larger than the probe buffer cannot be read from a pipe: FFmpeg
     // reports no pixel format, which would abort the process inside swscale if it reached the scaler.
     let big = path("big.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=30:duration=60",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        big.to_str().unwrap(),
-    ]);
+    lavfi("testsrc2=size=320x240:rate=30:duration=60", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"], &big);
     let mut child = pipe_to_stdin("cat", &[big.to_str().unwrap()]);
     let e = decode_stdin(&OpenOptions::default()).unwrap_err();
     let _ = child.kill();

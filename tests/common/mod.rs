@@ -23,6 +23,12 @@ pub fn ffmpeg(args: &[&str]) {
     assert!(st.success(), "ffmpeg {args:?} failed");
 }
 
+/// Render a lavfi `source` with output `args` to `out`.
+pub fn lavfi(source: &str, args: &[&str], out: &Path) {
+    let out = out.to_str().expect("a UTF-8 path");
+    ffmpeg(&[&["-f", "lavfi", "-i", source], args, &[out]].concat());
+}
+
 /// Per-frame SHA-256 of the ffmpeg CLI's rgb24 output; `input_args` go before the input path.
 pub fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> Vec<String> {
     let out = Command::new("ffmpeg")
