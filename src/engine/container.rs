@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor, bail};
 
 use super::delay::Delay;
+use super::hwc::{self, L1_BLOCK};
 use super::{Activation, Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 pub struct Sequential {
@@ -248,10 +249,7 @@ impl Layer for Parallel {
             bail!("{name}: branches out of step (a delay-alignment bug)");
         }
         let ys = ys.iter().map(|y| y.expect("all ready"));
-        combine_frames(name, *reduce, ys, out)?;
-        if let Some(act) = act {
-            act.apply(&mut out.data);
-        }
+        combine_frames(name, *reduce, *act, ys, out)?;
         Ok(Some(out.as_ref()))
     }
 
@@ -264,10 +262,7 @@ impl Layer for Parallel {
         (0..n)
             .map(|i| {
                 let mut y = Frame::default();
-                combine_frames(&self.name, self.reduce, outs.iter().map(|o| o[i].as_ref()), &mut y)?;
-                if let Some(act) = self.act {
-                    act.apply(&mut y.data);
-                }
+                combine_frames(&self.name, self.reduce, self.act, outs.iter().map(|o| o[i].as_ref()), &mut y)?;
                 Ok(y)
             })
             .collect()
@@ -287,10 +282,7 @@ impl Layer for Parallel {
         if ys[0].is_none() {
             return Ok((0, None));
         }
-        combine_frames(name, *reduce, ys[..k].iter().map(|y| y.expect("all emitted")), out)?;
-        if let Some(act) = act {
-            act.apply(&mut out.data);
-        }
+        combine_frames(name, *reduce, *act, ys[..k].iter().map(|y| y.expect("all emitted")), out)?;
         Ok((counts[0], Some(out.as_ref())))
     }
 
@@ -339,7 +331,7 @@ impl Layer for Parallel {
 }
 
 /// Branch outputs summed, or concatenated along channels (per pixel, in branch order), into `out`.
-fn combine_frames<'a>(name: &str, reduce: Reduce, ys: impl Iterator<Item = FrameRef<'a>> + Clone, out: &mut Frame) -> Result<()> {
+fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: impl Iterator<Item = FrameRef<'a>> + Clone, out: &mut Frame) -> Result<()> {
     let first = ys.clone().next().expect("at least one branch");
     let (h, w) = (first.shape.h, first.shape.w);
     if ys.clone().any(|y| (y.shape.h, y.shape.w) != (h, w)) {
@@ -351,17 +343,25 @@ fn combine_frames<'a>(name: &str, reduce: Reduce, ys: impl Iterator<Item = Frame
                 bail!("{name}: summed branches differ in shape");
             }
             out.reshape_for(first.shape);
-            let mut rest = ys.skip(1);
-            match rest.next() {
-                // One pass over the first two.
-                Some(second) => {
-                    for ((o, &a), &b) in out.data.iter_mut().zip(first.data).zip(second.data) {
-                        *o = a + b;
+            let mut rest = ys.clone().skip(1);
+            if let (Some(second), None) = (rest.next(), rest.next()) {
+                // A residual sum: one pass, the activation applied while the block is in L1, shared
+                // by the step's threads.
+                let (c, pixels) = (first.shape.c, h * w);
+                let work = pixels * c * (1 + Activation::work_per_value(act));
+                hwc::split_rows(&mut out.data, c, pixels, work, |out, rows| {
+                    let (a, b) = (&first.data[rows.start * c..rows.end * c], &second.data[rows.start * c..rows.end * c]);
+                    for ((o, a), b) in out.chunks_mut(L1_BLOCK).zip(a.chunks(L1_BLOCK)).zip(b.chunks(L1_BLOCK)) {
+                        o.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = a + b);
+                        if let Some(act) = act {
+                            act.apply(o);
+                        }
                     }
-                }
-                None => out.data.copy_from_slice(first.data),
+                });
+                return Ok(());
             }
-            for y in rest {
+            out.data.copy_from_slice(first.data);
+            for y in ys.skip(1) {
                 out.data.iter_mut().zip(y.data).for_each(|(a, &b)| *a += b);
             }
         }
@@ -377,6 +377,9 @@ fn combine_frames<'a>(name: &str, reduce: Reduce, ys: impl Iterator<Item = Frame
                 offset += cy;
             }
         }
+    }
+    if let Some(act) = act {
+        act.apply(&mut out.data);
     }
     Ok(())
 }

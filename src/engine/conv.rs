@@ -80,15 +80,38 @@ const MAX_WINDOW: usize = 8;
 /// registers). Partial sums would cost `k` read-modify-write passes over pending outputs per step;
 /// this writes each output once, and the frames kept double as the replicate fill's edge frame.
 /// Same outputs on the same steps, the same multiply-adds per step.
+///
+/// Frames are kept with the conv's spatial zero padding around them (written once; a new frame
+/// overwrites the interior only), so that every output pixel runs the kernel's fast interior path.
 #[derive(Debug, Clone, Default)]
 struct FrameWindow {
-    /// Input `t` lives in slot `t mod k`.
+    /// Input `t` lives in slot `t mod k`, padded.
     frames: Vec<Vec<f32>>,
     seen: usize,
     out: Vec<f32>,
 }
 
 impl FrameWindow {
+    /// Keep input `t` (`in_hw`, `c` channels) in its slot, inside the padding of `window`.
+    fn store(&mut self, t: usize, x: &[f32], (h, w): (usize, usize), c: usize, window: &Window) {
+        let [top, bottom, left, right] = window.pad;
+        let pw = w + left + right;
+        let k = self.frames.len();
+        let slot = &mut self.frames[t % k];
+        let len = (h + top + bottom) * pw * c;
+        if slot.len() != len {
+            slot.clear();
+            slot.resize(len, 0.0);
+        }
+        // Row by row into the interior, the rows shared by the step's threads.
+        let interior = &mut slot[top * pw * c..(top + h) * pw * c];
+        split_rows(interior, pw * c, h, h * w * c, |rows_out, rows| {
+            for (dst, src) in rows_out.chunks_exact_mut(pw * c).zip(x[rows.start * w * c..rows.end * w * c].chunks_exact(w * c)) {
+                dst[left * c..][..w * c].copy_from_slice(src);
+            }
+        });
+    }
+
     /// Compute output `j` into `out`: the bias plus every tap whose input is a frame (`frame_of`
     /// maps an input index to a kept frame, or `None` for zero padding).
     #[allow(clippy::too_many_arguments)]
@@ -99,7 +122,7 @@ impl FrameWindow {
         window: &Window,
         bias: &[f32],
         (k, s, p_b): (usize, usize, usize),
-        in_hw: (usize, usize),
+        (h, w): (usize, usize),
         c: usize,
         len: usize,
         frame_of: impl Fn(i64) -> Option<usize>,
@@ -115,7 +138,9 @@ impl FrameWindow {
             }
         }
         self.out.resize(len, 0.0);
-        window.depthwise_sum(&terms[..n], Some(bias), in_hw.0, in_hw.1, c, &mut self.out);
+        let [top, bottom, left, right] = window.pad;
+        let valid = Window { pad: [0; 4], ..*window };
+        valid.depthwise_sum(&terms[..n], Some(bias), h + top + bottom, w + left + right, c, &mut self.out);
     }
 }
 
@@ -217,7 +242,7 @@ impl ConvStep {
     fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
         let c = bias.len().max(1);
         let pixels = out.len() / c;
-        split_rows(out, c, pixels, out.len(), |out, _| {
+        split_rows(out, c, pixels, out.len() * (1 + Activation::work_per_value(act)), |out, _| {
             add_rows(out, bias);
             if let Some(act) = act {
                 act.apply(out);
@@ -396,8 +421,7 @@ impl Layer for TemporalConv {
         if st.frames.is_some() {
             let fw = st.frames.as_mut().expect("checked");
             let t = fw.seen;
-            fw.frames[t % k].clear();
-            fw.frames[t % k].extend_from_slice(x.data);
+            fw.store(t, x.data, in_hw, st.c_in, &st.window);
             fw.seen += 1;
             // Output j's newest input is t = j·s − p_b + k − 1.
             let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { return Ok(None) };
@@ -507,11 +531,11 @@ impl Layer for TemporalConv {
         let before = if seen == 0 { 0 } else { due(seen - 1) };
         let emitted = due(seen + n - 1) - before;
         // Feed all but the last copy without computing outputs, then step the last one normally.
-        let fw = self.step_state()?.frames.as_mut().expect("a frame window");
+        let st = self.step_state()?;
+        let fw = st.frames.as_mut().expect("a frame window");
         for t in seen..seen + n - 1 {
             if t + k >= seen + n - 1 {
-                fw.frames[t % k].clear();
-                fw.frames[t % k].extend_from_slice(x.data);
+                fw.store(t, x.data, (x.shape.h, x.shape.w), x.shape.c, &st.window);
             }
         }
         fw.seen = seen + n - 1;

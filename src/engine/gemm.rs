@@ -69,13 +69,16 @@ impl Weight {
         self.n
     }
 
+    /// Column panels of 32 (the unit a product can be split by columns in, [`Self::matmul_columns`]);
+    /// 0 when the weight is not packed (no AVX-512), which splits by rows only.
+    pub fn panels(&self) -> usize {
+        if self.packed { self.n.div_ceil(NR) } else { 0 }
+    }
+
     /// `out (m, n) = a (m, k) · self`, or `+=` when `accumulate`; `a` and `out` row-major.
     pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], accumulate: bool) {
         let (k, n) = (self.k, self.n);
-        assert!(
-            a.len() >= m * k && out.len() >= m * n,
-            "matmul: buffers too small"
-        );
+        assert!(a.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
         if m == 0 || n == 0 {
             return;
         }
@@ -88,7 +91,7 @@ impl Weight {
         #[cfg(target_arch = "x86_64")]
         if self.packed {
             // SAFETY: packed weights exist only on CPUs with AVX-512F; sizes were checked above.
-            return unsafe { self.matmul_avx512(m, a, out, accumulate) };
+            return unsafe { self.matmul_avx512(m, a, out.as_mut_ptr(), accumulate, 0..self.panels()) };
         }
         FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the strides describe dense row-major matrices inside the checked slices.
@@ -117,9 +120,25 @@ impl Weight {
         }
     }
 
+    /// The columns of `panels` only of [`Self::matmul`] (packed weights), so that threads can share a
+    /// product with few rows and many columns, each reading only its part of the weight.
+    ///
+    /// # Safety
+    /// `out` points to `m · n` writable values that nothing else accesses in these columns meanwhile.
+    pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, accumulate: bool, panels: std::ops::Range<usize>) {
+        assert!(self.packed && self.k > 0 && panels.end <= self.panels() && a.len() >= m * self.k, "matmul_columns: bad call");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
+        unsafe {
+            self.matmul_avx512(m, a, out, accumulate, panels)
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F is present; `out` holds `m · n` values, `a` `m · k`, and `panels` are in range.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: &mut [f32], accumulate: bool) {
+    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: *mut f32, accumulate: bool, panels: std::ops::Range<usize>) {
         let (k, n) = (self.k, self.n);
         let mask = |cols: usize| -> u16 {
             if cols >= 16 {
@@ -130,20 +149,19 @@ impl Weight {
         };
         // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
         // matrix would be streamed from L3 once per 8 rows.
-        let panels = n.div_ceil(NR);
-        let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels);
-        for p0 in (0..panels).step_by(group) {
+        let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels.len().max(1));
+        for p0 in panels.clone().step_by(group) {
             for i0 in (0..m).step_by(MR) {
                 let rows = (m - i0).min(MR);
-                for p in p0..(p0 + group).min(panels) {
+                for p in p0..(p0 + group).min(panels.end) {
                     let cols = (n - p * NR).min(NR);
                     let masks = (mask(cols), mask(cols.saturating_sub(16)));
                     // SAFETY: row i0 + r < m of `a` and `out`, columns of panel p below n (masked), and the
-                    // panel's k·32 values all lie inside the checked buffers.
+                    // panel's k·32 values all lie inside the buffers the caller vouched for.
                     unsafe {
                         let a = a.as_ptr().add(i0 * k);
                         let b = self.data.as_ptr().add(p * k * NR);
-                        let c = out.as_mut_ptr().add(i0 * n + p * NR);
+                        let c = out.add(i0 * n + p * NR);
                         match rows {
                             8 => kernel::<8>(k, a, b, c, n, masks, accumulate),
                             7 => kernel::<7>(k, a, b, c, n, masks, accumulate),

@@ -6,40 +6,78 @@
 
 use super::spatial::Pad2d;
 
-/// Work (multiply-adds, or values visited) from which an op is split in two halves over the rayon
-/// pool. Only on a pool thread (the models run their step inside the pool), where a join is a push
-/// to the local deque and a wake-up of the other worker rather than a cross-thread injection.
-const PARALLEL_WORK: usize = 8_000_000;
+use super::team;
 
-/// Run `f` on the `rows` rows of `out` (`row_len` values each), as two halves side by side when
-/// `work` is big enough and a second pool thread exists; `f` gets its rows and their range.
+/// Work (multiply-adds, or values visited) per chunk when an op is shared by the step's threads
+/// ([`team`]): a hand-off costs well under a microsecond, a chunk of this size one or two. (Measured
+/// on CoX3D-S with 2 threads: 20 k–100 k per chunk and 1–4 chunks per thread all within noise;
+/// 300 k and more lose.)
+const CHUNK_WORK: usize = 50_000;
+
+/// Chunks to cut `work` into: one per `CHUNK_WORK`, at most two per thread of the running session.
+fn chunks_for(work: usize) -> usize {
+    let threads = team::width();
+    if threads < 2 { 1 } else { (work / CHUNK_WORK).min(2 * threads) }
+}
+
+/// Values an elementwise pass handles at a time when it makes two passes (e.g. a product, then
+/// an activation), so that the second reads from L1.
+pub const L1_BLOCK: usize = 2048;
+
+/// A pointer that the chunks of one op share; each writes a part the others do not touch.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: used only for disjoint parts of one buffer that outlives the op (see the call sites).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// (A method, so that closures capture the whole `Shared` rather than its raw pointer field.)
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Run `f` on the `rows` rows of `out` (`row_len` values each), in parts on the session's threads
+/// when `work` is big enough (each part a run of whole rows); `f` gets its rows and their range.
 pub fn split_rows(out: &mut [f32], row_len: usize, rows: usize, work: usize, f: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync) {
+    split_rows_by(out, row_len, rows, 1, chunks_for(work), f)
+}
+
+/// [`split_rows`] into `chunks` parts whose row counts are multiples of `unit` (but the last).
+fn split_rows_by(out: &mut [f32], row_len: usize, rows: usize, unit: usize, chunks: usize, f: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync) {
     let out = &mut out[..rows * row_len];
-    if rows >= 2 && work >= PARALLEL_WORK && rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
-        let mid = rows / 2;
-        let (a, b) = out.split_at_mut(mid * row_len);
-        rayon::join(|| f(a, 0..mid), || f(b, mid..rows));
-    } else {
-        f(out, 0..rows)
+    let units = rows.div_ceil(unit);
+    let chunks = chunks.min(units);
+    if chunks <= 1 {
+        return f(out, 0..rows);
     }
+    let base = Shared(out.as_mut_ptr());
+    team::for_each_chunk(chunks, &|i| {
+        let range = (units * i / chunks * unit).min(rows)..(units * (i + 1) / chunks * unit).min(rows);
+        // SAFETY: the chunks' row ranges are disjoint and inside `out`, which outlives the call.
+        let part = unsafe { std::slice::from_raw_parts_mut(base.at(range.start * row_len), range.len() * row_len) };
+        f(part, range)
+    });
 }
 
-/// Run `f` inside the rayon pool (on a worker thread) when the pool has more than one thread, so
-/// that the ops it runs can split their work cheaply ([`split_rows`]).
-pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        rayon::scope(|_| f())
-    } else {
-        f()
-    }
-}
-
-/// `out (m, n) = lhs (m, k) · w`, or `+=` when `accumulate`; row-major. Large products are split by
-/// rows over two threads.
+/// `out (m, n) = lhs (m, k) · w`, or `+=` when `accumulate`; row-major. In a session, large products
+/// are shared: by column panels when there are more columns than rows (each thread then reads only
+/// its part of the weight), else by blocks of 8 rows.
 pub fn matmul(m: usize, lhs: &[f32], w: &super::gemm::Weight, out: &mut [f32], accumulate: bool) {
     let (k, n) = (w.k(), w.n());
     assert!(lhs.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
-    split_rows(out, n, m, m * k * n, |out, rows| {
+    let chunks = chunks_for(m * k * n);
+    if chunks > 1 && n > m && k > 0 && w.panels() >= 2 {
+        let (panels, chunks) = (w.panels(), chunks.min(w.panels()));
+        let base = Shared(out.as_mut_ptr());
+        team::for_each_chunk(chunks, &|i| {
+            // SAFETY: the chunks' column panels are disjoint; `out` holds m·n values and outlives the call.
+            unsafe { w.matmul_columns(m, lhs, base.at(0), accumulate, panels * i / chunks..panels * (i + 1) / chunks) }
+        });
+        return;
+    }
+    split_rows_by(out, n, m, 8, chunks, |out, rows| {
         w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, accumulate);
     });
 }
@@ -152,8 +190,16 @@ impl Window {
             #[cfg(target_arch = "x86_64")]
             {
                 if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
-                    return unsafe { self.run_avx512(op, start, h, w, c, out, rows) };
+                    let (_, ow) = self.output_hw(h, w);
+                    // SAFETY (all four): the CPU has AVX-512F.
+                    return unsafe {
+                        match (op, self.stride, self.kw) {
+                            (Op::Fma(terms), 1, 3) => self.depthwise_rows_avx512::<1, 3>(terms, start, h, w, c, out, rows),
+                            (Op::Fma(terms), 2, 3) => self.depthwise_rows_avx512::<2, 3>(terms, start, h, w, c, out, rows),
+                            (Op::Fma(terms), 1, 1) => self.depthwise_rows_avx512::<1, 1>(terms, start, h, w, c, out, rows),
+                            _ => self.run_avx512(op, start, h, w, c, out, rows, 0..ow),
+                        }
+                    };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU has AVX2 and FMA.
@@ -164,12 +210,88 @@ impl Window {
         })
     }
 
-    /// The AVX-512 form of [`Self::run`], written with intrinsics: per output pixel, 64 channels at a
-    /// time in four registers (independent chains hide the FMA latency), masked loads and stores for
-    /// the last partial block.
+    /// Depthwise sums on AVX-512 (stride `S`, `KW` columns), a row at a time. The interior columns,
+    /// whose taps all lie inside the frame horizontally, go in runs of up to 8 outputs per 16-channel
+    /// block: the row's `KW` weights stay in registers and each input pixel is loaded once per run,
+    /// not once per tap (the per-pixel form is bound by its two loads per FMA). The border columns
+    /// go through [`Self::run_avx512`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn depthwise_rows_avx512<const S: usize, const KW: usize>(
+        &self,
+        terms: &[(&[f32], &[f32])],
+        start: Option<&[f32]>,
+        h: usize,
+        w: usize,
+        c: usize,
+        out: &mut [f32],
+        rows: std::ops::Range<usize>,
+    ) {
+        let (_, ow) = self.output_hw(h, w);
+        let l = self.pad[2];
+        // Interior columns: ox·S ≥ l and ox·S − l + KW ≤ w.
+        let lo = l.div_ceil(S).min(ow);
+        let hi = if w + l >= KW { ((w + l - KW) / S + 1).min(ow) } else { 0 }.max(lo);
+        for oy in rows.clone() {
+            let row = &mut out[(oy - rows.start) * ow * c..][..ow * c];
+            // SAFETY: as for `run_avx512`, one row at a time.
+            unsafe {
+                if lo > 0 {
+                    self.run_avx512(Op::Fma(terms), start, h, w, c, row, oy..oy + 1, 0..lo);
+                }
+                if hi < ow {
+                    self.run_avx512(Op::Fma(terms), start, h, w, c, row, oy..oy + 1, hi..ow);
+                }
+            }
+            if hi == lo {
+                continue;
+            }
+            let Taps { ky, iy0, .. } = self.taps_at(oy, lo, h, w, c);
+            // Runs outside, channel blocks inside: a run's input pixels stay in L1 for all blocks.
+            let mut ox = lo;
+            while ox < hi {
+                // Stride 2 needs twice the input registers per output: shorter runs (no spills).
+                let n = (hi - ox).min(if S == 1 { RUN } else { RUN / 2 });
+                for cb in (0..c).step_by(B) {
+                    let mask = if c - cb >= B { 0xFFFF } else { ((1u32 << (c - cb)) - 1) as u16 };
+                    let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb };
+                    // SAFETY: columns lo..hi are interior (every tap's input column lies in 0..w),
+                    // the rows in `ky` are inside the frame (`taps_at`), and `row` holds ow pixels.
+                    unsafe {
+                        let (ix, o) = (ox * S - l, row.as_mut_ptr().add(ox * c + cb));
+                        match n {
+                            RUN => run.outputs::<RUN, S, KW>(ix, o),
+                            _ => {
+                                // The tail: runs of 4, 2, 1.
+                                let mut r = 0;
+                                for len in [4, 2, 1] {
+                                    while n - r >= len {
+                                        let (ix, o) = (ix + r * S, o.add(r * c));
+                                        match len {
+                                            4 => run.outputs::<4, S, KW>(ix, o),
+                                            2 => run.outputs::<2, S, KW>(ix, o),
+                                            _ => run.outputs::<1, S, KW>(ix, o),
+                                        }
+                                        r += len;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                ox += n;
+            }
+        }
+    }
+
+    /// The AVX-512 form of [`Self::run`] for the output columns `cols`, written with intrinsics: per
+    /// output pixel, 64 channels at a time in four registers (independent chains hide the FMA
+    /// latency), masked loads and stores for the last partial block.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
         // SAFETY (all loads and stores): masked lanes lie inside a pixel's `c` channels, and every
         // pixel and tap offset lies inside the buffers the callers checked.
         unsafe {
@@ -183,7 +305,7 @@ impl Window {
                 }
             };
             for oy in rows.clone() {
-                for ox in 0..ow {
+                for ox in cols.clone() {
                     let Taps { ky, kx, iy0, ix0, .. } = self.taps_at(oy, ox, h, w, c);
                     let (ky0, ky1, kx0, kx1) = (ky.start, ky.end, kx.start, kx.end);
                     let o = out[((oy - rows.start) * ow + ox) * c..][..c].as_mut_ptr();
@@ -288,6 +410,98 @@ impl Window {
 
 /// Lanes per channel block.
 const B: usize = 16;
+/// Outputs per run of the interior depthwise kernel.
+const RUN: usize = 8;
+
+/// One 16-channel block of a row's interior outputs of a depthwise sum (see
+/// [`Window::depthwise_rows_avx512`]).
+#[cfg(target_arch = "x86_64")]
+struct DepthwiseRun<'a> {
+    terms: &'a [(&'a [f32], &'a [f32])],
+    start: Option<&'a [f32]>,
+    mask: u16,
+    /// Kernel rows inside the frame, and the input row of the first.
+    ky: std::ops::Range<usize>,
+    iy0: usize,
+    w: usize,
+    c: usize,
+    cb: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl DepthwiseRun<'_> {
+    /// `R` outputs side by side from input column `ix` (the first output's first tap) into `o` (the
+    /// first output's block, outputs `c` apart). Input column `ix + j` feeds output `r` through tap
+    /// `j − r·S`: each is loaded once and used by every output it reaches. Kernel rows alternate
+    /// between two sets of accumulators, so that 2·R chains hide the FMA latency.
+    ///
+    /// # Safety
+    /// AVX-512F; columns `ix .. ix + (R−1)·S + KW` and rows `iy0 ..` for `ky` lie inside every term's
+    /// frame; `o` holds `R` pixels of `c` values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn outputs<const R: usize, const S: usize, const KW: usize>(&self, ix: usize, o: *mut f32) {
+        use std::arch::x86_64::*;
+        let (m, c) = (self.mask, self.c);
+        // SAFETY: the caller vouches for every offset; masked lanes stay inside a pixel's channels.
+        unsafe {
+            let mut even = [_mm512_setzero_ps(); R];
+            let mut odd = [_mm512_setzero_ps(); R];
+            match self.start {
+                Some(s) => even = [_mm512_maskz_loadu_ps(m, s.as_ptr().add(self.cb)); R],
+                None => {
+                    for (r, a) in even.iter_mut().enumerate() {
+                        *a = _mm512_maskz_loadu_ps(m, o.add(r * c));
+                    }
+                }
+            }
+            let mut flip = false;
+            for &(x, wt) in self.terms {
+                for (dy, ky) in self.ky.clone().enumerate() {
+                    let xr = x.as_ptr().add(((self.iy0 + dy) * self.w + ix) * c + self.cb);
+                    let wr = wt.as_ptr().add(ky * KW * c + self.cb);
+                    if flip {
+                        Self::kernel_row::<R, S, KW>(&mut odd, xr, wr, m, c);
+                    } else {
+                        Self::kernel_row::<R, S, KW>(&mut even, xr, wr, m, c);
+                    }
+                    flip = !flip;
+                }
+            }
+            for r in 0..R {
+                _mm512_mask_storeu_ps(o.add(r * c), m, _mm512_add_ps(even[r], odd[r]));
+            }
+        }
+    }
+
+    /// One kernel row: input pixels `xr + j·c` times the row's `KW` weights at `wr`, into `acc`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn kernel_row<const R: usize, const S: usize, const KW: usize>(
+        acc: &mut [std::arch::x86_64::__m512; R],
+        xr: *const f32,
+        wr: *const f32,
+        m: u16,
+        c: usize,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: as for `outputs`.
+        unsafe {
+            let mut wv = [_mm512_setzero_ps(); KW];
+            for (kx, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(m, wr.add(kx * c));
+            }
+            for j in 0..(R - 1) * S + KW {
+                let xv = _mm512_maskz_loadu_ps(m, xr.add(j * c));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    if j >= r * S && j - r * S < KW {
+                        *a = _mm512_fmadd_ps(xv, wv[j - r * S], *a);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// The taps of one output pixel that lie inside the frame, the input pixel of the first, and the
 /// frame geometry.
@@ -458,24 +672,32 @@ mod tests {
     }
 
     /// Direct depthwise convolution and max pooling on channels-last frames, for every channel count
-    /// around the 16-lane blocks (tail overlap) and padded/strided windows.
+    /// around the 16-lane blocks (tail overlap), padded/strided windows, and widths whose interior
+    /// takes runs of 8, 4, 2 and 1 outputs.
     #[test]
     fn window_ops_match_direct_loops() {
         let mut seed = 7;
         for c in [1, 3, 15, 16, 17, 24, 54, 64] {
-            for win in [
+            for (win, (h, w)) in [
                 Window { kh: 3, kw: 3, stride: 1, pad: [1, 1, 1, 1] },
                 Window { kh: 3, kw: 3, stride: 2, pad: [0, 1, 0, 1] },
                 Window { kh: 1, kw: 1, stride: 1, pad: [0; 4] },
                 Window { kh: 2, kw: 3, stride: 2, pad: [1, 0, 2, 1] },
-            ] {
-                let (h, w) = (7, 6);
+                Window { kh: 3, kw: 3, stride: 1, pad: [0; 4] },
+                Window { kh: 3, kw: 3, stride: 2, pad: [1, 1, 1, 1] },
+            ]
+            .into_iter()
+            .flat_map(|win| [(win, (7, 6)), (win, (4, 31))])
+            {
                 let x: Vec<f32> = (0..h * w * c).map(|_| lcg(&mut seed)).collect();
                 let wt: Vec<f32> = (0..win.kh * win.kw * c).map(|_| lcg(&mut seed)).collect();
                 let (oh, ow) = win.output_hw(h, w);
                 let init: Vec<f32> = (0..oh * ow * c).map(|_| lcg(&mut seed)).collect();
                 let mut got = init.clone();
                 win.depthwise_acc(&x, h, w, c, &wt, &mut got);
+                let doubled: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
+                let mut summed = vec![f32::NAN; oh * ow * c];
+                win.depthwise_sum(&[(&x, &wt), (&doubled, &wt)], Some(&init[..c]), h, w, c, &mut summed);
                 let mut pooled = vec![0.0; oh * ow * c];
                 win.max_pool(&x, h, w, c, &mut pooled);
                 for oy in 0..oh {
@@ -494,8 +716,11 @@ mod tests {
                                 }
                             }
                             let i = (oy * ow + ox) * c + ch;
-                            assert!((got[i] as f64 - want).abs() < 1e-5, "c {c} {win:?}: {} vs {want}", got[i]);
+                            assert!((got[i] as f64 - want).abs() < 1e-5, "c {c} {win:?} {w}: {} vs {want}", got[i]);
                             assert_eq!(pooled[i], max, "c {c} {win:?}");
+                            // Two terms (the input, and the input doubled) from a start value: 3× the sum.
+                            let sum = init[ch] as f64 + 3.0 * (want - init[i] as f64);
+                            assert!((summed[i] as f64 - sum).abs() < 1e-4, "sum: c {c} {win:?} {w}: {} vs {sum}", summed[i]);
                         }
                     }
                 }

@@ -355,12 +355,24 @@ mod tests {
 pub fn swish_in_place(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            unsafe { swish_avx512(xs) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked above).
             unsafe { swish_avx2(xs) };
             return;
         }
     }
+    swish_loop(xs);
+}
+
+/// The same loop in 16 lanes (no FMA contraction: the results are bit-identical to the others).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn swish_avx512(xs: &mut [f32]) {
     swish_loop(xs);
 }
 

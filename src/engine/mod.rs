@@ -23,6 +23,7 @@ pub mod pointwise;
 pub mod pool;
 pub mod schedule;
 pub mod spatial;
+pub mod team;
 
 use candle_core::{Result, Tensor};
 
@@ -128,6 +129,15 @@ impl Activation {
         match self {
             Activation::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
             Activation::Swish => kernels::swish_in_place(xs),
+        }
+    }
+
+    /// Cost per value in the units of [`hwc::split_rows`]'s work (multiply-adds): swish's `exp`
+    /// and division cost about as much as 8 of them.
+    pub fn work_per_value(act: Option<Self>) -> usize {
+        match act {
+            Some(Activation::Swish) => 8,
+            _ => 1,
         }
     }
 }

@@ -359,7 +359,7 @@ impl CoI3d {
         Ok(Some(Tensor::from_vec(mean, NUM_CLASSES, &Device::Cpu)?))
     }
 
-    fn step_in_pool(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+    fn step_in_session(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         let s = self.config.size;        if frame.len() != 3 * s * s {
             bail!("I3D expects a frame of shape (3, {s}, {s}), got {} values", frame.len());
         }
@@ -398,7 +398,7 @@ impl StreamModel for CoI3d {
     /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
     /// the first position (step 62) rather than `pool − 1` positions later.
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::hwc::in_pool(|| self.step_in_pool(frame, probs))
+        crate::engine::team::session(|| self.step_in_session(frame, probs))
     }
 
     fn reset(&mut self) {

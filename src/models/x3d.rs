@@ -498,10 +498,10 @@ impl CoX3d {
     /// One frame of the stream, planar `(3, S, S)` values; on an output, the class probabilities
     /// (softmax per head position, then mean) go to `probs` and this returns true.
     pub fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::hwc::in_pool(|| self.step_in_pool(frame, probs))
+        crate::engine::team::session(|| self.step_in_session(frame, probs))
     }
 
-    fn step_in_pool(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+    fn step_in_session(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         let s = self.config.crop;
         if frame.len() != 3 * s * s {
             bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
@@ -518,7 +518,7 @@ impl CoX3d {
         StreamModel::step(self, frame)
     }
 
-    fn prime_in_pool(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+    fn prime_in_session(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         let s = self.config.crop;
         if n == 0 {
             return Ok(false);
@@ -603,7 +603,7 @@ impl StreamModel for CoX3d {
 
     /// Each layer sees its copies once (see `Layer::prime`).
     fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::hwc::in_pool(|| self.prime_in_pool(frame, n, probs))
+        crate::engine::team::session(|| self.prime_in_session(frame, n, probs))
     }
 
     fn reset(&mut self) {
