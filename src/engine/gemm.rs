@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const NR: usize = 32;
 /// Rows per kernel call.
 const MR: usize = 8;
+/// Weight rows the kernel prefetches ahead.
+const PREFETCH_ROWS: usize = 16;
 /// Bytes of packed weight kept hot while the row blocks pass over it.
 const L2_BUDGET: usize = 512 * 1024;
 
@@ -153,6 +155,12 @@ impl Weight {
         for p0 in panels.clone().step_by(group) {
             for i0 in (0..m).step_by(MR) {
                 let rows = (m - i0).min(MR);
+                // The next row block of the activations, while this one runs (it may come from L2 or L3).
+                let next = (i0 + MR) * k..((i0 + 2 * MR).min(m) * k);
+                for at in next.step_by(16) {
+                    // SAFETY: a prefetch of an address inside `a`; it never faults.
+                    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(a.as_ptr().add(at) as *const i8) };
+                }
                 for p in p0..(p0 + group).min(panels.end) {
                     let cols = (n - p * NR).min(NR);
                     let masks = (mask(cols), mask(cols.saturating_sub(16)));
@@ -205,6 +213,11 @@ unsafe fn kernel<const R: usize>(
             }
         }
         for p in 0..k {
+            // The weight streams from L3 on a step's first pass (a model's weights do not stay in
+            // L2 from one step to the next): fetch a few rows ahead. Past the panel's end this reads
+            // the next panel, or nothing (a prefetch never faults).
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + PREFETCH_ROWS) * NR) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((p + PREFETCH_ROWS) * NR + 16) as *const i8);
             let b0 = _mm512_loadu_ps(b.add(p * NR));
             let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
             for (r, row) in acc.iter_mut().enumerate() {

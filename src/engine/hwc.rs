@@ -131,27 +131,28 @@ impl Window {
     pub fn im2col(&self, x: &[f32], h: usize, w: usize, c: usize, cols: &mut Vec<f32>) {
         let (oh, ow) = self.output_hw(h, w);
         let k = self.kh * self.kw * c;
-        cols.clear();
+        // Every value is written below (zeros where the window hangs over the edge), so a buffer of
+        // the right size is reused as it is.
         cols.resize(oh * ow * k, 0.0);
         let [t, _, l, _] = self.pad;
-        for oy in 0..oh {
-            for ky in 0..self.kh {
-                let Some(iy) = Self::source(oy, ky, self.stride, t, h) else { continue };
-                for ox in 0..ow {
-                    let row = &mut cols[(oy * ow + ox) * k..][..k];
-                    for kx in 0..self.kw {
-                        let Some(ix) = Self::source(ox, kx, self.stride, l, w) else { continue };
-                        let (dst, src) = ((ky * self.kw + kx) * c, (iy * w + ix) * c);
-                        if c == 3 {
-                            // RGB input (every model's first conv): a fixed-size copy, not a memcpy call.
-                            row[dst..dst + 3].copy_from_slice(&x[src..src + 3]);
-                        } else {
-                            row[dst..dst + c].copy_from_slice(&x[src..src + c]);
+        split_rows(cols, ow * k, oh, oh * ow * k, |out, rows| {
+            for (oy, out) in rows.zip(out.chunks_exact_mut(ow * k)) {
+                for ky in 0..self.kh {
+                    let iy = Self::source(oy, ky, self.stride, t, h);
+                    for (ox, row) in out.chunks_exact_mut(k).enumerate() {
+                        for kx in 0..self.kw {
+                            let dst = &mut row[(ky * self.kw + kx) * c..][..c];
+                            match (iy, Self::source(ox, kx, self.stride, l, w)) {
+                                // RGB input (every model's first conv): a fixed-size copy, not a memcpy call.
+                                (Some(iy), Some(ix)) if c == 3 => dst.copy_from_slice(&x[(iy * w + ix) * 3..][..3]),
+                                (Some(iy), Some(ix)) => dst.copy_from_slice(&x[(iy * w + ix) * c..][..c]),
+                                _ => dst.fill(0.0),
+                            }
                         }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Depthwise convolution accumulated into `out (OH, OW, C)`: `weight` is `(kh, kw, C)`.
