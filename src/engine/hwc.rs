@@ -234,54 +234,47 @@ impl Window {
         // Interior columns: ox·S ≥ l and ox·S − l + KW ≤ w.
         let lo = l.div_ceil(S).min(ow);
         let hi = if w + l >= KW { ((w + l - KW) / S + 1).min(ow) } else { 0 }.max(lo);
-        for oy in rows.clone() {
-            let row = &mut out[(oy - rows.start) * ow * c..][..ow * c];
-            // SAFETY: as for `run_avx512`, one row at a time.
-            unsafe {
-                if lo > 0 {
-                    self.run_avx512(Op::Fma(terms), start, h, w, c, row, oy..oy + 1, 0..lo);
-                }
-                if hi < ow {
-                    self.run_avx512(Op::Fma(terms), start, h, w, c, row, oy..oy + 1, hi..ow);
-                }
+        // SAFETY: as for `run_avx512`, one row at a time.
+        unsafe {
+            if lo > 0 {
+                self.run_avx512(Op::Fma(terms), start, h, w, c, out, rows.clone(), 0..lo);
             }
-            if hi == lo {
-                continue;
+            if hi < ow {
+                self.run_avx512(Op::Fma(terms), start, h, w, c, out, rows.clone(), hi..ow);
             }
-            let Taps { ky, iy0, .. } = self.taps_at(oy, lo, h, w, c);
-            // Runs outside, channel blocks inside: a run's input pixels stay in L1 for all blocks.
-            let mut ox = lo;
-            while ox < hi {
-                // Stride 2 needs twice the input registers per output: shorter runs (no spills).
-                let n = (hi - ox).min(if S == 1 { RUN } else { RUN / 2 });
-                for cb in (0..c).step_by(B) {
-                    let mask = if c - cb >= B { 0xFFFF } else { ((1u32 << (c - cb)) - 1) as u16 };
-                    let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb };
-                    // SAFETY: columns lo..hi are interior (every tap's input column lies in 0..w),
-                    // the rows in `ky` are inside the frame (`taps_at`), and `row` holds ow pixels.
-                    unsafe {
-                        let (ix, o) = (ox * S - l, row.as_mut_ptr().add(ox * c + cb));
-                        match n {
-                            RUN => run.outputs::<RUN, S, KW>(ix, o),
-                            _ => {
-                                // The tail: runs of 4, 2, 1.
-                                let mut r = 0;
-                                for len in [4, 2, 1] {
-                                    while n - r >= len {
-                                        let (ix, o) = (ix + r * S, o.add(r * c));
-                                        match len {
-                                            4 => run.outputs::<4, S, KW>(ix, o),
-                                            2 => run.outputs::<2, S, KW>(ix, o),
-                                            _ => run.outputs::<1, S, KW>(ix, o),
-                                        }
-                                        r += len;
-                                    }
-                                }
-                            }
+        }
+        if hi == lo {
+            return;
+        }
+        // Loop order. Each run of outputs reads `kh` input rows of its columns from every term; when
+        // that fits in L1 with all channels, runs go outside and channel blocks inside (a pixel's
+        // lines are used by all blocks while in L1). Otherwise (wide pixels: many channels) one
+        // channel block at a time goes down a band of rows, so that the input rows consecutive output
+        // rows share are still in L1 for it, and the band's inputs stay in L2 for its other blocks.
+        let run_len = if S == 1 { RUN } else { RUN / 2 };
+        let run_bytes = ((run_len - 1) * S + KW) * c * 4 * self.kh * terms.len();
+        let blocks_outside = run_bytes > L1_RUN_BYTES;
+        let band = (L2_HALF / (terms.len().max(1) * S * w * c * 4)).max(1);
+        for band in (rows.start..rows.end).step_by(band).map(|b| b..(b + band).min(rows.end)) {
+            for cb0 in (0..c).step_by(if blocks_outside { B } else { c }) {
+                let inner = if blocks_outside { cb0..(cb0 + B).min(c) } else { 0..c };
+                for oy in band.clone() {
+                    let row = out[(oy - rows.start) * ow * c..][..ow * c].as_mut_ptr();
+                    let Taps { ky, iy0, .. } = self.taps_at(oy, lo, h, w, c);
+                    let mut ox = lo;
+                    while ox < hi {
+                        let n = (hi - ox).min(run_len);
+                        for cb in inner.clone().step_by(B) {
+                            let mask = if c - cb >= B { 0xFFFF } else { ((1u32 << (c - cb)) - 1) as u16 };
+                            let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb };
+                            // SAFETY: columns lo..hi are interior (every tap's input column lies in
+                            // 0..w), the rows in `ky` are inside the frame (`taps_at`), and `row` holds
+                            // ow pixels.
+                            unsafe { run.outputs_in_runs::<S, KW>(n, ox * S - l, row.add(ox * c + cb)) };
                         }
+                        ox += n;
                     }
                 }
-                ox += n;
             }
         }
     }
@@ -413,6 +406,10 @@ impl Window {
 const B: usize = 16;
 /// Outputs per run of the interior depthwise kernel.
 const RUN: usize = 8;
+/// Half of a core's L2 (2 MB on the machines measured): the depthwise kernel's band of input rows.
+const L2_HALF: usize = 1 << 20;
+/// Input bytes of one depthwise run above which its channel blocks go outside (L1 is 48 KB).
+const L1_RUN_BYTES: usize = 32 * 1024;
 
 /// One 16-channel block of a row's interior outputs of a depthwise sum (see
 /// [`Window::depthwise_rows_avx512`]).
@@ -431,6 +428,30 @@ struct DepthwiseRun<'a> {
 
 #[cfg(target_arch = "x86_64")]
 impl DepthwiseRun<'_> {
+    /// `n` outputs (at most [`RUN`]) as runs of 8, 4, 2 and 1; arguments as for [`Self::outputs`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn outputs_in_runs<const S: usize, const KW: usize>(&self, n: usize, ix: usize, o: *mut f32) {
+        // SAFETY: as for `outputs`, which every call covers a part of.
+        unsafe {
+            if n == RUN {
+                return self.outputs::<RUN, S, KW>(ix, o);
+            }
+            let mut r = 0;
+            for len in [4, 2, 1] {
+                while n - r >= len {
+                    let (ix, o) = (ix + r * S, o.add(r * self.c));
+                    match len {
+                        4 => self.outputs::<4, S, KW>(ix, o),
+                        2 => self.outputs::<2, S, KW>(ix, o),
+                        _ => self.outputs::<1, S, KW>(ix, o),
+                    }
+                    r += len;
+                }
+            }
+        }
+    }
+
     /// `R` outputs side by side from input column `ix` (the first output's first tap) into `o` (the
     /// first output's block, outputs `c` apart). Input column `ix + j` feeds output `r` through tap
     /// `j − r·S`: each is loaded once and used by every output it reaches. Kernel rows alternate
