@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor, bail};
 
-use super::gemm::Weight;
+use super::gemm::{Store, Weight};
 use super::hwc::{Window, add_rows, matmul, split_rows};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
@@ -259,7 +259,7 @@ fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (
     match kind {
         StepKind::Matmul { taps, direct } => {
             let lhs = if *direct { x } else { cols };
-            matmul(oh * ow, lhs, &taps[tap], out, accumulate);
+            matmul(oh * ow, lhs, &taps[tap], out, if accumulate { Store::Accumulate } else { Store::Overwrite });
         }
         StepKind::Depthwise { taps } => {
             if !accumulate {
@@ -413,8 +413,15 @@ impl Layer for TemporalConv {
         st.prepare(x.data, in_hw);
         if stateless {
             st.out.resize(shape.numel(), 0.0);
-            add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, 0, &mut st.out, false);
-            ConvStep::finish(&st.bias, st.act, &mut st.out);
+            if let StepKind::Matmul { taps, direct } = &st.kind {
+                // One pass: the product's store adds the bias and applies the activation.
+                let lhs = if *direct { x.data } else { &st.cols };
+                let store = Store::Finish { bias: &st.bias, act: st.act };
+                matmul(shape.h * shape.w, lhs, &taps[0], &mut st.out, store);
+            } else {
+                add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, 0, &mut st.out, false);
+                ConvStep::finish(&st.bias, st.act, &mut st.out);
+            }
             return Ok(Some(FrameRef { data: &st.out, shape }));
         }
         let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());

@@ -7,6 +7,37 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::Activation;
+
+/// What a product does with its output rows.
+#[derive(Debug, Clone, Copy)]
+pub enum Store<'a> {
+    Overwrite,
+    /// `+=`.
+    Accumulate,
+    /// Overwrite with the finished value: `act(a·B + bias)` (no bias when empty), applied to the
+    /// registers before the store rather than in a second pass over the output.
+    Finish { bias: &'a [f32], act: Option<Activation> },
+}
+
+impl Store<'_> {
+    fn accumulates(&self) -> bool {
+        matches!(self, Store::Accumulate)
+    }
+
+    /// The finishing pass over `out (rows, n)` for the paths without the fused store.
+    fn finish_rows(&self, out: &mut [f32], n: usize) {
+        if let Store::Finish { bias, act } = *self {
+            if !bias.is_empty() {
+                out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(bias).for_each(|(o, &b)| *o += b));
+            }
+            if let Some(act) = act {
+                act.apply(out);
+            }
+        }
+    }
+}
+
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
 /// Rows per kernel call.
@@ -77,23 +108,27 @@ impl Weight {
         if self.packed { self.n.div_ceil(NR) } else { 0 }
     }
 
-    /// `out (m, n) = a (m, k) · self`, or `+=` when `accumulate`; `a` and `out` row-major.
-    pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], accumulate: bool) {
+    /// `out (m, n) = a (m, k) · self`, stored as `store` says; `a` and `out` row-major.
+    pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], store: Store) {
         let (k, n) = (self.k, self.n);
         assert!(a.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
+        if let Store::Finish { bias, .. } = store {
+            assert!(bias.is_empty() || bias.len() == n, "matmul: bias of {} for {n} columns", bias.len());
+        }
         if m == 0 || n == 0 {
             return;
         }
         if k == 0 {
-            if !accumulate {
+            if !store.accumulates() {
                 out[..m * n].fill(0.0);
+                store.finish_rows(&mut out[..m * n], n);
             }
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if self.packed {
             // SAFETY: packed weights exist only on CPUs with AVX-512F; sizes were checked above.
-            return unsafe { self.matmul_avx512(m, a, out.as_mut_ptr(), accumulate, 0..self.panels()) };
+            return unsafe { self.matmul_avx512(m, a, out.as_mut_ptr(), store, 0..self.panels()) };
         }
         FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the strides describe dense row-major matrices inside the checked slices.
@@ -105,7 +140,7 @@ impl Weight {
                 out.as_mut_ptr(),
                 1,
                 n as isize,
-                accumulate,
+                store.accumulates(),
                 a.as_ptr(),
                 1,
                 k as isize,
@@ -120,6 +155,7 @@ impl Weight {
                 gemm::Parallelism::None,
             )
         }
+        store.finish_rows(&mut out[..m * n], n);
     }
 
     /// The columns of `panels` only of [`Self::matmul`] (packed weights), so that threads can share a
@@ -127,12 +163,15 @@ impl Weight {
     ///
     /// # Safety
     /// `out` points to `m · n` writable values that nothing else accesses in these columns meanwhile.
-    pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, accumulate: bool, panels: std::ops::Range<usize>) {
+    pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
         assert!(self.packed && self.k > 0 && panels.end <= self.panels() && a.len() >= m * self.k, "matmul_columns: bad call");
+        if let Store::Finish { bias, .. } = store {
+            assert!(bias.is_empty() || bias.len() == self.n, "matmul_columns: bias size");
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
         unsafe {
-            self.matmul_avx512(m, a, out, accumulate, panels)
+            self.matmul_avx512(m, a, out, store, panels)
         }
     }
 
@@ -140,7 +179,7 @@ impl Weight {
     /// AVX-512F is present; `out` holds `m · n` values, `a` `m · k`, and `panels` are in range.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: *mut f32, accumulate: bool, panels: std::ops::Range<usize>) {
+    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
         let (k, n) = (self.k, self.n);
         let mask = |cols: usize| -> u16 {
             if cols >= 16 {
@@ -170,15 +209,21 @@ impl Weight {
                         let a = a.as_ptr().add(i0 * k);
                         let b = self.data.as_ptr().add(p * k * NR);
                         let c = out.add(i0 * n + p * NR);
+                        let store = match store {
+                            Store::Finish { bias, act } if !bias.is_empty() => Tile::Finish(bias.as_ptr().add(p * NR), act),
+                            Store::Finish { act, .. } => Tile::Finish(std::ptr::null(), act),
+                            Store::Accumulate => Tile::Accumulate,
+                            Store::Overwrite => Tile::Overwrite,
+                        };
                         match rows {
-                            8 => kernel::<8>(k, a, b, c, n, masks, accumulate),
-                            7 => kernel::<7>(k, a, b, c, n, masks, accumulate),
-                            6 => kernel::<6>(k, a, b, c, n, masks, accumulate),
-                            5 => kernel::<5>(k, a, b, c, n, masks, accumulate),
-                            4 => kernel::<4>(k, a, b, c, n, masks, accumulate),
-                            3 => kernel::<3>(k, a, b, c, n, masks, accumulate),
-                            2 => kernel::<2>(k, a, b, c, n, masks, accumulate),
-                            _ => kernel::<1>(k, a, b, c, n, masks, accumulate),
+                            8 => kernel::<8>(k, a, b, c, n, masks, store),
+                            7 => kernel::<7>(k, a, b, c, n, masks, store),
+                            6 => kernel::<6>(k, a, b, c, n, masks, store),
+                            5 => kernel::<5>(k, a, b, c, n, masks, store),
+                            4 => kernel::<4>(k, a, b, c, n, masks, store),
+                            3 => kernel::<3>(k, a, b, c, n, masks, store),
+                            2 => kernel::<2>(k, a, b, c, n, masks, store),
+                            _ => kernel::<1>(k, a, b, c, n, masks, store),
                         }
                     }
                 }
@@ -199,14 +244,14 @@ unsafe fn kernel<const R: usize>(
     c: *mut f32,
     ldc: usize,
     (m0, m1): (u16, u16),
-    accumulate: bool,
+    store: Tile,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: the caller guarantees R rows of k values at `a`, k·32 values at `b`, and R rows of the
-    // masked columns at `c`.
+    // SAFETY: the caller guarantees R rows of k values at `a`, k·32 values at `b`, R rows of the
+    // masked columns at `c`, and the panel's (masked) 32 bias values.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        if accumulate {
+        if let Tile::Accumulate = store {
             for (r, row) in acc.iter_mut().enumerate() {
                 row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
                 row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
@@ -226,11 +271,35 @@ unsafe fn kernel<const R: usize>(
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
         }
+        if let Tile::Finish(bias, act) = store {
+            // The same operations, in the same order, as the separate pass (bias, then activation).
+            let bv = if bias.is_null() { None } else { Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.add(16))]) };
+            for row in acc.iter_mut() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    if let Some(bv) = bv {
+                        *v = _mm512_add_ps(*v, bv[j]);
+                    }
+                    *v = match act {
+                        None => *v,
+                        Some(Activation::Relu) => _mm512_max_ps(*v, _mm512_setzero_ps()),
+                        Some(Activation::Swish) => super::kernels::swish_avx512_lanes(*v),
+                    };
+                }
+            }
+        }
         for (r, row) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
             _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, row[1]);
         }
     }
+}
+
+/// [`Store`] for one tile: its panel's bias (null: none) and activation.
+#[derive(Clone, Copy)]
+enum Tile {
+    Overwrite,
+    Accumulate,
+    Finish(*const f32, Option<Activation>),
 }
 
 fn avx512() -> bool {
@@ -274,7 +343,7 @@ mod tests {
             let w = Weight::new(k, n, &b);
             for accumulate in [false, true] {
                 let mut out = init.clone();
-                w.matmul(m, &a, &mut out, accumulate);
+                w.matmul(m, &a, &mut out, if accumulate { Store::Accumulate } else { Store::Overwrite });
                 for i in 0..m {
                     for j in 0..n {
                         let mut want: f64 = if accumulate {

@@ -6,6 +6,7 @@
 
 use super::spatial::Pad2d;
 
+use super::gemm::{Store, Weight};
 use super::team;
 
 /// Work (multiply-adds, or values visited) per chunk when an op is shared by the step's threads
@@ -61,10 +62,10 @@ fn split_rows_by(out: &mut [f32], row_len: usize, rows: usize, unit: usize, chun
     });
 }
 
-/// `out (m, n) = lhs (m, k) · w`, or `+=` when `accumulate`; row-major. In a session, large products
+/// `out (m, n) = lhs (m, k) · w`, stored as `store` says; row-major. In a session, large products
 /// are shared: by column panels when there are more columns than rows (each thread then reads only
 /// its part of the weight), else by blocks of 8 rows.
-pub fn matmul(m: usize, lhs: &[f32], w: &super::gemm::Weight, out: &mut [f32], accumulate: bool) {
+pub fn matmul(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], store: Store) {
     let (k, n) = (w.k(), w.n());
     assert!(lhs.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
     let chunks = chunks_for(m * k * n);
@@ -73,12 +74,12 @@ pub fn matmul(m: usize, lhs: &[f32], w: &super::gemm::Weight, out: &mut [f32], a
         let base = Shared(out.as_mut_ptr());
         team::for_each_chunk(chunks, &|i| {
             // SAFETY: the chunks' column panels are disjoint; `out` holds m·n values and outlives the call.
-            unsafe { w.matmul_columns(m, lhs, base.at(0), accumulate, panels * i / chunks..panels * (i + 1) / chunks) }
+            unsafe { w.matmul_columns(m, lhs, base.at(0), store, panels * i / chunks..panels * (i + 1) / chunks) }
         });
         return;
     }
     split_rows_by(out, n, m, 8, chunks, |out, rows| {
-        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, accumulate);
+        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, store);
     });
 }
 
@@ -756,7 +757,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
         let mut out = vec![1.0; m * n];
-        matmul(m, &a, &crate::engine::gemm::Weight::new(k, n, &b), &mut out, true);
+        matmul(m, &a, &Weight::new(k, n, &b), &mut out, Store::Accumulate);
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();

@@ -317,6 +317,26 @@ mod tests {
     /// The vectorised swish matches `x · sigmoid(x)` computed in f64 to 1e-6 relative (or 1e-30
     /// absolute near zero), over the whole range including saturation.
     #[test]
+    fn swish_lanes_equal_the_scalar_swish_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.05).collect();
+            xs.extend([0.0, -0.0, 1e-30, -1e-30, 87.5, -87.5, 88.5, -88.5, 1e30, -1e30, f32::MAX, f32::MIN]);
+            for chunk in xs.chunks_exact(16) {
+                let mut got = [0f32; 16];
+                // SAFETY: AVX-512F checked above; 16 values in and out.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    _mm512_storeu_ps(got.as_mut_ptr(), swish_avx512_lanes(_mm512_loadu_ps(chunk.as_ptr())));
+                }
+                for (&x, g) in chunk.iter().zip(got) {
+                    assert_eq!(g.to_bits(), swish(x).to_bits(), "swish({x}): {g} vs {}", swish(x));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn swish_matches_f64_reference() {
         let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-3).collect();
         xs.extend([-1e4f32, -150.0, -90.0, -88.5, -87.5, 87.5, 88.5, 90.0, 150.0, 1e4, 0.0, -0.0, 1e-20, -1e-20]);
@@ -387,6 +407,35 @@ fn swish_loop(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = swish(*x);
     }
+}
+
+/// [`swish`] on 16 lanes: the same operations in the same order (no fused multiply-adds), so the
+/// same bits, for the GEMM's fused store.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn swish_avx512_lanes(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let f = _mm512_set1_ps;
+    const MAGIC: f32 = 12_582_912.0;
+    // clamp: max(lo, t) and min(hi, ·) return t when it is NaN, like f32::clamp.
+    let neg_x = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN)));
+    let t = _mm512_min_ps(f(88.0), _mm512_max_ps(f(-87.0), neg_x));
+    let shifted = _mm512_add_ps(_mm512_mul_ps(t, f(std::f32::consts::LOG2_E)), f(MAGIC));
+    let n_bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(MAGIC.to_bits() as i32));
+    let n = _mm512_sub_ps(shifted, f(MAGIC));
+    let r = _mm512_sub_ps(_mm512_sub_ps(t, _mm512_mul_ps(n, f(0.693_359_4))), _mm512_mul_ps(n, f(-2.121_944_4e-4)));
+    let r2 = _mm512_mul_ps(r, r);
+    let mut p = f(1.987_569_1e-4);
+    for coef in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), f(coef));
+    }
+    let e_r = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, r2), r), f(1.0));
+    let pow2n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n_bits, _mm512_set1_epi32(127))));
+    _mm512_div_ps(x, _mm512_add_ps(f(1.0), _mm512_mul_ps(e_r, pow2n)))
 }
 
 /// One element of [`swish_in_place`].
