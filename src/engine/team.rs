@@ -24,7 +24,7 @@ const SPIN_LIMIT: u32 = 200_000;
 struct Job(*const (dyn Fn(usize) + Sync));
 
 struct Shared {
-    /// epoch (40 bits) | chunks (12) | next unclaimed chunk (12), changed together by CAS.
+    /// Epoch and unclaimed chunks ([`pack`]), changed together by CAS.
     claim: AtomicU64,
     /// Chunks of the current epoch finished.
     done: AtomicU32,
@@ -44,27 +44,32 @@ struct Shared {
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
+/// The claim word: epoch (40 bits) | front (12) | back (12). Chunks `front..back` are unclaimed:
+/// the leader takes them from the front, helpers from the back, so that with the same split two
+/// consecutive ops give each thread the same rows (their data is still in its own L2), while a late
+/// helper simply leaves more to the leader.
 fn unpack(word: u64) -> (u64, usize, usize) {
     (word >> 24, ((word >> 12) & 0xFFF) as usize, (word & 0xFFF) as usize)
 }
 
-fn pack(epoch: u64, chunks: usize, next: usize) -> u64 {
-    (epoch << 24) | ((chunks as u64) << 12) | next as u64
+fn pack(epoch: u64, front: usize, back: usize) -> u64 {
+    (epoch << 24) | ((front as u64) << 12) | back as u64
 }
 
 impl Shared {
     /// Claim and run chunks of `epoch` until none are left. A panicking chunk still counts as done
     /// (so nobody waits forever, and the leader's closure outlives every call); the first payload
     /// caught is returned.
-    fn work(&self, epoch: u64) -> Option<Box<dyn std::any::Any + Send>> {
+    fn work(&self, epoch: u64, from_back: bool) -> Option<Box<dyn std::any::Any + Send>> {
         let mut word = self.claim.load(Ordering::Acquire);
         let mut panicked = None;
         loop {
-            let (e, chunks, next) = unpack(word);
-            if e != epoch || next >= chunks {
+            let (e, front, back) = unpack(word);
+            if e != epoch || front >= back {
                 return panicked;
             }
-            match self.claim.compare_exchange_weak(word, word + 1, Ordering::AcqRel, Ordering::Acquire) {
+            let (next, claimed) = if from_back { (back - 1, pack(e, front, back - 1)) } else { (front, pack(e, front + 1, back)) };
+            match self.claim.compare_exchange_weak(word, claimed, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     // SAFETY: this chunk of the current epoch is claimed and not yet done, so the
                     // leader is waiting and the job it posted is alive.
@@ -92,7 +97,7 @@ impl Shared {
                 seen = epoch;
                 spins = 0;
                 // A panic is reported to the leader through `poisoned`.
-                drop(self.work(epoch));
+                drop(self.work(epoch, true));
                 continue;
             }
             if self.active.load(Ordering::Relaxed) && spins < SPIN_LIMIT {
@@ -228,11 +233,11 @@ pub fn for_each_chunk(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
     }
     shared.done.store(0, Ordering::Relaxed);
     let epoch = unpack(shared.claim.load(Ordering::Relaxed)).0 + 1;
-    shared.claim.store(pack(epoch, chunks, 0), Ordering::SeqCst);
+    shared.claim.store(pack(epoch, 0, chunks), Ordering::SeqCst);
     shared.notify();
     // Chunks run with `LEADING` off, so that an operation inside one runs inline.
     LEADING.with(|l| l.set(false));
-    let panicked = shared.work(epoch);
+    let panicked = shared.work(epoch, false);
     while (shared.done.load(Ordering::Acquire) as usize) < chunks {
         std::hint::spin_loop();
     }
