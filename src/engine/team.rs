@@ -16,7 +16,9 @@ use std::sync::{Condvar, Mutex, OnceLock};
 const MAX_CHUNKS: usize = 4095;
 /// Spins a helper waits for the next job before it goes to sleep even inside a session (so a leader
 /// that stalls in a long serial stretch does not keep the other core busy for nothing).
-const SPIN_LIMIT: u32 = 200_000;
+const SPIN_LIMIT: u32 = 20_000;
+/// Of those, spins with a pause instruction (tens of microseconds); the rest yield the core.
+const PAUSE_SPINS: u32 = 1_000;
 
 /// One job: `f(i)` for every chunk `i`, with the lifetime erased. It is only called between the
 /// leader's post and its wait for `done == chunks`, while the closure is alive on the leader's stack.
@@ -102,7 +104,13 @@ impl Shared {
             }
             if self.active.load(Ordering::Relaxed) && spins < SPIN_LIMIT {
                 spins += 1;
-                std::hint::spin_loop();
+                if spins < PAUSE_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    // A longer serial stretch of the leader: let other runnable threads (the
+                    // decoder's) have this core meanwhile.
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
