@@ -348,7 +348,7 @@ fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: i
                 // A residual sum: one pass, the activation applied while the block is in L1, shared
                 // by the step's threads.
                 let (c, pixels) = (first.shape.c, h * w);
-                let work = pixels * c * (1 + Activation::work_per_value(act));
+                let work = pixels * c * (hwc::PASS_WORK + Activation::work_per_value(act));
                 hwc::split_rows(&mut out.data, c, pixels, work, |out, rows| {
                     let (a, b) = (&first.data[rows.start * c..rows.end * c], &second.data[rows.start * c..rows.end * c]);
                     for ((o, a), b) in out.chunks_mut(L1_BLOCK).zip(a.chunks(L1_BLOCK)).zip(b.chunks(L1_BLOCK)) {

@@ -15,6 +15,10 @@ use super::team;
 /// 300 k and more lose.)
 const CHUNK_WORK: usize = 50_000;
 
+/// Work of one value of a pass that only streams memory (a copy, a sum, a gate): it costs about as
+/// long as this many multiply-adds, as the data come from L2 or L3.
+pub const PASS_WORK: usize = 4;
+
 /// Chunks to cut `work` into: one per `CHUNK_WORK`, at most two per thread of the running session.
 fn chunks_for(work: usize) -> usize {
     let threads = team::width();
@@ -136,7 +140,7 @@ impl Window {
         // the right size is reused as it is.
         cols.resize(oh * ow * k, 0.0);
         let [t, _, l, _] = self.pad;
-        split_rows(cols, ow * k, oh, oh * ow * k, |out, rows| {
+        split_rows(cols, ow * k, oh, oh * ow * k * PASS_WORK, |out, rows| {
             for (oy, out) in rows.zip(out.chunks_exact_mut(ow * k)) {
                 for ky in 0..self.kh {
                     let iy = Self::source(oy, ky, self.stride, t, h);

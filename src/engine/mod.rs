@@ -137,7 +137,8 @@ impl Activation {
     pub fn work_per_value(act: Option<Self>) -> usize {
         match act {
             Some(Activation::Swish) => 8,
-            _ => 1,
+            Some(Activation::Relu) => 1,
+            None => 0,
         }
     }
 }
