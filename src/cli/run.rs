@@ -110,7 +110,7 @@ pub struct RunArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS) [default: physical cores]
+    /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS) [default: the cores available]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
 }
