@@ -250,10 +250,12 @@ pub fn for_each_chunk(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
         std::hint::spin_loop();
     }
     LEADING.with(|l| l.set(true));
+    // Cleared whoever panicked, so that the next operation starts clean.
+    let any_panicked = shared.poisoned.swap(false, Ordering::Relaxed);
     if let Some(payload) = panicked {
         std::panic::resume_unwind(payload);
     }
-    if shared.poisoned.swap(false, Ordering::Relaxed) {
+    if any_panicked {
         panic!("a step operation panicked on a helper thread");
     }
 }
@@ -279,6 +281,27 @@ mod tests {
                 assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50), "{chunks} chunks, session {in_session}");
             }
         }
+    }
+
+    #[test]
+    fn a_panicking_chunk_panics_the_caller_and_the_next_operation_runs_clean() {
+        session(|| {
+            for bad in [0, 3] {
+                let caught = std::panic::catch_unwind(|| {
+                    for_each_chunk(4, &|i| {
+                        if i == bad {
+                            panic!("chunk {i}");
+                        }
+                    })
+                });
+                assert!(caught.is_err(), "chunk {bad} panicked");
+                let count = AtomicUsize::new(0);
+                for_each_chunk(4, &|_| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(count.load(Ordering::Relaxed), 4);
+            }
+        });
     }
 
     #[test]
