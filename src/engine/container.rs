@@ -348,8 +348,7 @@ fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: i
                 // A residual sum: one pass, the activation applied while the block is in L1, shared
                 // by the step's threads.
                 let (c, pixels) = (first.shape.c, h * w);
-                let work = pixels * c * (hwc::PASS_WORK + Activation::work_per_value(act));
-                hwc::split_rows(&mut out.data, c, pixels, work, |out, rows| {
+                hwc::split_rows(&mut out.data, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
                     let (a, b) = (&first.data[rows.start * c..rows.end * c], &second.data[rows.start * c..rows.end * c]);
                     for ((o, a), b) in out.chunks_mut(L1_BLOCK).zip(a.chunks(L1_BLOCK)).zip(b.chunks(L1_BLOCK)) {
                         o.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = a + b);

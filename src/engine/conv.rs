@@ -105,7 +105,7 @@ impl FrameWindow {
         }
         // Row by row into the interior, the rows shared by the step's threads.
         let interior = &mut slot[top * pw * c..(top + h) * pw * c];
-        split_rows(interior, pw * c, h, h * w * c * super::hwc::PASS_WORK, |rows_out, rows| {
+        split_rows(interior, pw * c, h, super::hwc::pass_work(h * w * c, None), |rows_out, rows| {
             for (dst, src) in rows_out.chunks_exact_mut(pw * c).zip(x[rows.start * w * c..rows.end * w * c].chunks_exact(w * c)) {
                 dst[left * c..][..w * c].copy_from_slice(src);
             }
@@ -242,7 +242,7 @@ impl ConvStep {
     fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
         let c = bias.len().max(1);
         let pixels = out.len() / c;
-        split_rows(out, c, pixels, out.len() * (super::hwc::PASS_WORK + Activation::work_per_value(act)), |out, _| {
+        split_rows(out, c, pixels, super::hwc::pass_work(out.len(), act), |out, _| {
             add_rows(out, bias);
             if let Some(act) = act {
                 act.apply(out);

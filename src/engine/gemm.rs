@@ -25,12 +25,17 @@ impl Store<'_> {
         matches!(self, Store::Accumulate)
     }
 
+    /// A bias, if any, has one value per column of the `n`.
+    fn check(&self, n: usize) {
+        if let Store::Finish { bias, .. } = self {
+            assert!(bias.is_empty() || bias.len() == n, "matmul: bias of {} for {n} columns", bias.len());
+        }
+    }
+
     /// The finishing pass over `out (rows, n)` for the paths without the fused store.
-    fn finish_rows(&self, out: &mut [f32], n: usize) {
+    fn finish_rows(&self, out: &mut [f32]) {
         if let Store::Finish { bias, act } = *self {
-            if !bias.is_empty() {
-                out.chunks_exact_mut(n).for_each(|row| row.iter_mut().zip(bias).for_each(|(o, &b)| *o += b));
-            }
+            super::hwc::add_rows(out, bias);
             if let Some(act) = act {
                 act.apply(out);
             }
@@ -112,16 +117,14 @@ impl Weight {
     pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], store: Store) {
         let (k, n) = (self.k, self.n);
         assert!(a.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
-        if let Store::Finish { bias, .. } = store {
-            assert!(bias.is_empty() || bias.len() == n, "matmul: bias of {} for {n} columns", bias.len());
-        }
+        store.check(n);
         if m == 0 || n == 0 {
             return;
         }
         if k == 0 {
             if !store.accumulates() {
                 out[..m * n].fill(0.0);
-                store.finish_rows(&mut out[..m * n], n);
+                store.finish_rows(&mut out[..m * n]);
             }
             return;
         }
@@ -155,7 +158,7 @@ impl Weight {
                 gemm::Parallelism::None,
             )
         }
-        store.finish_rows(&mut out[..m * n], n);
+        store.finish_rows(&mut out[..m * n]);
     }
 
     /// The columns of `panels` only of [`Self::matmul`] (packed weights), so that threads can share a
@@ -165,9 +168,7 @@ impl Weight {
     /// `out` points to `m · n` writable values that nothing else accesses in these columns meanwhile.
     pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
         assert!(self.packed && self.k > 0 && panels.end <= self.panels() && a.len() >= m * self.k, "matmul_columns: bad call");
-        if let Store::Finish { bias, .. } = store {
-            assert!(bias.is_empty() || bias.len() == self.n, "matmul_columns: bias size");
-        }
+        store.check(self.n);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
         unsafe {
@@ -181,13 +182,7 @@ impl Weight {
     #[target_feature(enable = "avx512f")]
     unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
         let (k, n) = (self.k, self.n);
-        let mask = |cols: usize| -> u16 {
-            if cols >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << cols) - 1) as u16
-            }
-        };
+        let mask = super::hwc::lane_mask;
         // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
         // matrix would be streamed from L3 once per 8 rows.
         let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels.len().max(1));

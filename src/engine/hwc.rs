@@ -17,7 +17,12 @@ const CHUNK_WORK: usize = 50_000;
 
 /// Work of one value of a pass that only streams memory (a copy, a sum, a gate): it costs about as
 /// long as this many multiply-adds, as the data come from L2 or L3.
-pub const PASS_WORK: usize = 4;
+const PASS_WORK: usize = 4;
+
+/// Work of a pass over `values` that streams memory and applies `act` to each.
+pub fn pass_work(values: usize, act: Option<super::Activation>) -> usize {
+    values * (PASS_WORK + super::Activation::work_per_value(act))
+}
 
 /// Chunks to cut `work` into: one per `CHUNK_WORK`, at most two per thread of the running session.
 fn chunks_for(work: usize) -> usize {
@@ -140,7 +145,7 @@ impl Window {
         // the right size is reused as it is.
         cols.resize(oh * ow * k, 0.0);
         let [t, _, l, _] = self.pad;
-        split_rows(cols, ow * k, oh, oh * ow * k * PASS_WORK, |out, rows| {
+        split_rows(cols, ow * k, oh, pass_work(oh * ow * k, None), |out, rows| {
             for (oy, out) in rows.zip(out.chunks_exact_mut(ow * k)) {
                 for ky in 0..self.kh {
                     let iy = Self::source(oy, ky, self.stride, t, h);
@@ -216,9 +221,9 @@ impl Window {
         })
     }
 
-    /// Depthwise sums on AVX-512 (stride `S`, `KW` columns), a row at a time. The interior columns,
-    /// whose taps all lie inside the frame horizontally, go in runs of up to 8 outputs per 16-channel
-    /// block: the row's `KW` weights stay in registers and each input pixel is loaded once per run,
+    /// Depthwise sums on AVX-512 (stride `S`, `KW` columns) for the output rows `rows`. The interior
+    /// columns, whose taps all lie inside the frame horizontally, go in runs of up to 8 outputs per
+    /// 16-channel block: the row's `KW` weights stay in registers and each input pixel is loaded once per run,
     /// not once per tap (the per-pixel form is bound by its two loads per FMA). The border columns
     /// go through [`Self::run_avx512`].
     #[cfg(target_arch = "x86_64")]
@@ -239,7 +244,7 @@ impl Window {
         // Interior columns: ox·S ≥ l and ox·S − l + KW ≤ w.
         let lo = l.div_ceil(S).min(ow);
         let hi = if w + l >= KW { ((w + l - KW) / S + 1).min(ow) } else { 0 }.max(lo);
-        // SAFETY: as for `run_avx512`, one row at a time.
+        // SAFETY: as for `run_avx512`, on the border columns.
         unsafe {
             if lo > 0 {
                 self.run_avx512(Op::Fma(terms), start, h, w, c, out, rows.clone(), 0..lo);
@@ -270,7 +275,7 @@ impl Window {
                     while ox < hi {
                         let n = (hi - ox).min(run_len);
                         for cb in inner.clone().step_by(B) {
-                            let mask = if c - cb >= B { 0xFFFF } else { ((1u32 << (c - cb)) - 1) as u16 };
+                            let mask = lane_mask(c - cb);
                             let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb };
                             // SAFETY: columns lo..hi are interior (every tap's input column lies in
                             // 0..w), the rows in `ky` are inside the frame (`taps_at`), and `row` holds
@@ -296,13 +301,7 @@ impl Window {
         unsafe {
             use std::arch::x86_64::*;
             let (_, ow) = self.output_hw(h, w);
-            let mask = |from: usize| -> __mmask16 {
-                match c.saturating_sub(from) {
-                    0 => 0,
-                    n if n >= B => 0xFFFF,
-                    n => ((1u32 << n) - 1) as __mmask16,
-                }
-            };
+            let mask = |from: usize| lane_mask(c.saturating_sub(from));
             for oy in rows.clone() {
                 for ox in cols.clone() {
                     let Taps { ky, kx, iy0, ix0, .. } = self.taps_at(oy, ox, h, w, c);
@@ -409,6 +408,11 @@ impl Window {
 
 /// Lanes per channel block.
 const B: usize = 16;
+
+/// The AVX-512 mask of the first `lanes` of a 16-lane register (all 16 for more).
+pub(super) fn lane_mask(lanes: usize) -> u16 {
+    if lanes >= B { 0xFFFF } else { ((1u32 << lanes) - 1) as u16 }
+}
 /// Outputs per run of the interior depthwise kernel.
 const RUN: usize = 8;
 /// Half of a core's L2 (2 MB on the machines measured): the depthwise kernel's band of input rows.

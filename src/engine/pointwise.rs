@@ -225,7 +225,7 @@ impl Layer for SqueezeExcite {
         // Gate and activation in one pass over blocks of whole pixels, shared by the step's threads.
         let (c, pixels, gate, act) = (x.shape.c, x.shape.h * x.shape.w, &st.gate, st.act);
         let block = (hwc::L1_BLOCK / c).max(1) * c;
-        hwc::split_rows(&mut st.out.data, c, pixels, pixels * c * (hwc::PASS_WORK + Activation::work_per_value(act)), |out, rows| {
+        hwc::split_rows(&mut st.out.data, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
             for (o, xs) in out.chunks_mut(block).zip(x.data[rows.start * c..rows.end * c].chunks(block)) {
                 for (o, px) in o.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
                     o.iter_mut().zip(px).zip(gate).for_each(|((o, &v), &g)| *o = v * g);
