@@ -113,7 +113,7 @@ impl FrameWindow {
     }
 
     /// Compute output `j` into `out`: the bias plus every tap whose input is a frame (`frame_of`
-    /// maps an input index to a kept frame, or `None` for zero padding).
+    /// maps an input index to a kept frame, or `None` for zero padding), then `act`.
     #[allow(clippy::too_many_arguments)]
     fn output(
         &mut self,
@@ -121,6 +121,7 @@ impl FrameWindow {
         st_kind: &StepKind,
         window: &Window,
         bias: &[f32],
+        act: Option<Activation>,
         (k, s, p_b): (usize, usize, usize),
         (h, w): (usize, usize),
         c: usize,
@@ -140,7 +141,7 @@ impl FrameWindow {
         self.out.resize(len, 0.0);
         let [top, bottom, left, right] = window.pad;
         let valid = Window { pad: [0; 4], ..*window };
-        valid.depthwise_sum(&terms[..n], Some(bias), h + top + bottom, w + left + right, c, &mut self.out);
+        valid.depthwise_sum(&terms[..n], Some(bias), act, h + top + bottom, w + left + right, c, &mut self.out);
     }
 }
 
@@ -435,14 +436,11 @@ impl Layer for TemporalConv {
             let fill = self.fill;
             // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
             // still kept while such outputs are due.
-            fw.output(js / s, &st.kind, &st.window, &st.bias, (k, s, p_b), in_hw, st.c_in, shape.numel(), |i| match i {
+            fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), in_hw, st.c_in, shape.numel(), |i| match i {
                 i if i >= 0 => Some(i as usize % k),
                 _ if fill == Fill::Replicate => Some(0),
                 _ => None,
             });
-            if let Some(act) = st.act {
-                act.apply(&mut fw.out);
-            }
             return Ok(Some(FrameRef { data: &fw.out, shape }));
         }
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
@@ -471,17 +469,13 @@ impl Layer for TemporalConv {
                 let st = self.step.as_mut().expect("checked above");
                 let fw = st.frames.as_mut().expect("checked above");
                 // Inputs past the end are padding: zeros, or (replicate) the last frame.
-                fw.output(js / s, &st.kind, &st.window, &st.bias, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+                fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
                     i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
                     i if i >= 0 => Some(i as usize % k),
                     _ if fill == Fill::Replicate => Some(0),
                     _ => None,
                 });
-                let mut y = Frame { data: fw.out.clone(), shape };
-                if let Some(act) = st.act {
-                    act.apply(&mut y.data);
-                }
-                outs.push(y);
+                outs.push(Frame { data: fw.out.clone(), shape });
             }
             fw_reset(self.step.as_mut().expect("checked above"));
             return Ok(outs);

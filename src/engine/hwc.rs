@@ -8,6 +8,7 @@ use super::spatial::Pad2d;
 
 use super::gemm::{Store, Weight};
 use super::team;
+use super::Activation;
 
 /// Work (multiply-adds, or values visited) per chunk when an op is shared by the step's threads
 /// ([`team`]): a hand-off costs well under a microsecond, a chunk of this size one or two. (Measured
@@ -167,18 +168,20 @@ impl Window {
 
     /// Depthwise convolution accumulated into `out (OH, OW, C)`: `weight` is `(kh, kw, C)`.
     pub fn depthwise_acc(&self, x: &[f32], h: usize, w: usize, c: usize, weight: &[f32], out: &mut [f32]) {
-        self.depthwise_sum(&[(x, weight)], None, h, w, c, out)
+        self.depthwise_sum(&[(x, weight)], None, None, h, w, c, out)
     }
 
     /// The sum of depthwise convolutions of several frames, each with its own `(kh, kw, C)` weight
     /// (the temporal taps of a 3-D depthwise conv), in one pass over `out (OH, OW, C)`: added to
-    /// `out`, or with `start` (per channel, e.g. the bias) written over it.
-    pub fn depthwise_sum(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+    /// `out`, or with `start` (per channel, e.g. the bias) written over it; then `act`, applied by the
+    /// thread that computed the rows while they are in its cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn depthwise_sum(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, act: Option<Activation>, h: usize, w: usize, c: usize, out: &mut [f32]) {
         for (x, wt) in terms {
             assert!(x.len() >= h * w * c && wt.len() >= self.kh * self.kw * c, "depthwise: buffers too small");
         }
         assert!(start.is_none_or(|s| s.len() >= c), "depthwise: start too short");
-        self.dispatch(Op::Fma(terms), start, h, w, c, out)
+        self.dispatch(Op::Fma(terms), start, act, h, w, c, out)
     }
 
     /// Max over each window into `out (OH, OW, C)`; the padding never wins (−∞).
@@ -186,39 +189,49 @@ impl Window {
         assert!(x.len() >= h * w * c, "max pool: input too small");
         let (oh, ow) = self.output_hw(h, w);
         out[..oh * ow * c].fill(f32::NEG_INFINITY);
-        self.dispatch(Op::Max(x), None, h, w, c, out)
+        self.dispatch(Op::Max(x), None, None, h, w, c, out)
     }
 
-    fn dispatch(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(&self, op: Op, start: Option<&[f32]>, act: Option<Activation>, h: usize, w: usize, c: usize, out: &mut [f32]) {
         let (oh, ow) = self.output_hw(h, w);
         assert!(out.len() >= oh * ow * c, "window op: output too small");
         let terms = match op {
             Op::Fma(t) => t.len(),
             Op::Max(_) => 1,
         };
-        let work = oh * ow * c * self.kh * self.kw * terms;
+        let work = oh * ow * c * (self.kh * self.kw * terms + Activation::work_per_value(act));
         split_rows(out, ow * c, oh, work, |out, rows| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f") {
-                    let (_, ow) = self.output_hw(h, w);
-                    // SAFETY (all four): the CPU has AVX-512F.
-                    return unsafe {
-                        match (op, self.stride, self.kw) {
-                            (Op::Fma(terms), 1, 3) => self.depthwise_rows_avx512::<1, 3>(terms, start, h, w, c, out, rows),
-                            (Op::Fma(terms), 2, 3) => self.depthwise_rows_avx512::<2, 3>(terms, start, h, w, c, out, rows),
-                            (Op::Fma(terms), 1, 1) => self.depthwise_rows_avx512::<1, 1>(terms, start, h, w, c, out, rows),
-                            _ => self.run_avx512(op, start, h, w, c, out, rows, 0..ow),
-                        }
-                    };
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has AVX2 and FMA.
-                    return unsafe { self.run_avx2(op, start, h, w, c, out, rows) };
-                }
+            self.rows(op, start, h, w, c, out, rows);
+            if let Some(act) = act {
+                act.apply(out);
             }
-            self.run(op, start, h, w, c, out, rows)
         })
+    }
+
+    /// The output rows `rows` of `op` into `out`, with the fastest kernel the CPU has.
+    #[allow(clippy::too_many_arguments)]
+    fn rows(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: std::ops::Range<usize>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                let (_, ow) = self.output_hw(h, w);
+                // SAFETY (all four): the CPU has AVX-512F.
+                return unsafe {
+                    match (op, self.stride, self.kw) {
+                        (Op::Fma(terms), 1, 3) => self.depthwise_rows_avx512::<1, 3>(terms, start, h, w, c, out, rows),
+                        (Op::Fma(terms), 2, 3) => self.depthwise_rows_avx512::<2, 3>(terms, start, h, w, c, out, rows),
+                        (Op::Fma(terms), 1, 1) => self.depthwise_rows_avx512::<1, 1>(terms, start, h, w, c, out, rows),
+                        _ => self.run_avx512(op, start, h, w, c, out, rows, 0..ow),
+                    }
+                };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { self.run_avx2(op, start, h, w, c, out, rows) };
+            }
+        }
+        self.run(op, start, h, w, c, out, rows)
     }
 
     /// Depthwise sums on AVX-512 (stride `S`, `KW` columns) for the output rows `rows`. The interior
@@ -685,11 +698,24 @@ pub fn avg_pool(x: &[f32], h: usize, w: usize, c: usize, k: usize, out: &mut [f3
     }
 }
 
-/// `out (rows) = m (rows, cols) · v (cols) + bias`.
-pub fn matvec_bias(m: &[f32], v: &[f32], bias: &[f32], out: &mut [f32]) {
-    let cols = v.len();
-    for ((o, row), &b) in out.iter_mut().zip(m.chunks_exact(cols)).zip(bias) {
-        *o = row.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() + b;
+/// `out (rows) = m (rows, cols) · v (cols) + bias`, given `mt`, the matrix transposed `(cols, rows)`:
+/// a block of outputs accumulates across the columns in registers (the row-major dot product is one
+/// serial chain of adds per output, which the compiler may not reorder). Each output still sums its
+/// products in column order, then adds its bias.
+pub fn matvec_bias(mt: &[f32], v: &[f32], bias: &[f32], out: &mut [f32]) {
+    const BLOCK: usize = 64;
+    let rows = out.len();
+    assert!(mt.len() >= v.len() * rows && bias.len() >= rows, "matvec: buffers too small");
+    for r0 in (0..rows).step_by(BLOCK) {
+        let n = (rows - r0).min(BLOCK);
+        let mut acc = [0f32; BLOCK];
+        for (j, &x) in v.iter().enumerate() {
+            let col = &mt[j * rows + r0..][..n];
+            acc[..n].iter_mut().zip(col).for_each(|(a, &m)| *a += m * x);
+        }
+        for ((o, a), b) in out[r0..r0 + n].iter_mut().zip(&acc).zip(&bias[r0..]) {
+            *o = a + b;
+        }
     }
 }
 
@@ -728,7 +754,7 @@ mod tests {
                 win.depthwise_acc(&x, h, w, c, &wt, &mut got);
                 let doubled: Vec<f32> = x.iter().map(|v| 2.0 * v).collect();
                 let mut summed = vec![f32::NAN; oh * ow * c];
-                win.depthwise_sum(&[(&x, &wt), (&doubled, &wt)], Some(&init[..c]), h, w, c, &mut summed);
+                win.depthwise_sum(&[(&x, &wt), (&doubled, &wt)], Some(&init[..c]), None, h, w, c, &mut summed);
                 let mut pooled = vec![0.0; oh * ow * c];
                 win.max_pool(&x, h, w, c, &mut pooled);
                 for oy in 0..oh {
@@ -770,6 +796,24 @@ mod tests {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
                 assert!((out[i * n + j] - want).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_from_the_transposed_matrix() {
+        // More rows than one block of outputs, and a partial last block.
+        for (rows, cols) in [(3, 5), (64, 2), (150, 27)] {
+            let mut seed = 7;
+            let m: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+            let v: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| lcg(&mut seed)).collect();
+            let mt: Vec<f32> = (0..cols * rows).map(|i| m[(i % rows) * cols + i / rows]).collect();
+            let mut out = vec![f32::NAN; rows];
+            matvec_bias(&mt, &v, &bias, &mut out);
+            for r in 0..rows {
+                let want = m[r * cols..][..cols].iter().zip(&v).map(|(a, b)| a * b).sum::<f32>() + bias[r];
+                assert_eq!(out[r], want, "{rows}x{cols} row {r}");
             }
         }
     }

@@ -141,7 +141,8 @@ pub struct SqueezeExcite {
     step: SeStep,
 }
 
-/// The step form's weights (`fc1 (hidden, C)`, `fc2 (C, hidden)`) and buffers.
+/// The step form's weights, transposed for [`hwc::matvec_bias`] (`fc1ᵀ (C, hidden)`, `fc2ᵀ (hidden, C)`),
+/// and buffers.
 #[derive(Debug, Clone, Default)]
 struct SeStep {
     w1: Vec<f32>,
@@ -174,10 +175,11 @@ impl SqueezeExcite {
         let b1 = b1.reshape((1, fc1.c_out(), 1, 1))?;
         let b2 = b2.reshape((1, fc2.c_out(), 1, 1))?;
         let values = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let transposed = |c: &SpatialConv| values(&c.weight().flatten_from(1)?.t()?.contiguous()?);
         let step = SeStep {
-            w1: values(fc1.weight())?,
+            w1: transposed(&fc1)?,
             b1: values(&b1)?,
-            w2: values(fc2.weight())?,
+            w2: transposed(&fc2)?,
             b2: values(&b2)?,
             mean: vec![0.0; fc1.c_in()],
             hidden: vec![0.0; fc1.c_out()],
