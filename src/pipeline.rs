@@ -280,17 +280,14 @@ fn decode_loop(
     use crate::preprocess::{Preprocessor, Resampler};
     use crate::source::Frame;
 
-    let mut resampler = Resampler::new(spec.fps);
+    let mut timeline = Timeline { resampler: Resampler::new(spec.fps), steps: 0, owed: 0 };
     let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
     // Built on the first frame and again if the frame size changes mid-stream.
     let mut pre: Option<(u32, u32, Preprocessor)> = None;
-    let mut steps = 0;
-    while source.next_frame_if(&mut frame, &mut |pts| {
-        steps = resampler.feed(pts);
-        steps > 0
-    })?
-    .is_some()
-    {
+    while let Some(converted) = source.next_frame_if(&mut frame, &mut timeline)? {
+        let steps = if converted { std::mem::take(&mut timeline.steps) } else { 0 };
+        // Steps of a frame without pixels (one the decoder skipped) go to the next frame decoded.
+        timeline.owed = if converted { 0 } else { std::mem::take(&mut timeline.steps) };
         let input = if steps > 0 {
             let stale = !matches!(&pre, Some((w, h, _)) if *w == frame.width && *h == frame.height);
             if stale {
@@ -309,9 +306,64 @@ fn decode_loop(
     Ok(())
 }
 
+/// The model's timeline as the decoder's frame selector: a frame is needed when it feeds a step.
+struct Timeline {
+    resampler: crate::preprocess::Resampler,
+    /// Steps the last frame fed feeds (those owed included).
+    steps: usize,
+    /// Steps claimed by frames that came without pixels.
+    owed: usize,
+}
+
+impl crate::source::FrameSelector for Timeline {
+    fn feed(&mut self, pts: f64) -> bool {
+        self.steps = self.owed + self.resampler.feed(pts);
+        self.steps > 0
+    }
+
+    fn may_need(&self, pts: f64, before: f64) -> bool {
+        self.resampler.may_feed(pts, before)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames at 25 fps, 8×8 grey; frame 3 comes without pixels whatever the selector says (as a
+    /// skipped frame would).
+    struct SkippingSource {
+        info: crate::source::SourceInfo,
+        next: u64,
+    }
+
+    impl crate::source::FrameSource for SkippingSource {
+        fn info(&self) -> &crate::source::SourceInfo {
+            &self.info
+        }
+        fn next_frame(&mut self, _: &mut crate::source::Frame) -> anyhow::Result<bool> {
+            unreachable!("the decoder thread asks for frames with a selector")
+        }
+        fn next_frame_if(&mut self, frame: &mut crate::source::Frame, selector: &mut dyn crate::source::FrameSelector) -> anyhow::Result<Option<bool>> {
+            if self.next == 6 {
+                return Ok(None);
+            }
+            *frame = crate::source::Frame { index: self.next, pts: self.next as f64 / 25.0, width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
+            self.next += 1;
+            let wanted = selector.feed(frame.pts);
+            Ok(Some(wanted && frame.index != 3))
+        }
+    }
+
+    #[test]
+    fn steps_of_a_frame_without_pixels_go_to_the_next_frame() {
+        let source = SkippingSource { info: crate::source::SourceInfo::default(), next: 0 };
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        decode_loop(&mut { source }, &crate::models::i3d::spec(), &tx).unwrap();
+        drop(tx);
+        let got: Vec<(u64, usize, bool)> = rx.iter().map(|p| p.unwrap()).map(|p| (p.frame, p.steps, p.input.is_some())).collect();
+        assert_eq!(got, vec![(0, 1, true), (1, 1, true), (2, 1, true), (3, 0, false), (4, 2, true), (5, 1, true)]);
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

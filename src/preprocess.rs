@@ -119,6 +119,29 @@ impl Resampler {
     }
 }
 
+impl Resampler {
+    /// Whether a frame at `pts`, whose predecessor in presentation order is at `before` or later, may
+    /// feed a step when it comes to be fed: `false` only when it certainly feeds none. Such a frame
+    /// can claim only steps at `t ∈ [before, pts + (pts − before) / 2)`: the frames before it have
+    /// claimed every step earlier than their own pts, and its window ends at most half its interval
+    /// after its pts. Steps already fed are out of reach too. Near a discontinuity, where the time
+    /// offset may still change, the answer is `true`.
+    pub fn may_feed(&self, pts: f64, before: f64) -> bool {
+        // Room for rounding in the timestamps' conversion to seconds.
+        const MARGIN: f64 = 1e-6;
+        let Some(origin) = self.origin else { return true };
+        let (pts, before) = (pts + self.offset, before + self.offset);
+        let near = |t: f64| (t - self.last_pts).abs() < MAX_JUMP / 4.0;
+        if !(pts.is_finite() && before.is_finite() && before < pts && near(pts) && near(before)) {
+            return true;
+        }
+        let (lo, hi) = (before - MARGIN, pts + (pts - before) / 2.0 + MARGIN);
+        // The first step at or after `lo` that is still to be fed.
+        let first = ((lo - origin) / self.step).ceil().max(self.next_step as f64);
+        origin + first * self.step < hi
+    }
+}
+
 /// One bilinear tap pair along an axis.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Tap {
@@ -542,6 +565,42 @@ mod tests {
             .filter(|&k| r.feed(1.5 + k as f64 / 30.0) > 0)
             .collect();
         assert_eq!(fed, (0..10).map(|n| 6 * n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn may_feed_is_false_only_for_frames_that_feed_nothing() {
+        // Jittered 30 fps with a gap, a duplicate and a step back; "known" predecessors up to 4
+        // frames back, asked with the resampler up to 6 frames behind (a decoder's lead).
+        let mut pts: Vec<f64> = (0..300).map(|i| i as f64 / 30.0 + 0.007 * ((i * 7 % 11) as f64 / 11.0)).collect();
+        pts.iter_mut().skip(150).for_each(|p| *p += 0.5);
+        pts[200] = pts[199];
+        pts[240] = pts[238];
+        for fps in [2.5, 5.0, 7.0, 25.0, 30.0, 60.0] {
+            let mut refused = 0;
+            for lead in 1..=6 {
+                let mut r = Resampler::new(fps);
+                for i in 0..pts.len() {
+                    // The state `lead` frames before frame i: frames i-lead..i not yet fed.
+                    if i >= lead {
+                        let mut ahead = r.clone();
+                        for &p in &pts[i - lead + 1..i] {
+                            ahead.feed(p);
+                        }
+                        for back in 1..=4.min(i) {
+                            let before = pts[i - back];
+                            if before < pts[i] && !r.may_feed(pts[i], before) {
+                                refused += 1;
+                                assert_eq!(ahead.clone().feed(pts[i]), 0, "fps {fps} frame {i} lead {lead} back {back}");
+                            }
+                        }
+                    }
+                    if i + 1 >= lead {
+                        r.feed(pts[i + 1 - lead]);
+                    }
+                }
+            }
+            assert!(fps > 30.0 || refused > 0, "fps {fps}: no refusals to check");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use coinfer::error::{ErrorKind, kind_of};
 use coinfer::preprocess::Resampler;
-use coinfer::source::{Frame, OpenOptions, RawVideo, open};
+use coinfer::source::{Frame, FrameSelector, OpenOptions, RawVideo, open};
 mod common;
 use common::{cli_rgb_hashes, ffmpeg, lavfi, sha};
 
@@ -447,6 +447,75 @@ fn vfr_clip_timestamps_and_frame_selection() {
                 );
             }
         }
+    }
+}
+
+/// The model's timeline as a selector, skipping allowed or not; records what it was fed.
+struct Timeline {
+    resampler: Resampler,
+    allow_skip: bool,
+    fed: Vec<(f64, usize)>,
+}
+
+impl FrameSelector for Timeline {
+    fn feed(&mut self, pts: f64) -> bool {
+        let steps = self.resampler.feed(pts);
+        self.fed.push((pts, steps));
+        steps > 0
+    }
+    fn may_need(&self, pts: f64, before: f64) -> bool {
+        !self.allow_skip || self.resampler.may_feed(pts, before)
+    }
+}
+
+/// A frame as the timeline saw it: index, pts, steps fed, RGB hash when converted.
+type Selected = (u64, f64, usize, Option<String>);
+
+/// Every frame of `path` through the timeline of a `model_fps` model, and the frames skipped.
+fn select(path: &Path, model_fps: f64, allow_skip: bool) -> (Vec<Selected>, u64) {
+    let mut src = open(path.to_str().unwrap(), &OpenOptions::default()).unwrap();
+    let mut sel = Timeline { resampler: Resampler::new(model_fps), allow_skip, fed: Vec::new() };
+    let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
+    let mut out = Vec::new();
+    while let Some(converted) = src.next_frame_if(&mut frame, &mut sel).unwrap() {
+        let &(pts, steps) = sel.fed.last().unwrap();
+        assert_eq!(pts, frame.pts);
+        assert_eq!(sel.fed.len() as u64, frame.index + 1, "one feed per frame, in order");
+        // Without pixels only when no step needs them (a skipped frame too).
+        assert_eq!(converted, steps > 0, "frame {}", frame.index);
+        out.push((frame.index, frame.pts, steps, converted.then(|| sha(&frame.rgb))));
+    }
+    (out, src.frames_skipped())
+}
+
+#[test]
+fn decoder_skips_only_frames_the_timeline_does_not_need() {
+    let dir = tmp();
+    let cfr = p(&dir, "bframes.mp4");
+    lavfi("testsrc2=size=96x64:rate=30:duration=4", &["-c:v", "libx264", "-bf", "3", "-b_strategy", "0", "-pix_fmt", "yuv420p"], &cfr);
+    let mpeg4 = p(&dir, "bframes.avi");
+    lavfi("testsrc2=size=96x64:rate=25:duration=4", &["-c:v", "mpeg4", "-bf", "2", "-q:v", "5"], &mpeg4);
+    // Jittered 30 fps, a gap, then 15 fps (as in the VFR test), with B-frames.
+    let vfr = p(&dir, "vfr-bframes.mkv");
+    let timing = "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'";
+    lavfi(
+        "testsrc2=size=64x48:rate=30:duration=3",
+        &["-vf", timing, "-fps_mode", "passthrough", "-enc_time_base", "1/1000", "-c:v", "libx264", "-bf", "3", "-b_strategy", "0", "-pix_fmt", "yuv420p"],
+        &vfr,
+    );
+    for path in [&cfr, &mpeg4, &vfr] {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let mut skipped_at_low_rates = 0;
+        for model_fps in [30.0 / 12.0, 5.0, 12.0, 25.0, 30.0] {
+            let (all, none_skipped) = select(path, model_fps, false);
+            assert_eq!(none_skipped, 0);
+            let (with_skips, skipped) = select(path, model_fps, true);
+            assert_eq!(with_skips, all, "{name} at {model_fps} fps: same frames, steps and pixels");
+            if model_fps <= 5.0 {
+                skipped_at_low_rates += skipped;
+            }
+        }
+        assert!(skipped_at_low_rates > 0, "{name}: nothing was skipped");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Inputs FFmpeg demuxes and decodes: files, stdin (`pipe:0`), devices and URLs.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::raw::c_int;
 use std::ptr;
@@ -9,7 +10,7 @@ use ffmpeg_next::format::context::Input;
 use ffmpeg_next::{Error as AvError, Packet, codec, frame};
 
 use super::convert::{Picture, RgbConverter};
-use super::{Frame, FrameSource, OpenOptions, SourceInfo};
+use super::{Frame, FrameSelector, FrameSource, OpenOptions, SourceInfo};
 use crate::error::{ErrorKind, classified, kind_of};
 
 pub(crate) struct AvSource {
@@ -35,7 +36,20 @@ pub(crate) struct AvSource {
     read_error: Option<String>,
     /// Advice appended to data errors (e.g. an ordinary mp4 piped to stdin).
     hint: Option<&'static str>,
+    /// Skipping frames is allowed (until a frame comes without a timestamp).
+    may_skip: bool,
+    /// Timestamps of the latest packets read (stream time base), to find a packet's predecessor.
+    recent: BTreeSet<i64>,
+    /// Timestamps of packets sent while the decoder was told to drop non-reference frames, and not
+    /// yet output: those that never come out were skipped.
+    skippable: BTreeSet<i64>,
+    /// `decoded` holds a frame not yet returned (skipped frames before it go first).
+    held: bool,
+    skipped: u64,
 }
+
+/// Packet timestamps kept to find predecessors: far more than any decoder's reordering depth.
+const RECENT_PACKETS: usize = 64;
 
 const PIPE_MP4_HINT: &str = "an ordinary mp4 cannot be streamed through a pipe (its index is at the end): \
 pipe y4m, mpegts or fragmented mp4 (-movflags frag_keyframe+empty_moov), or give the file's path";
@@ -268,12 +282,16 @@ impl AvSource {
             last_error: None,
             read_error: None,
             hint,
+            may_skip: true,
+            recent: BTreeSet::new(),
+            skippable: BTreeSet::new(),
+            held: false,
+            skipped: 0,
         })
     }
 
-    /// Converts the frame just decoded into `out`.
-    /// Fill `out` from the decoded picture; its pixels are converted only when `wanted(pts)`.
-    fn emit(&mut self, out: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<bool> {
+    /// Fill `out` from the decoded picture; its pixels are converted only when the selector needs them.
+    fn emit(&mut self, out: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<bool> {
         let pts = match self.decoded.timestamp() {
             Some(t) if self.time_base > 0.0 => t as f64 * self.time_base,
             // No timestamp: continue from the previous frame at the nominal rate.
@@ -286,7 +304,7 @@ impl AvSource {
         out.width = f.width as u32;
         out.height = f.height as u32;
         self.next_index += 1;
-        if !wanted(pts) {
+        if !selector.feed(pts) {
             return Ok(false);
         }
         let format: AVPixelFormat =
@@ -302,6 +320,65 @@ impl AvSource {
         };
         self.conv.convert(&pic, &mut out.rgb)?;
         Ok(true)
+    }
+
+    /// A frame the decoder skipped, at `ts`: its index and time, no pixels (the size stays the last
+    /// frame's).
+    fn emit_skipped(&mut self, ts: i64, out: &mut Frame, selector: &mut dyn FrameSelector) -> bool {
+        let pts = ts as f64 * self.time_base;
+        self.last_pts = Some(self.last_pts.map_or(pts, |p| p.max(pts)));
+        out.index = self.next_index;
+        out.pts = pts;
+        self.next_index += 1;
+        self.skipped += 1;
+        // The selector said it would not need this frame; if it does after all (timestamps that
+        // broke the rules), the steps it claims go to the next frame decoded, as after a gap.
+        selector.feed(pts);
+        false
+    }
+
+    /// Before `packet` goes to the decoder: let it drop the frame when it is a non-reference one
+    /// that the selector certainly does not need. That needs the timestamp of the packet and of an
+    /// earlier one (its predecessor in presentation order is that one or a later one).
+    fn choose_discard(&mut self, packet: &Packet, selector: &dyn FrameSelector) {
+        let mut skip = false;
+        if let (true, Some(ts)) = (self.may_skip && self.time_base > 0.0, packet.pts()) {
+            if !self.recent.contains(&ts)
+                && let Some(&before) = self.recent.range(..ts).next_back()
+            {
+                skip = !selector.may_need(ts as f64 * self.time_base, before as f64 * self.time_base);
+            }
+            self.recent.insert(ts);
+            if self.recent.len() > RECENT_PACKETS {
+                self.recent.pop_first();
+            }
+        }
+        if skip {
+            self.skippable.insert(ts_of(packet));
+        }
+        self.decoder.skip_frame(if skip { ffmpeg_next::Discard::NonReference } else { ffmpeg_next::Discard::Default });
+    }
+
+    /// The next frame to return once a decoded frame is held: a skipped frame that comes before it
+    /// in presentation order, or the held frame itself.
+    fn emit_next(&mut self, out: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<bool> {
+        let ts = self.decoded.timestamp();
+        if ts.is_none() {
+            // No timestamps to order frames by: stop skipping (those pending go first).
+            self.may_skip = false;
+        }
+        if let Some(&first) = self.skippable.first()
+            && ts.is_none_or(|t| first < t)
+        {
+            self.skippable.pop_first();
+            return Ok(self.emit_skipped(first, out, selector));
+        }
+        if let Some(t) = ts {
+            // Decoded after all (a reference frame, or a decoder that ignores the request).
+            self.skippable.remove(&t);
+        }
+        self.held = false;
+        self.emit(out, selector)
     }
 
     /// The end of the input: `None`, or the error that explains a premature end.
@@ -388,11 +465,15 @@ impl FrameSource for AvSource {
         Ok(self.next_frame_if(frame, &mut |_| true)?.is_some())
     }
 
-    fn next_frame_if(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
+    fn frames_skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn next_frame_if(&mut self, frame: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
         if self.finished {
             return Ok(None);
         }
-        self.decode_next(frame, wanted).map_err(|e| match self.hint {
+        self.decode_next(frame, selector).map_err(|e| match self.hint {
             Some(hint) if kind_of(&e) == ErrorKind::Data => {
                 classified(ErrorKind::Data, format!("{e}; {hint}"))
             }
@@ -401,12 +482,29 @@ impl FrameSource for AvSource {
     }
 }
 
+/// A packet's timestamp (callers have checked it has one).
+fn ts_of(packet: &Packet) -> i64 {
+    packet.pts().expect("a packet with a timestamp")
+}
+
 impl AvSource {
-    fn decode_next(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
+    fn decode_next(&mut self, frame: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
         loop {
+            if self.held {
+                return self.emit_next(frame, selector).map(Some);
+            }
             match self.decoder.receive_frame(&mut self.decoded) {
-                Ok(()) => return self.emit(frame, wanted).map(Some),
-                Err(AvError::Eof) => return self.end(),
+                Ok(()) => {
+                    self.held = true;
+                    continue;
+                }
+                Err(AvError::Eof) => {
+                    // Frames skipped at the very end still count, in order.
+                    if let Some(ts) = self.skippable.pop_first() {
+                        return Ok(Some(self.emit_skipped(ts, frame, selector)));
+                    }
+                    return self.end();
+                }
                 Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {}
                 Err(e) => {
                     // A broken frame: skip it like the CLI does, remember why.
@@ -418,6 +516,9 @@ impl AvSource {
                 }
             }
             if self.eof_sent {
+                if let Some(ts) = self.skippable.pop_first() {
+                    return Ok(Some(self.emit_skipped(ts, frame, selector)));
+                }
                 return self.end();
             }
             let mut packet = Packet::empty();
@@ -426,6 +527,7 @@ impl AvSource {
                     if packet.stream() != self.stream_index {
                         continue;
                     }
+                    self.choose_discard(&packet, selector);
                     if let Err(e) = self.decoder.send_packet(&packet) {
                         self.bad_packets += 1;
                         self.last_error = Some(e.to_string());

@@ -58,7 +58,7 @@ impl RawVideo {
 }
 
 /// What is known about an input once it is open.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SourceInfo {
     pub width: u32,
     pub height: u32,
@@ -79,7 +79,7 @@ pub struct SourceInfo {
 /// One decoded frame, RGB24 packed rows (width*3 bytes, no padding).
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
-    /// 0-based index among the decoded frames of the input.
+    /// 0-based index among the frames of the input (in presentation order, skipped ones included).
     pub index: u64,
     /// Presentation time in seconds, as the container stamps it (not shifted to start at 0).
     pub pts: f64,
@@ -92,14 +92,41 @@ pub trait FrameSource: Send {
     fn info(&self) -> &SourceInfo;
     /// Decode the next frame into `frame` (its buffer is reused); Ok(false) at the end of the input.
     fn next_frame(&mut self, frame: &mut Frame) -> anyhow::Result<bool>;
-    /// Decode the next frame but convert its pixels only when `wanted(pts)`: frames the model's
-    /// timeline drops cost no colour conversion. `Some(true)`: `frame` is complete; `Some(false)`: only
-    /// its index, pts and size are set; `None` at the end of the input.
-    fn next_frame_if(&mut self, frame: &mut Frame, wanted: &mut dyn FnMut(f64) -> bool) -> anyhow::Result<Option<bool>> {
+    /// Decode the next frame but convert its pixels only when `selector.feed(pts)` says they are
+    /// needed: frames the model's timeline drops cost no colour conversion, and a source whose decoder
+    /// can skip frames that no other frame references skips those the selector certainly does not need
+    /// ([`FrameSelector::may_need`]). Such a frame is still returned, in order, without pixels.
+    /// `Some(true)`: `frame` is complete; `Some(false)`: only its index, pts and size are set; `None`
+    /// at the end of the input.
+    fn next_frame_if(&mut self, frame: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
         if !self.next_frame(frame)? {
             return Ok(None);
         }
-        Ok(Some(wanted(frame.pts)))
+        Ok(Some(selector.feed(frame.pts)))
+    }
+    /// Frames the decoder skipped so far (returned without pixels, never decoded).
+    fn frames_skipped(&self) -> u64 {
+        0
+    }
+}
+
+/// Decides which frames a consumer needs, fed the frames' timestamps in presentation order.
+pub trait FrameSelector {
+    /// The next frame (in presentation order) is at `pts` seconds: whether its pixels are needed.
+    /// Called for every frame of the input, those the decoder skipped included.
+    fn feed(&mut self, pts: f64) -> bool;
+    /// Whether a frame at `pts`, whose closest earlier frame is at `before` or later, may be needed
+    /// when it comes to be fed: `false` only when it certainly will not be (its decoding can then be
+    /// skipped).
+    fn may_need(&self, _pts: f64, _before: f64) -> bool {
+        true
+    }
+}
+
+/// A closure is a selector that never allows skipping.
+impl<F: FnMut(f64) -> bool> FrameSelector for F {
+    fn feed(&mut self, pts: f64) -> bool {
+        self(pts)
     }
 }
 
