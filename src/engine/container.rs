@@ -41,6 +41,24 @@ impl Sequential {
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
     }
+
+    /// Step every layer in turn; with `residual`, the last one steps with it.
+    fn step_frame_ending<'a>(&'a mut self, x: FrameRef<'a>, residual: Option<(FrameRef<'_>, Option<Activation>)>) -> Result<Option<FrameRef<'a>>> {
+        let last = self.layers.len().saturating_sub(1);
+        let mut y = x;
+        for (i, (layer, _)) in self.layers.iter_mut().zip(&self.fused).enumerate().filter(|(_, (_, fused))| !**fused) {
+            let out = match residual {
+                Some((r, act)) if i == last => layer.step_frame_residual(y, r, act)?,
+                _ => layer.step_frame(y)?,
+            };
+            match out {
+                Some(next) => y = next,
+                // Later layers are not stepped: they see nothing this step.
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(y))
+    }
 }
 
 impl Layer for Sequential {
@@ -53,15 +71,19 @@ impl Layer for Sequential {
     }
 
     fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
-        let mut y = x;
-        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
-            match layer.step_frame(y)? {
-                Some(next) => y = next,
-                // Later layers are not stepped: they see nothing this step.
-                None => return Ok(None),
-            }
+        self.step_frame_ending(x, None)
+    }
+
+    /// The last layer adds the residual, unless an activation was fused into it.
+    fn accepts_residual(&self) -> bool {
+        matches!((self.layers.last(), self.fused.last()), (Some(last), Some(false)) if last.accepts_residual())
+    }
+
+    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+        if !self.accepts_residual() {
+            bail!("{}: no residual form", self.name);
         }
-        Ok(Some(y))
+        self.step_frame_ending(x, Some((residual, act)))
     }
 
     /// Each layer in order first takes what the layers before it flushed, then flushes itself.
@@ -236,6 +258,21 @@ impl Layer for Parallel {
     fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
         let Parallel { name, branches, reduce, out, act } = self;
         let n = branches.len();
+        if *reduce == Reduce::Sum && n == 2 && branches[1].accepts_residual() {
+            // A residual block: the second branch adds the first's output (and applies the
+            // activation) in its own output pass; its output is the sum.
+            let (first, second) = branches.split_at_mut(1);
+            let Some(y0) = first[0].step_frame(x)? else {
+                if second[0].step_frame(x)?.is_some() {
+                    bail!("{name}: branches out of step (a delay-alignment bug)");
+                }
+                return Ok(None);
+            };
+            return match second[0].step_frame_residual(x, y0, *act)? {
+                Some(y) => Ok(Some(y)),
+                None => bail!("{name}: branches out of step (a delay-alignment bug)"),
+            };
+        }
         let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
         for (y, b) in ys.iter_mut().zip(branches.iter_mut()) {
             *y = b.step_frame(x)?;

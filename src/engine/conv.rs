@@ -417,7 +417,7 @@ impl Layer for TemporalConv {
             if let StepKind::Matmul { taps, direct } = &st.kind {
                 // One pass: the product's store adds the bias and applies the activation.
                 let lhs = if *direct { x.data } else { &st.cols };
-                let store = Store::Finish { bias: &st.bias, act: st.act };
+                let store = Store::Finish { bias: &st.bias, residual: None, act: st.act };
                 matmul(shape.h * shape.w, lhs, &taps[0], &mut st.out, store);
             } else {
                 add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, 0, &mut st.out, false);
@@ -450,6 +450,35 @@ impl Layer for TemporalConv {
         }
         st.position.advance(x.data, self.fill);
         Ok(done.map(|i| FrameRef { data: &*st.complete(i), shape }))
+    }
+
+    /// Stateless products (1×1 and other single-tap convs) add the residual in the GEMM's store.
+    fn accepts_residual(&self) -> bool {
+        self.taps[0].groups() == 1 && self.is_stateless() && self.act.is_none()
+    }
+
+    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+        if !self.accepts_residual() {
+            bail!("{}: no residual form", self.name);
+        }
+        if x.shape.c != self.taps[0].c_in() {
+            bail!("{}: expected {} input channels, got {}", self.name, self.taps[0].c_in(), x.shape.c);
+        }
+        let in_hw = (x.shape.h, x.shape.w);
+        let shape = self.output_shape(in_hw);
+        if residual.shape != shape {
+            bail!("{}: residual of shape {:?} for an output of {:?}", self.name, residual.shape, shape);
+        }
+        self.step_state()?;
+        let st = self.step.as_mut().expect("built above");
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        st.out.resize(shape.numel(), 0.0);
+        let StepKind::Matmul { taps, direct } = &st.kind else { unreachable!("checked: groups == 1") };
+        let lhs = if *direct { x.data } else { &st.cols };
+        let store = Store::Finish { bias: &st.bias, residual: Some(residual.data), act };
+        matmul(shape.h * shape.w, lhs, &taps[0], &mut st.out, store);
+        Ok(Some(FrameRef { data: &st.out, shape }))
     }
 
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {

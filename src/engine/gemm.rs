@@ -15,9 +15,10 @@ pub enum Store<'a> {
     Overwrite,
     /// `+=`.
     Accumulate,
-    /// Overwrite with the finished value: `act(a·B + bias)` (no bias when empty), applied to the
-    /// registers before the store rather than in a second pass over the output.
-    Finish { bias: &'a [f32], act: Option<Activation> },
+    /// Overwrite with the finished value: `act(a·B + bias + residual)` (no bias when empty; the
+    /// residual, if any, laid out like the output), applied to the registers before the store rather
+    /// than in further passes over the output.
+    Finish { bias: &'a [f32], residual: Option<&'a [f32]>, act: Option<Activation> },
 }
 
 impl Store<'_> {
@@ -25,17 +26,29 @@ impl Store<'_> {
         matches!(self, Store::Accumulate)
     }
 
-    /// A bias, if any, has one value per column of the `n`.
-    fn check(&self, n: usize) {
-        if let Store::Finish { bias, .. } = self {
+    /// A bias, if any, has one value per column of the `n`; a residual covers the `m × n` output.
+    fn check(&self, m: usize, n: usize) {
+        if let Store::Finish { bias, residual, .. } = self {
             assert!(bias.is_empty() || bias.len() == n, "matmul: bias of {} for {n} columns", bias.len());
+            assert!(residual.is_none_or(|r| r.len() >= m * n), "matmul: residual smaller than the output");
+        }
+    }
+
+    /// The same store for the output values `range` (a block of whole rows) only.
+    pub fn narrowed(self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Store::Finish { bias, residual, act } => Store::Finish { bias, residual: residual.map(|r| &r[range]), act },
+            other => other,
         }
     }
 
     /// The finishing pass over `out (rows, n)` for the paths without the fused store.
     fn finish_rows(&self, out: &mut [f32]) {
-        if let Store::Finish { bias, act } = *self {
+        if let Store::Finish { bias, residual, act } = *self {
             super::hwc::add_rows(out, bias);
+            if let Some(r) = residual {
+                out.iter_mut().zip(r).for_each(|(o, &r)| *o += r);
+            }
             if let Some(act) = act {
                 act.apply(out);
             }
@@ -117,7 +130,7 @@ impl Weight {
     pub fn matmul(&self, m: usize, a: &[f32], out: &mut [f32], store: Store) {
         let (k, n) = (self.k, self.n);
         assert!(a.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
-        store.check(n);
+        store.check(m, n);
         if m == 0 || n == 0 {
             return;
         }
@@ -168,7 +181,7 @@ impl Weight {
     /// `out` points to `m · n` writable values that nothing else accesses in these columns meanwhile.
     pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
         assert!(self.packed && self.k > 0 && panels.end <= self.panels() && a.len() >= m * self.k, "matmul_columns: bad call");
-        store.check(self.n);
+        store.check(m, self.n);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
         unsafe {
@@ -205,8 +218,11 @@ impl Weight {
                         let b = self.data.as_ptr().add(p * k * NR);
                         let c = out.add(i0 * n + p * NR);
                         let store = match store {
-                            Store::Finish { bias, act } if !bias.is_empty() => Tile::Finish(bias.as_ptr().add(p * NR), act),
-                            Store::Finish { act, .. } => Tile::Finish(std::ptr::null(), act),
+                            Store::Finish { bias, residual, act } => Tile::Finish {
+                                bias: if bias.is_empty() { std::ptr::null() } else { bias.as_ptr().add(p * NR) },
+                                residual: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i0 * n + p * NR)),
+                                act,
+                            },
                             Store::Accumulate => Tile::Accumulate,
                             Store::Overwrite => Tile::Overwrite,
                         };
@@ -266,13 +282,18 @@ unsafe fn kernel<const R: usize>(
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
         }
-        if let Tile::Finish(bias, act) = store {
-            // The same operations, in the same order, as the separate pass (bias, then activation).
+        if let Tile::Finish { bias, residual, act } = store {
+            // The same operations, in the same order, as the separate passes (bias, residual, then
+            // activation).
             let bv = if bias.is_null() { None } else { Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.add(16))]) };
-            for row in acc.iter_mut() {
+            let masks = [m0, m1];
+            for (r, row) in acc.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
                     if let Some(bv) = bv {
                         *v = _mm512_add_ps(*v, bv[j]);
+                    }
+                    if !residual.is_null() {
+                        *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[j], residual.add(r * ldc + 16 * j)));
                     }
                     *v = match act {
                         None => *v,
@@ -289,12 +310,13 @@ unsafe fn kernel<const R: usize>(
     }
 }
 
-/// [`Store`] for one tile: its panel's bias (null: none) and activation.
+/// [`Store`] for one tile: its panel's bias and its residual rows (null: none; the residual with the
+/// output's stride), and the activation.
 #[derive(Clone, Copy)]
 enum Tile {
     Overwrite,
     Accumulate,
-    Finish(*const f32, Option<Activation>),
+    Finish { bias: *const f32, residual: *const f32, act: Option<Activation> },
 }
 
 fn avx512() -> bool {

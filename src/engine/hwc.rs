@@ -89,7 +89,7 @@ pub fn matmul(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], store: Store) 
         return;
     }
     split_rows_by(out, n, m, 8, chunks, |out, rows| {
-        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, store);
+        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, store.narrowed(rows.start * n..rows.end * n));
     });
 }
 
@@ -815,6 +815,28 @@ mod tests {
                 let want = m[r * cols..][..cols].iter().zip(&v).map(|(a, b)| a * b).sum::<f32>() + bias[r];
                 assert_eq!(out[r], want, "{rows}x{cols} row {r}");
             }
+        }
+    }
+
+    /// The finished store with bias, residual and ReLU, split by rows or by column panels across a
+    /// session's threads, equals the unfused passes bit for bit.
+    #[test]
+    fn matmul_finishes_with_a_residual() {
+        for (m, k, n) in [(64, 64, 48), (9, 40, 200), (3, 5, 7)] {
+            let mut seed = 3;
+            let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let residual: Vec<f32> = (0..m * n).map(|_| lcg(&mut seed)).collect();
+            let w = Weight::new(k, n, &b);
+            let mut want = vec![0.0; m * n];
+            matmul(m, &a, &w, &mut want, Store::Overwrite);
+            add_rows(&mut want, &bias);
+            want.iter_mut().zip(&residual).for_each(|(o, &r)| *o = (*o + r).max(0.0));
+            let mut got = vec![f32::NAN; m * n];
+            let store = Store::Finish { bias: &bias, residual: Some(&residual), act: Some(Activation::Relu) };
+            team::session(|| matmul(m, &a, &w, &mut got, store));
+            assert_eq!(got, want, "{m}x{k}x{n}");
         }
     }
 }

@@ -175,6 +175,16 @@ pub trait Layer: Send {
     fn fuse_activation(&mut self, _act: Activation) -> bool {
         false
     }
+    /// Whether [`Layer::step_frame_residual`] can add a residual in the layer's own output pass.
+    fn accepts_residual(&self) -> bool {
+        false
+    }
+    /// [`Layer::step_frame`] whose output is `act(output + residual)` (`residual` shaped like the
+    /// output), for a residual sum that ends in this layer: one pass over the output instead of two.
+    /// Only for layers that [`Layer::accepts_residual`].
+    fn step_frame_residual<'a>(&'a mut self, _x: FrameRef<'a>, _residual: FrameRef<'_>, _act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+        candle_core::bail!("this layer has no residual form")
+    }
     /// [`Layer::step_frame`] on a `(1, C, H, W)` tensor; `Some` when the layer emits an output.
     fn step(&mut self, x: &Tensor) -> Result<Option<Tensor>> {
         let x = Frame::from_tensor(x)?;
