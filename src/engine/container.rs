@@ -42,11 +42,29 @@ impl Sequential {
         &self.layers
     }
 
-    /// Step every layer in turn; with `residual`, the last one steps with it.
+    /// Step every layer in turn; with `residual`, the last one steps with it. A layer that can write
+    /// its output straight into the next layer's input buffer (a 1×1 conv before a depthwise conv's
+    /// padded frame window) does so, which saves a copy of the frame.
     fn step_frame_ending<'a>(&'a mut self, x: FrameRef<'a>, residual: Option<(FrameRef<'_>, Option<Activation>)>) -> Result<Option<FrameRef<'a>>> {
         let last = self.layers.len().saturating_sub(1);
         let mut y = x;
-        for (i, (layer, _)) in self.layers.iter_mut().zip(&self.fused).enumerate().filter(|(_, (_, fused))| !**fused) {
+        let mut layers = self.layers.iter_mut().zip(&self.fused).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
+        while let Some((i, layer)) = layers.next() {
+            if let Some(shape) = layer.slot_output(y.shape)
+                && let Some((j, next)) = layers.peek_mut()
+                && (residual.is_none() || *j != last)
+                && let Some(slot) = next.input_slot(shape)
+            {
+                layer.step_frame_into_slot(y, slot)?;
+                let (_, next) = layers.next().expect("peeked above");
+                match next.step_frame_in_slot(shape)? {
+                    Some(out) => {
+                        y = out;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
             let out = match residual {
                 Some((r, act)) if i == last => layer.step_frame_residual(y, r, act)?,
                 _ => layer.step_frame(y)?,

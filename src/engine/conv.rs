@@ -4,11 +4,11 @@
 
 use candle_core::{DType, Result, Tensor, bail};
 
-use super::gemm::{Store, Weight};
-use super::hwc::{Window, add_rows, matmul, split_rows};
+use super::gemm::{Rows, Store, Weight};
+use super::hwc::{Window, add_rows, matmul, matmul_into, split_rows};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
-use super::{Activation, Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
+use super::{Activation, Chw, Fill, Frame, FrameRef, InputSlot, Layer, LayerReport, PadMode, Temporal};
 
 /// Pad a clip `(T, C, H, W)` along time with `before`/`after` frames: zeros, or copies of the edge frames.
 pub fn pad_time(x: &Tensor, before: usize, after: usize, fill: Fill) -> Result<Tensor> {
@@ -92,8 +92,9 @@ struct FrameWindow {
 }
 
 impl FrameWindow {
-    /// Keep input `t` (`in_hw`, `c` channels) in its slot, inside the padding of `window`.
-    fn store(&mut self, t: usize, x: &[f32], (h, w): (usize, usize), c: usize, window: &Window) {
+    /// The slot of input `t` (`in_hw`, `c` channels), padding included and zero: the interior
+    /// starts at `(top · pw + left) · c`, rows `pw · c` apart.
+    fn slot(&mut self, t: usize, (h, w): (usize, usize), c: usize, window: &Window) -> InputSlot<'_> {
         let [top, bottom, left, right] = window.pad;
         let pw = w + left + right;
         let k = self.frames.len();
@@ -103,6 +104,14 @@ impl FrameWindow {
             slot.clear();
             slot.resize(len, 0.0);
         }
+        InputSlot { data: slot, offset: (top * pw + left) * c, row_stride: pw * c, shape: Chw::new(c, h, w) }
+    }
+
+    /// Keep input `t` (`in_hw`, `c` channels) in its slot, inside the padding of `window`.
+    fn store(&mut self, t: usize, x: &[f32], (h, w): (usize, usize), c: usize, window: &Window) {
+        let [top, _, left, right] = window.pad;
+        let pw = w + left + right;
+        let slot = self.slot(t, (h, w), c, window).data;
         // Row by row into the interior, the rows shared by the step's threads.
         let interior = &mut slot[top * pw * c..(top + h) * pw * c];
         split_rows(interior, pw * c, h, super::hwc::pass_work(h * w * c, None), |rows_out, rows| {
@@ -354,6 +363,26 @@ impl TemporalConv {
         self.taps[0].groups() > 1 && self.k() > 1 && self.k() <= MAX_WINDOW
     }
 
+    /// The frame-window step once the new input is in its slot: count it, and compute the output
+    /// it completes, if any (`shape`: the output's).
+    fn window_step(&mut self, shape: Chw) -> Option<FrameRef<'_>> {
+        let (k, s, p_b, fill) = (self.taps.len(), self.stride, self.pad.stream_before(), self.fill);
+        let st = self.step.as_mut().expect("a frame-window step state");
+        let fw = st.frames.as_mut().expect("a frame window");
+        let t = fw.seen;
+        fw.seen += 1;
+        // Output j's newest input is t = j·s − p_b + k − 1.
+        let js = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0)?;
+        // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
+        // still kept while such outputs are due.
+        fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+            i if i >= 0 => Some(i as usize % k),
+            _ if fill == Fill::Replicate => Some(0),
+            _ => None,
+        });
+        Some(FrameRef { data: &fw.out, shape })
+    }
+
     /// The step form, built on first use.
     fn step_state(&mut self) -> Result<&mut ConvStep> {
         if self.step.is_none() {
@@ -409,6 +438,13 @@ impl Layer for TemporalConv {
         let in_hw = (x.shape.h, x.shape.w);
         let shape = self.output_shape(in_hw);
         let stateless = self.is_stateless();
+        if self.uses_frame_window() {
+            let st = self.step.as_mut().expect("built above");
+            st.in_hw = in_hw;
+            let fw = st.frames.as_mut().expect("a frame window");
+            fw.store(fw.seen, x.data, in_hw, st.c_in, &st.window);
+            return Ok(self.window_step(shape));
+        }
         let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
@@ -425,24 +461,7 @@ impl Layer for TemporalConv {
             }
             return Ok(Some(FrameRef { data: &st.out, shape }));
         }
-        let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
-        if st.frames.is_some() {
-            let fw = st.frames.as_mut().expect("checked");
-            let t = fw.seen;
-            fw.store(t, x.data, in_hw, st.c_in, &st.window);
-            fw.seen += 1;
-            // Output j's newest input is t = j·s − p_b + k − 1.
-            let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { return Ok(None) };
-            let fill = self.fill;
-            // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
-            // still kept while such outputs are due.
-            fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), in_hw, st.c_in, shape.numel(), |i| match i {
-                i if i >= 0 => Some(i as usize % k),
-                _ if fill == Fill::Replicate => Some(0),
-                _ => None,
-            });
-            return Ok(Some(FrameRef { data: &fw.out, shape }));
-        }
+        let p_b = self.pad.stream_before();
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
         let mut done = None;
         for t in st.position.next_indices(self.fill, p_b) {
@@ -450,6 +469,50 @@ impl Layer for TemporalConv {
         }
         st.position.advance(x.data, self.fill);
         Ok(done.map(|i| FrameRef { data: &*st.complete(i), shape }))
+    }
+
+    /// A frame window lends the slot of the next input.
+    fn input_slot(&mut self, shape: Chw) -> Option<InputSlot<'_>> {
+        if !self.uses_frame_window() || shape.c != self.taps[0].c_in() {
+            return None;
+        }
+        let st = self.step_state().ok()?;
+        let fw = st.frames.as_mut()?;
+        Some(fw.slot(fw.seen, (shape.h, shape.w), shape.c, &st.window))
+    }
+
+    fn step_frame_in_slot<'a>(&'a mut self, shape: Chw) -> Result<Option<FrameRef<'a>>> {
+        if !self.uses_frame_window() || self.step.is_none() {
+            bail!("{}: no input slot was lent", self.name);
+        }
+        let out = self.output_shape((shape.h, shape.w));
+        self.step.as_mut().expect("checked").in_hw = (shape.h, shape.w);
+        Ok(self.window_step(out))
+    }
+
+    /// Stateless products write their output wherever the next layer wants it (AVX-512 only, where
+    /// the product takes a row layout).
+    fn slot_output(&self, input: Chw) -> Option<Chw> {
+        let product = self.taps[0].groups() == 1 && self.is_stateless() && super::gemm::packs_weights();
+        (product && input.c == self.taps[0].c_in()).then(|| self.output_shape((input.h, input.w)))
+    }
+
+    fn step_frame_into_slot(&mut self, x: FrameRef<'_>, slot: InputSlot<'_>) -> Result<()> {
+        let Some(shape) = self.slot_output(x.shape) else { bail!("{}: cannot write into a slot", self.name) };
+        if slot.shape != shape {
+            bail!("{}: slot for {:?}, output {:?}", self.name, slot.shape, shape);
+        }
+        self.step_state()?;
+        let in_hw = (x.shape.h, x.shape.w);
+        let st = self.step.as_mut().expect("built above");
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        let StepKind::Matmul { taps, direct } = &st.kind else { unreachable!("checked: groups == 1") };
+        let lhs = if *direct { x.data } else { &st.cols };
+        let store = Store::Finish { bias: &st.bias, residual: None, act: st.act };
+        let layout = Rows::segments(shape.w, slot.row_stride);
+        matmul_into(shape.h * shape.w, lhs, &taps[0], &mut slot.data[slot.offset..], layout, store);
+        Ok(())
     }
 
     /// Stateless products (1×1 and other single-tap convs) add the residual in the GEMM's store.

@@ -66,6 +66,16 @@ impl Frame {
     }
 }
 
+/// Where a layer lets the layer before it write its next input: pixel `(y, x)` of a frame of
+/// `shape` goes to `data[offset + y · row_stride + x · c ..][..c]` (e.g. inside a border of padding).
+#[derive(Debug)]
+pub struct InputSlot<'a> {
+    pub data: &'a mut [f32],
+    pub offset: usize,
+    pub row_stride: usize,
+    pub shape: super::Chw,
+}
+
 /// A borrowed channels-last frame: what one layer lends the next.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {

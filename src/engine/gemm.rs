@@ -56,6 +56,50 @@ impl Store<'_> {
     }
 }
 
+/// Where the output rows of a product lie: one after the other (`n` values each), or in segments of
+/// `seg` rows whose starts are `stride` values apart (a frame written inside a border of padding:
+/// a segment is an image row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    seg: usize,
+    stride: usize,
+}
+
+impl Rows {
+    pub const DENSE: Rows = Rows { seg: usize::MAX, stride: 0 };
+
+    pub fn segments(seg: usize, stride: usize) -> Rows {
+        assert!(seg > 0, "segments of at least one row");
+        Rows { seg, stride }
+    }
+
+    /// Offset of row `row` (rows of `n` values).
+    pub fn offset(self, row: usize, n: usize) -> usize {
+        (row / self.seg) * self.stride + (row % self.seg) * n
+    }
+
+    /// Offsets of rows `first .. first + R` (one division, not one per row).
+    fn offsets<const R: usize>(self, first: usize, n: usize) -> [usize; R] {
+        if self == Rows::DENSE {
+            return std::array::from_fn(|r| (first + r) * n);
+        }
+        let (mut seg, mut row) = (first / self.seg, first % self.seg);
+        std::array::from_fn(|_| {
+            let at = seg * self.stride + row * n;
+            row += 1;
+            if row == self.seg {
+                (seg, row) = (seg + 1, 0);
+            }
+            at
+        })
+    }
+
+    /// Values from the first row's start to the end of row `m − 1`.
+    pub fn span(self, m: usize, n: usize) -> usize {
+        if m == 0 { 0 } else { self.offset(m - 1, n) + n }
+    }
+}
+
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
 /// Rows per kernel call.
@@ -120,7 +164,7 @@ impl Weight {
         self.n
     }
 
-    /// Column panels of 32 (the unit a product can be split by columns in, [`Self::matmul_columns`]);
+    /// Column panels of 32 (the unit a product can be split by columns in, [`Self::matmul_into`]);
     /// 0 when the weight is not packed (no AVX-512), which splits by rows only.
     pub fn panels(&self) -> usize {
         if self.packed { self.n.div_ceil(NR) } else { 0 }
@@ -144,7 +188,7 @@ impl Weight {
         #[cfg(target_arch = "x86_64")]
         if self.packed {
             // SAFETY: packed weights exist only on CPUs with AVX-512F; sizes were checked above.
-            return unsafe { self.matmul_avx512(m, a, out.as_mut_ptr(), store, 0..self.panels()) };
+            return unsafe { self.matmul_avx512(a, 0..m, out.as_mut_ptr(), Rows::DENSE, store, 0..self.panels()) };
         }
         FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the strides describe dense row-major matrices inside the checked slices.
@@ -174,49 +218,57 @@ impl Weight {
         store.finish_rows(&mut out[..m * n]);
     }
 
-    /// The columns of `panels` only of [`Self::matmul`] (packed weights), so that threads can share a
-    /// product with few rows and many columns, each reading only its part of the weight.
+    /// The rows `rows` and the columns of `panels` only of `out (m, n) = a (m, k) · self`, the output
+    /// rows laid out as `layout` says (packed weights), so that threads can share a product, and a
+    /// product can write into another buffer's interior.
     ///
     /// # Safety
-    /// `out` points to `m · n` writable values that nothing else accesses in these columns meanwhile.
-    pub unsafe fn matmul_columns(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
-        assert!(self.packed && self.k > 0 && panels.end <= self.panels() && a.len() >= m * self.k, "matmul_columns: bad call");
+    /// `out` points to `layout.span(m, n)` writable values that nothing else accesses in these rows
+    /// and columns meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_into(&self, m: usize, a: &[f32], rows: std::ops::Range<usize>, out: *mut f32, layout: Rows, store: Store, panels: std::ops::Range<usize>) {
+        assert!(
+            self.packed && self.k > 0 && panels.end <= self.panels() && rows.end <= m && a.len() >= m * self.k,
+            "matmul_into: bad call"
+        );
         store.check(m, self.n);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
         unsafe {
-            self.matmul_avx512(m, a, out, store, panels)
+            self.matmul_avx512(a, rows, out, layout, store, panels)
         }
     }
 
     /// # Safety
-    /// AVX-512F is present; `out` holds `m · n` values, `a` `m · k`, and `panels` are in range.
+    /// AVX-512F is present; `out` holds the rows `rows` in `layout` (of `n` values), `a` those rows
+    /// of `k`, and `panels` are in range.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, m: usize, a: &[f32], out: *mut f32, store: Store, panels: std::ops::Range<usize>) {
+    unsafe fn matmul_avx512(&self, a: &[f32], rows: std::ops::Range<usize>, out: *mut f32, layout: Rows, store: Store, panels: std::ops::Range<usize>) {
         let (k, n) = (self.k, self.n);
         let mask = super::hwc::lane_mask;
         // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
         // matrix would be streamed from L3 once per 8 rows.
         let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels.len().max(1));
         for p0 in panels.clone().step_by(group) {
-            for i0 in (0..m).step_by(MR) {
-                let rows = (m - i0).min(MR);
+            for i0 in rows.clone().step_by(MR) {
+                let count = (rows.end - i0).min(MR);
                 // The next row block of the activations, while this one runs (it may come from L2 or L3).
-                let next = (i0 + MR) * k..((i0 + 2 * MR).min(m) * k);
+                let next = (i0 + MR) * k..((i0 + 2 * MR).min(rows.end) * k);
                 for at in next.step_by(16) {
                     // SAFETY: a prefetch of an address inside `a`; it never faults.
                     unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(a.as_ptr().add(at) as *const i8) };
                 }
+                let offsets = layout.offsets::<MR>(i0, n);
                 for p in p0..(p0 + group).min(panels.end) {
                     let cols = (n - p * NR).min(NR);
                     let masks = (mask(cols), mask(cols.saturating_sub(16)));
-                    // SAFETY: row i0 + r < m of `a` and `out`, columns of panel p below n (masked), and the
+                    // SAFETY: rows i0.. of `a` and `out`, columns of panel p below n (masked), and the
                     // panel's k·32 values all lie inside the buffers the caller vouched for.
                     unsafe {
                         let a = a.as_ptr().add(i0 * k);
                         let b = self.data.as_ptr().add(p * k * NR);
-                        let c = out.add(i0 * n + p * NR);
+                        let c: [*mut f32; MR] = std::array::from_fn(|r| out.wrapping_add(offsets[r] + p * NR));
                         let store = match store {
                             Store::Finish { bias, residual, act } => Tile::Finish {
                                 bias: if bias.is_empty() { std::ptr::null() } else { bias.as_ptr().add(p * NR) },
@@ -226,15 +278,15 @@ impl Weight {
                             Store::Accumulate => Tile::Accumulate,
                             Store::Overwrite => Tile::Overwrite,
                         };
-                        match rows {
-                            8 => kernel::<8>(k, a, b, c, n, masks, store),
-                            7 => kernel::<7>(k, a, b, c, n, masks, store),
-                            6 => kernel::<6>(k, a, b, c, n, masks, store),
-                            5 => kernel::<5>(k, a, b, c, n, masks, store),
-                            4 => kernel::<4>(k, a, b, c, n, masks, store),
-                            3 => kernel::<3>(k, a, b, c, n, masks, store),
-                            2 => kernel::<2>(k, a, b, c, n, masks, store),
-                            _ => kernel::<1>(k, a, b, c, n, masks, store),
+                        match count {
+                            8 => kernel::<8>(k, a, b, &c, n, masks, store),
+                            7 => kernel::<7>(k, a, b, &c, n, masks, store),
+                            6 => kernel::<6>(k, a, b, &c, n, masks, store),
+                            5 => kernel::<5>(k, a, b, &c, n, masks, store),
+                            4 => kernel::<4>(k, a, b, &c, n, masks, store),
+                            3 => kernel::<3>(k, a, b, &c, n, masks, store),
+                            2 => kernel::<2>(k, a, b, &c, n, masks, store),
+                            _ => kernel::<1>(k, a, b, &c, n, masks, store),
                         }
                     }
                 }
@@ -243,8 +295,8 @@ impl Weight {
     }
 }
 
-/// `R` rows of `a` (stride `k`) times one 32-column panel `b` into `c` (stride `ldc`), two masked
-/// registers per row.
+/// `R` rows of `a` (stride `k`) times one 32-column panel `b` into the rows at `c`, two masked
+/// registers per row; a residual, if any, has rows `ldc` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -252,7 +304,7 @@ unsafe fn kernel<const R: usize>(
     k: usize,
     a: *const f32,
     b: *const f32,
-    c: *mut f32,
+    c: &[*mut f32; MR],
     ldc: usize,
     (m0, m1): (u16, u16),
     store: Tile,
@@ -264,8 +316,8 @@ unsafe fn kernel<const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         if let Tile::Accumulate = store {
             for (r, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
-                row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+                row[0] = _mm512_maskz_loadu_ps(m0, c[r]);
+                row[1] = _mm512_maskz_loadu_ps(m1, c[r].add(16));
             }
         }
         for p in 0..k {
@@ -304,8 +356,8 @@ unsafe fn kernel<const R: usize>(
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
-            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, row[1]);
+            _mm512_mask_storeu_ps(c[r], m0, row[0]);
+            _mm512_mask_storeu_ps(c[r].add(16), m1, row[1]);
         }
     }
 }
@@ -317,6 +369,11 @@ enum Tile {
     Overwrite,
     Accumulate,
     Finish { bias: *const f32, residual: *const f32, act: Option<Activation> },
+}
+
+/// Whether weights are packed for the AVX-512 kernel on this CPU (products then take row layouts).
+pub fn packs_weights() -> bool {
+    avx512()
 }
 
 fn avx512() -> bool {

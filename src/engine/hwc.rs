@@ -6,7 +6,7 @@
 
 use super::spatial::Pad2d;
 
-use super::gemm::{Store, Weight};
+use super::gemm::{Rows, Store, Weight};
 use super::team;
 use super::Activation;
 
@@ -76,21 +76,39 @@ fn split_rows_by(out: &mut [f32], row_len: usize, rows: usize, unit: usize, chun
 /// are shared: by column panels when there are more columns than rows (each thread then reads only
 /// its part of the weight), else by blocks of 8 rows.
 pub fn matmul(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], store: Store) {
+    matmul_into(m, lhs, w, out, Rows::DENSE, store)
+}
+
+/// [`matmul`] with the output rows laid out as `layout` says in `out` (only packed weights, i.e.
+/// AVX-512 CPUs, take other layouts than [`Rows::DENSE`]).
+pub fn matmul_into(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], layout: Rows, store: Store) {
     let (k, n) = (w.k(), w.n());
-    assert!(lhs.len() >= m * k && out.len() >= m * n, "matmul: buffers too small");
+    assert!(lhs.len() >= m * k && out.len() >= layout.span(m, n), "matmul: buffers too small");
     let chunks = chunks_for(m * k * n);
-    if chunks > 1 && n > m && k > 0 && w.panels() >= 2 {
-        let (panels, chunks) = (w.panels(), chunks.min(w.panels()));
-        let base = Shared(out.as_mut_ptr());
-        team::for_each_chunk(chunks, &|i| {
-            // SAFETY: the chunks' column panels are disjoint; `out` holds m·n values and outlives the call.
-            unsafe { w.matmul_columns(m, lhs, base.at(0), store, panels * i / chunks..panels * (i + 1) / chunks) }
+    let panels = w.panels();
+    if panels == 0 || k == 0 || m == 0 {
+        assert_eq!(layout, Rows::DENSE, "matmul: row layouts need packed weights");
+        return split_rows_by(out, n, m, 8, chunks, |out, rows| {
+            w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, store.narrowed(rows.start * n..rows.end * n));
         });
-        return;
     }
-    split_rows_by(out, n, m, 8, chunks, |out, rows| {
-        w.matmul(rows.len(), &lhs[rows.start * k..rows.end * k], out, store.narrowed(rows.start * n..rows.end * n));
-    });
+    let base = Shared(out.as_mut_ptr());
+    // SAFETY (both): each chunk writes its own columns or rows of `out`, which holds the layout's
+    // span and outlives the call.
+    if chunks > 1 && n > m && panels >= 2 {
+        let chunks = chunks.min(panels);
+        team::for_each_chunk(chunks, &|i| unsafe {
+            w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, panels * i / chunks..panels * (i + 1) / chunks)
+        });
+    } else {
+        let blocks = m.div_ceil(8);
+        let chunks = chunks.clamp(1, blocks);
+        let rows = |i: usize| (blocks * i / chunks * 8).min(m)..(blocks * (i + 1) / chunks * 8).min(m);
+        if chunks == 1 {
+            return unsafe { w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, 0..panels) };
+        }
+        team::for_each_chunk(chunks, &|i| unsafe { w.matmul_into(m, lhs, rows(i), base.at(0), layout, store, 0..panels) });
+    }
 }
 
 /// `row` added to every row of `out` (rows of `row.len()`).
@@ -837,6 +855,45 @@ mod tests {
             let store = Store::Finish { bias: &bias, residual: Some(&residual), act: Some(Activation::Relu) };
             team::session(|| matmul(m, &a, &w, &mut got, store));
             assert_eq!(got, want, "{m}x{k}x{n}");
+        }
+    }
+
+    /// A product written inside a padded frame (rows in segments of `w` pixels) puts every row where
+    /// the dense product has it and leaves the padding alone, on one thread or shared.
+    #[test]
+    fn matmul_into_a_padded_frame() {
+        for (h, w, k, n, pad) in [(10, 10, 96, 216, 1), (7, 5, 24, 54, 2), (1, 3, 8, 40, 1)] {
+            let m = h * w;
+            let mut seed = 11;
+            let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let weight = Weight::new(k, n, &b);
+            let store = Store::Finish { bias: &bias, residual: None, act: Some(Activation::Swish) };
+            let mut dense = vec![0.0; m * n];
+            matmul(m, &a, &weight, &mut dense, store);
+            if weight.panels() == 0 {
+                return; // no AVX-512: row layouts are not offered
+            }
+            let pw = w + 2 * pad;
+            let mut framed = vec![7.0f32; (h + 2 * pad) * pw * n];
+            let (offset, stride) = ((pad * pw + pad) * n, pw * n);
+            for shared in [false, true] {
+                framed.fill(7.0);
+                let mut run = || matmul_into(m, &a, &weight, &mut framed[offset..], Rows::segments(w, stride), store);
+                if shared { team::session(run) } else { run() }
+                for y in 0..h + 2 * pad {
+                    for x in 0..pw {
+                        let got = &framed[(y * pw + x) * n..][..n];
+                        let inside = (pad..pad + h).contains(&y) && (pad..pad + w).contains(&x);
+                        if inside {
+                            assert_eq!(got, &dense[((y - pad) * w + x - pad) * n..][..n], "{h}x{w}: pixel ({y}, {x})");
+                        } else {
+                            assert!(got.iter().all(|&v| v == 7.0), "{h}x{w}: padding at ({y}, {x}) written");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ pub use crate::models::Fill;
 pub use container::{Parallel, Reduce, Sequential};
 pub use conv::TemporalConv;
 pub use delay::Delay;
-pub use frame::{Frame, FrameRef};
+pub use frame::{Frame, FrameRef, InputSlot};
 
 pub use pointwise::{Pointwise, SqueezeExcite, SeScope};
 pub use pool::{PoolKind, TemporalPool};
@@ -174,6 +174,24 @@ pub trait Layer: Send {
     /// cannot. The clip path is unaffected.
     fn fuse_activation(&mut self, _act: Activation) -> bool {
         false
+    }
+    /// For an input of `shape`, a place in this layer's own buffers that the layer before may write
+    /// that input into (and then step this layer with [`Layer::step_frame_in_slot`]), saving a copy.
+    fn input_slot(&mut self, _shape: Chw) -> Option<InputSlot<'_>> {
+        None
+    }
+    /// Step on the input of `shape` written into the slot [`Layer::input_slot`] lent.
+    fn step_frame_in_slot<'a>(&'a mut self, _shape: Chw) -> Result<Option<FrameRef<'a>>> {
+        candle_core::bail!("this layer lends no input slot")
+    }
+    /// The output shape for an input of `shape`, when this layer can write its step output into
+    /// another layer's input slot ([`Layer::step_frame_into_slot`]; it then emits on every step).
+    fn slot_output(&self, _input: Chw) -> Option<Chw> {
+        None
+    }
+    /// Step, writing the output into `slot` instead of this layer's own buffer.
+    fn step_frame_into_slot(&mut self, _x: FrameRef<'_>, _slot: InputSlot<'_>) -> Result<()> {
+        candle_core::bail!("this layer cannot write into another's slot")
     }
     /// Whether [`Layer::step_frame_residual`] can add a residual in the layer's own output pass.
     fn accepts_residual(&self) -> bool {
