@@ -168,7 +168,15 @@ impl Window {
             for (oy, out) in rows.zip(out.chunks_exact_mut(ow * k)) {
                 for ky in 0..self.kh {
                     let iy = Self::source(oy, ky, self.stride, t, h);
+                    let run = self.kw * c;
                     for (ox, row) in out.chunks_exact_mut(k).enumerate() {
+                        // A kernel row inside the frame is one run of kw·c values in the input too.
+                        if let Some(iy) = iy
+                            && let Some(ix) = (ox * self.stride).checked_sub(l).filter(|ix| ix + self.kw <= w)
+                        {
+                            copy_run(&mut row[ky * run..][..run], &x[(iy * w + ix) * c..][..run]);
+                            continue;
+                        }
                         for kx in 0..self.kw {
                             let dst = &mut row[(ky * self.kw + kx) * c..][..c];
                             match (iy, Self::source(ox, kx, self.stride, l, w)) {
@@ -424,6 +432,16 @@ impl Window {
                 }
             }
         }
+    }
+}
+
+/// `dst = src` for a short run; an RGB 3×3 window row (X3D's stem, 9 values) as a fixed-size copy
+/// rather than a memcpy call.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; 9]>::try_from(&mut *dst), <&[f32; 9]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -876,6 +894,36 @@ mod tests {
                             assert_eq!(got, &dense[((y - pad) * w + x - pad) * n..][..n], "{h}x{w}: pixel ({y}, {x})");
                         } else {
                             assert!(got.iter().all(|&v| v == 7.0), "{h}x{w}: padding at ({y}, {x}) written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col equals the window gathered value by value, zeros outside the frame, for RGB 3×3 stems
+    /// (the fixed-size row copy), other widths and channel counts, strides and paddings.
+    #[test]
+    fn im2col_gathers_every_window() {
+        for (kh, kw, stride, pad, c, h, w) in [(3, 3, 2, [1, 1, 1, 1], 3, 9, 8), (3, 3, 1, [1, 1, 1, 1], 5, 4, 6), (7, 7, 2, [3, 3, 3, 3], 3, 11, 12), (1, 1, 2, [0; 4], 4, 5, 5), (3, 2, 1, [0, 1, 1, 0], 2, 3, 4)] {
+            let win = Window { kh, kw, stride, pad };
+            let mut seed = 5;
+            let x: Vec<f32> = (0..h * w * c).map(|_| lcg(&mut seed)).collect();
+            let mut cols = vec![f32::NAN; 3];
+            win.im2col(&x, h, w, c, &mut cols);
+            let (oh, ow) = win.output_hw(h, w);
+            let k = kh * kw * c;
+            assert_eq!(cols.len(), oh * ow * k);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            for ch in 0..c {
+                                let (iy, ix) = ((oy * stride + ky) as isize - pad[0] as isize, (ox * stride + kx) as isize - pad[2] as isize);
+                                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                                let want = if inside { x[((iy as usize) * w + ix as usize) * c + ch] } else { 0.0 };
+                                assert_eq!(cols[(oy * ow + ox) * k + (ky * kw + kx) * c + ch], want, "{kh}x{kw}/{stride} c {c}: ({oy},{ox}) tap ({ky},{kx}) ch {ch}");
+                            }
                         }
                     }
                 }
