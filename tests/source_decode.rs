@@ -517,6 +517,11 @@ fn decoder_skips_only_frames_the_timeline_does_not_need() {
         }
         assert!(skipped_at_low_rates > 0, "{name}: nothing was skipped");
     }
+    // Interlaced video (a field may come in a packet of its own): nothing is skipped.
+    let interlaced = p(&dir, "interlaced.ts");
+    lavfi("testsrc2=size=96x64:rate=25:duration=2", &["-c:v", "libx264", "-bf", "3", "-flags", "+ildct+ilme", "-top", "1", "-pix_fmt", "yuv420p"], &interlaced);
+    let (all, _) = select(&interlaced, 2.5, false);
+    assert_eq!(select(&interlaced, 2.5, true), (all, 0), "interlaced: no frame skipped");
 }
 
 fn raw_opts(w: u32, h: u32, pix: &str, fps: Option<f64>) -> OpenOptions {

@@ -36,7 +36,7 @@ pub(crate) struct AvSource {
     read_error: Option<String>,
     /// Advice appended to data errors (e.g. an ordinary mp4 piped to stdin).
     hint: Option<&'static str>,
-    /// Skipping frames is allowed (until a frame comes without a timestamp).
+    /// Skipping frames is allowed (progressive video, until a frame comes without a timestamp).
     may_skip: bool,
     /// Timestamps of the latest packets read (stream time base), to find a packet's predecessor.
     recent: BTreeSet<i64>,
@@ -189,6 +189,12 @@ impl AvSource {
                 }
             }
         }
+        // Skipping frames assumes one output frame per packet: not so for interlaced video, where a
+        // field can come in a packet of its own.
+        let progressive = unsafe {
+            let par = (**(*ctx).streams.add(stream_index)).codecpar;
+            matches!((*par).field_order, AVFieldOrder::AV_FIELD_PROGRESSIVE | AVFieldOrder::AV_FIELD_UNKNOWN)
+        };
         let stream = input
             .stream(stream_index)
             .expect("stream index from the context");
@@ -282,7 +288,7 @@ impl AvSource {
             last_error: None,
             read_error: None,
             hint,
-            may_skip: true,
+            may_skip: progressive,
             recent: BTreeSet::new(),
             skippable: BTreeSet::new(),
             held: false,
