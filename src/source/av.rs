@@ -45,6 +45,7 @@ pub(crate) struct AvSource {
     skippable: BTreeSet<i64>,
     /// `decoded` holds a frame not yet returned (skipped frames before it go first).
     held: bool,
+    /// Frames skipped so far.
     skipped: u64,
 }
 
@@ -347,21 +348,23 @@ impl AvSource {
     /// that the selector certainly does not need. That needs the timestamp of the packet and of an
     /// earlier one (its predecessor in presentation order is that one or a later one).
     fn choose_discard(&mut self, packet: &Packet, selector: &dyn FrameSelector) {
-        let mut skip = false;
-        if let (true, Some(ts)) = (self.may_skip && self.time_base > 0.0, packet.pts()) {
-            if !self.recent.contains(&ts)
-                && let Some(&before) = self.recent.range(..ts).next_back()
-            {
-                skip = !selector.may_need(ts as f64 * self.time_base, before as f64 * self.time_base);
+        let tb = self.time_base;
+        let skip = match packet.pts() {
+            Some(ts) if self.may_skip && tb > 0.0 => {
+                let before = self.recent.range(..ts).next_back().copied();
+                let skip = !self.recent.contains(&ts)
+                    && before.is_some_and(|before| !selector.may_need(ts as f64 * tb, before as f64 * tb));
+                self.recent.insert(ts);
+                if self.recent.len() > RECENT_PACKETS {
+                    self.recent.pop_first();
+                }
+                if skip {
+                    self.skippable.insert(ts);
+                }
+                skip
             }
-            self.recent.insert(ts);
-            if self.recent.len() > RECENT_PACKETS {
-                self.recent.pop_first();
-            }
-        }
-        if skip {
-            self.skippable.insert(ts_of(packet));
-        }
+            _ => false,
+        };
         self.decoder.skip_frame(if skip { ffmpeg_next::Discard::NonReference } else { ffmpeg_next::Discard::Default });
     }
 
@@ -486,11 +489,6 @@ impl FrameSource for AvSource {
             _ => e,
         })
     }
-}
-
-/// A packet's timestamp (callers have checked it has one).
-fn ts_of(packet: &Packet) -> i64 {
-    packet.pts().expect("a packet with a timestamp")
 }
 
 impl AvSource {
