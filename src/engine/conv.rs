@@ -248,6 +248,23 @@ impl ConvStep {
         }
     }
 
+    /// A stateless product (`StepKind::Matmul`) of the prepared input `x`: `act(x·W + bias +
+    /// residual)` for the `m` output pixels, finished in the GEMM's store, into `out` laid out as
+    /// `layout`.
+    fn product(&self, x: &[f32], m: usize, residual: Option<&[f32]>, act: Option<Activation>, out: &mut [f32], layout: Rows) {
+        let StepKind::Matmul { taps, direct } = &self.kind else { unreachable!("products are dense convs") };
+        let lhs = if *direct { x } else { &self.cols };
+        matmul_into(m, lhs, &taps[0], out, layout, Store::Finish { bias: &self.bias, residual, act });
+    }
+
+    /// [`Self::product`] into the step's own output buffer.
+    fn product_out(&mut self, x: &[f32], shape: Chw, residual: Option<&[f32]>, act: Option<Activation>) {
+        let mut out = std::mem::take(&mut self.out);
+        out.resize(shape.numel(), 0.0);
+        self.product(x, shape.h * shape.w, residual, act, &mut out, Rows::DENSE);
+        self.out = out;
+    }
+
     /// Complete an output: the bias, then the fused activation, in one pass over the frame.
     fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
         let c = bias.len().max(1);
@@ -449,13 +466,11 @@ impl Layer for TemporalConv {
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
         if stateless {
-            st.out.resize(shape.numel(), 0.0);
-            if let StepKind::Matmul { taps, direct } = &st.kind {
+            if matches!(st.kind, StepKind::Matmul { .. }) {
                 // One pass: the product's store adds the bias and applies the activation.
-                let lhs = if *direct { x.data } else { &st.cols };
-                let store = Store::Finish { bias: &st.bias, residual: None, act: st.act };
-                matmul(shape.h * shape.w, lhs, &taps[0], &mut st.out, store);
+                st.product_out(x.data, shape, None, st.act);
             } else {
+                st.out.resize(shape.numel(), 0.0);
                 add_term(&st.kind, &st.window, &st.cols, x.data, in_hw, st.c_in, 0, &mut st.out, false);
                 ConvStep::finish(&st.bias, st.act, &mut st.out);
             }
@@ -507,11 +522,8 @@ impl Layer for TemporalConv {
         let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
-        let StepKind::Matmul { taps, direct } = &st.kind else { unreachable!("checked: groups == 1") };
-        let lhs = if *direct { x.data } else { &st.cols };
-        let store = Store::Finish { bias: &st.bias, residual: None, act: st.act };
         let layout = Rows::segments(shape.w, slot.row_stride);
-        matmul_into(shape.h * shape.w, lhs, &taps[0], &mut slot.data[slot.offset..], layout, store);
+        st.product(x.data, shape.h * shape.w, None, st.act, &mut slot.data[slot.offset..], layout);
         Ok(())
     }
 
@@ -536,11 +548,7 @@ impl Layer for TemporalConv {
         let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
-        st.out.resize(shape.numel(), 0.0);
-        let StepKind::Matmul { taps, direct } = &st.kind else { unreachable!("checked: groups == 1") };
-        let lhs = if *direct { x.data } else { &st.cols };
-        let store = Store::Finish { bias: &st.bias, residual: Some(residual.data), act };
-        matmul(shape.h * shape.w, lhs, &taps[0], &mut st.out, store);
+        st.product_out(x.data, shape, Some(residual.data), act);
         Ok(Some(FrameRef { data: &st.out, shape }))
     }
 
