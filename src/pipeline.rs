@@ -285,9 +285,10 @@ fn decode_loop(
     // Built on the first frame and again if the frame size changes mid-stream.
     let mut pre: Option<(u32, u32, Preprocessor)> = None;
     while let Some(converted) = source.next_frame_if(&mut frame, &mut timeline)? {
-        let steps = if converted { std::mem::take(&mut timeline.steps) } else { 0 };
+        let claimed = std::mem::take(&mut timeline.steps);
         // Steps of a frame without pixels (one the decoder skipped) go to the next frame decoded.
-        timeline.owed = if converted { 0 } else { std::mem::take(&mut timeline.steps) };
+        let steps = if converted { claimed } else { 0 };
+        timeline.owed = claimed - steps;
         let input = if steps > 0 {
             let stale = !matches!(&pre, Some((w, h, _)) if *w == frame.width && *h == frame.height);
             if stale {

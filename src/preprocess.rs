@@ -117,9 +117,7 @@ impl Resampler {
         }
         count
     }
-}
 
-impl Resampler {
     /// Whether a frame at `pts`, whose predecessor in presentation order is at `before` or later, may
     /// feed a step when it comes to be fed: `false` only when it certainly feeds none. Such a frame
     /// can claim only steps at `t ∈ [before, pts + (pts − before) / 2)`: the frames before it have

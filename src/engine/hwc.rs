@@ -21,8 +21,8 @@ const CHUNK_WORK: usize = 50_000;
 const PASS_WORK: usize = 4;
 
 /// Work of a pass over `values` that streams memory and applies `act` to each.
-pub fn pass_work(values: usize, act: Option<super::Activation>) -> usize {
-    values * (PASS_WORK + super::Activation::work_per_value(act))
+pub fn pass_work(values: usize, act: Option<Activation>) -> usize {
+    values * (PASS_WORK + Activation::work_per_value(act))
 }
 
 /// Chunks to cut `work` into: one per `CHUNK_WORK`, at most two per thread of the running session.

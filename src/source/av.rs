@@ -390,8 +390,12 @@ impl AvSource {
         self.emit(out, selector)
     }
 
-    /// The end of the input: `None`, or the error that explains a premature end.
-    fn end(&mut self) -> anyhow::Result<Option<bool>> {
+    /// The end of the input: first the frames skipped at the very end, in order; then `None`, or the
+    /// error that explains a premature end.
+    fn end(&mut self, out: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
+        if let Some(ts) = self.skippable.pop_first() {
+            return Ok(Some(self.emit_skipped(ts, out, selector)));
+        }
         self.finish().map(|more| more.then_some(false))
     }
 
@@ -502,13 +506,7 @@ impl AvSource {
                     self.held = true;
                     continue;
                 }
-                Err(AvError::Eof) => {
-                    // Frames skipped at the very end still count, in order.
-                    if let Some(ts) = self.skippable.pop_first() {
-                        return Ok(Some(self.emit_skipped(ts, frame, selector)));
-                    }
-                    return self.end();
-                }
+                Err(AvError::Eof) => return self.end(frame, selector),
                 Err(AvError::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {}
                 Err(e) => {
                     // A broken frame: skip it like the CLI does, remember why.
@@ -520,10 +518,7 @@ impl AvSource {
                 }
             }
             if self.eof_sent {
-                if let Some(ts) = self.skippable.pop_first() {
-                    return Ok(Some(self.emit_skipped(ts, frame, selector)));
-                }
-                return self.end();
+                return self.end(frame, selector);
             }
             let mut packet = Packet::empty();
             match packet.read(&mut self.input) {
