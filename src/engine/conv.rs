@@ -5,7 +5,7 @@
 use candle_core::{DType, Result, Tensor, bail};
 
 use super::gemm::{Rows, Store, Weight};
-use super::hwc::{Window, add_rows, matmul, matmul_into, split_rows};
+use super::hwc::{B as BLOCK, Window, add_rows, blocked_len, matmul, matmul_into, split_rows, to_blocked};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Activation, Chw, Fill, Frame, FrameRef, InputSlot, Layer, LayerReport, PadMode, Temporal};
@@ -82,40 +82,53 @@ const MAX_WINDOW: usize = 8;
 /// Same outputs on the same steps, the same multiply-adds per step.
 ///
 /// Frames are kept with the conv's spatial zero padding around them (written once; a new frame
-/// overwrites the interior only), so that every output pixel runs the kernel's fast interior path.
+/// overwrites the interior only), so that every output pixel runs the kernel's fast interior path;
+/// and, where the CPU has the kernel for it, in 16-channel blocks ([`Window::depthwise_sum_blocked`]).
 #[derive(Debug, Clone, Default)]
 struct FrameWindow {
     /// Input `t` lives in slot `t mod k`, padded.
     frames: Vec<Vec<f32>>,
+    /// Frames are kept in 16-channel blocks.
+    blocked: bool,
     seen: usize,
     out: Vec<f32>,
 }
 
 impl FrameWindow {
+    fn new(k: usize, window: &Window) -> Self {
+        let blocked = Window { pad: [0; 4], ..*window }.has_blocked_kernel();
+        FrameWindow { frames: vec![Vec::new(); k], blocked, ..Default::default() }
+    }
+
     /// The slot of input `t` (`in_hw`, `c` channels), padding included and zero: the interior
-    /// starts at `(top · pw + left) · c`, rows `pw · c` apart.
+    /// starts at `offset`, rows `row_stride` apart (channels-last: `(top · pw + left) · c` and
+    /// `pw · c`; in blocks, the same with 16 for `c`, and blocks a padded frame apart).
     fn slot(&mut self, t: usize, (h, w): (usize, usize), c: usize, window: &Window) -> InputSlot<'_> {
         let [top, bottom, left, right] = window.pad;
-        let pw = w + left + right;
+        let (ph, pw) = (h + top + bottom, w + left + right);
         let k = self.frames.len();
         let slot = &mut self.frames[t % k];
-        let len = (h + top + bottom) * pw * c;
+        let (len, px, plane) = if self.blocked { (blocked_len(ph, pw, c), BLOCK, ph * pw * BLOCK) } else { (ph * pw * c, c, 0) };
         if slot.len() != len {
             slot.clear();
             slot.resize(len, 0.0);
         }
-        InputSlot { data: slot, offset: (top * pw + left) * c, row_stride: pw * c, shape: Chw::new(c, h, w) }
+        InputSlot { data: slot, offset: (top * pw + left) * px, row_stride: pw * px, plane, shape: Chw::new(c, h, w) }
     }
 
-    /// Keep input `t` (`in_hw`, `c` channels) in its slot, inside the padding of `window`.
+    /// Keep input `t` (`in_hw`, `c` channels, channels-last) in its slot, inside the padding of
+    /// `window`.
     fn store(&mut self, t: usize, x: &[f32], (h, w): (usize, usize), c: usize, window: &Window) {
-        let [top, _, left, right] = window.pad;
-        let pw = w + left + right;
-        let slot = self.slot(t, (h, w), c, window).data;
+        let slot = self.slot(t, (h, w), c, window);
+        let (offset, row_stride, plane) = (slot.offset, slot.row_stride, slot.plane);
+        if plane > 0 {
+            return to_blocked(x, (h, w), c, &mut slot.data[offset..], plane, row_stride);
+        }
         // Row by row into the interior, the rows shared by the step's threads.
-        let interior = &mut slot[top * pw * c..(top + h) * pw * c];
-        split_rows(interior, pw * c, h, super::hwc::pass_work(h * w * c, None), |rows_out, rows| {
-            for (dst, src) in rows_out.chunks_exact_mut(pw * c).zip(x[rows.start * w * c..rows.end * w * c].chunks_exact(w * c)) {
+        let [top, _, left, _] = window.pad;
+        let interior = &mut slot.data[top * row_stride..(top + h) * row_stride];
+        split_rows(interior, row_stride, h, super::hwc::pass_work(h * w * c, None), |rows_out, rows| {
+            for (dst, src) in rows_out.chunks_exact_mut(row_stride).zip(x[rows.start * w * c..rows.end * w * c].chunks_exact(w * c)) {
                 dst[left * c..][..w * c].copy_from_slice(src);
             }
         });
@@ -150,7 +163,12 @@ impl FrameWindow {
         self.out.resize(len, 0.0);
         let [top, bottom, left, right] = window.pad;
         let valid = Window { pad: [0; 4], ..*window };
-        valid.depthwise_sum(&terms[..n], Some(bias), act, h + top + bottom, w + left + right, c, &mut self.out);
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        if self.blocked {
+            valid.depthwise_sum_blocked(&terms[..n], Some(bias), act, ph, pw, c, &mut self.out);
+        } else {
+            valid.depthwise_sum(&terms[..n], Some(bias), act, ph, pw, c, &mut self.out);
+        }
     }
 }
 
@@ -406,7 +424,7 @@ impl TemporalConv {
             let bias = self.bias.as_ref().map(|b| b.flatten_all()).transpose()?;
             let mut st = ConvStep::new(&self.taps, bias.as_ref(), self.k(), self.stride, self.pad.stream_before())?;
             if self.uses_frame_window() {
-                st.frames = Some(FrameWindow { frames: vec![Vec::new(); self.k()], ..Default::default() });
+                st.frames = Some(FrameWindow::new(self.k(), &st.window));
             }
             st.act = self.act;
             self.step = Some(st);
@@ -522,7 +540,7 @@ impl Layer for TemporalConv {
         let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
         st.prepare(x.data, in_hw);
-        let layout = Rows::segments(shape.w, slot.row_stride);
+        let layout = Rows::segments(shape.w, slot.row_stride).in_blocks(slot.plane);
         st.product(x.data, shape.h * shape.w, None, st.act, &mut slot.data[slot.offset..], layout);
         Ok(())
     }

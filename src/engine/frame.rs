@@ -67,12 +67,15 @@ impl Frame {
 }
 
 /// Where a layer lets the layer before it write its next input: pixel `(y, x)` of a frame of
-/// `shape` goes to `data[offset + y · row_stride + x · c ..][..c]` (e.g. inside a border of padding).
+/// `shape` goes to `data[offset + y · row_stride + x · c ..][..c]` (e.g. inside a border of padding);
+/// or, with `plane` > 0, in 16-channel blocks: channel `ch` to `data[offset + (ch / 16) · plane +
+/// y · row_stride + x · 16 + ch % 16]`.
 #[derive(Debug)]
 pub struct InputSlot<'a> {
     pub data: &'a mut [f32],
     pub offset: usize,
     pub row_stride: usize,
+    pub plane: usize,
     pub shape: super::Chw,
 }
 

@@ -58,24 +58,42 @@ impl Store<'_> {
 
 /// Where the output rows of a product lie: one after the other (`n` values each), or in segments of
 /// `seg` rows whose starts are `stride` values apart (a frame written inside a border of padding:
-/// a segment is an image row).
+/// a segment is an image row). With `plane` > 0 the columns are cut in blocks of 16, each in its
+/// own plane `plane` values after the one before, and a row holds 16 values of each (a frame in
+/// 16-channel blocks, see [`super::hwc::blocked_len`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {
     seg: usize,
     stride: usize,
+    plane: usize,
 }
 
 impl Rows {
-    pub const DENSE: Rows = Rows { seg: usize::MAX, stride: 0 };
+    pub const DENSE: Rows = Rows { seg: usize::MAX, stride: 0, plane: 0 };
 
     pub fn segments(seg: usize, stride: usize) -> Rows {
         assert!(seg > 0, "segments of at least one row");
-        Rows { seg, stride }
+        Rows { seg, stride, plane: 0 }
+    }
+
+    /// The same rows in planes of 16-column blocks `plane` values apart.
+    pub fn in_blocks(self, plane: usize) -> Rows {
+        Rows { plane, ..self }
+    }
+
+    /// Values from one row to the next inside a segment.
+    fn row_len(self, n: usize) -> usize {
+        if self.plane > 0 { BLOCK } else { n }
+    }
+
+    /// Offset of column `col` (a multiple of 16) from its row's start.
+    fn column(self, col: usize) -> usize {
+        if self.plane > 0 { col / BLOCK * self.plane } else { col }
     }
 
     /// Offset of row `row` (rows of `n` values).
     pub fn offset(self, row: usize, n: usize) -> usize {
-        (row / self.seg) * self.stride + (row % self.seg) * n
+        (row / self.seg) * self.stride + (row % self.seg) * self.row_len(n)
     }
 
     /// Offsets of rows `first .. first + R` (one division, not one per row).
@@ -84,8 +102,9 @@ impl Rows {
             return std::array::from_fn(|r| (first + r) * n);
         }
         let (mut seg, mut row) = (first / self.seg, first % self.seg);
+        let len = self.row_len(n);
         std::array::from_fn(|_| {
-            let at = seg * self.stride + row * n;
+            let at = seg * self.stride + row * len;
             row += 1;
             if row == self.seg {
                 (seg, row) = (seg + 1, 0);
@@ -96,9 +115,16 @@ impl Rows {
 
     /// Values from the first row's start to the end of row `m − 1`.
     pub fn span(self, m: usize, n: usize) -> usize {
-        if m == 0 { 0 } else { self.offset(m - 1, n) + n }
+        match (m, n) {
+            (0, _) | (_, 0) => 0,
+            _ if self.plane > 0 => self.column((n - 1) / BLOCK * BLOCK) + self.offset(m - 1, n) + BLOCK,
+            _ => self.offset(m - 1, n) + n,
+        }
     }
 }
+
+/// Columns per block of [`Rows::in_blocks`].
+const BLOCK: usize = 16;
 
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
@@ -268,7 +294,8 @@ impl Weight {
                     unsafe {
                         let a = a.as_ptr().add(i0 * k);
                         let b = self.data.as_ptr().add(p * k * NR);
-                        let c: [*mut f32; MR] = std::array::from_fn(|r| out.wrapping_add(offsets[r] + p * NR));
+                        let c: [*mut f32; MR] = std::array::from_fn(|r| out.wrapping_add(offsets[r] + layout.column(p * NR)));
+                        let half = layout.column(BLOCK);
                         let store = match store {
                             Store::Finish { bias, residual, act } => Tile::Finish {
                                 bias: if bias.is_empty() { std::ptr::null() } else { bias.as_ptr().add(p * NR) },
@@ -279,14 +306,14 @@ impl Weight {
                             Store::Overwrite => Tile::Overwrite,
                         };
                         match count {
-                            8 => kernel::<8>(k, a, b, &c, n, masks, store),
-                            7 => kernel::<7>(k, a, b, &c, n, masks, store),
-                            6 => kernel::<6>(k, a, b, &c, n, masks, store),
-                            5 => kernel::<5>(k, a, b, &c, n, masks, store),
-                            4 => kernel::<4>(k, a, b, &c, n, masks, store),
-                            3 => kernel::<3>(k, a, b, &c, n, masks, store),
-                            2 => kernel::<2>(k, a, b, &c, n, masks, store),
-                            _ => kernel::<1>(k, a, b, &c, n, masks, store),
+                            8 => kernel::<8>(k, a, b, &c, half, n, masks, store),
+                            7 => kernel::<7>(k, a, b, &c, half, n, masks, store),
+                            6 => kernel::<6>(k, a, b, &c, half, n, masks, store),
+                            5 => kernel::<5>(k, a, b, &c, half, n, masks, store),
+                            4 => kernel::<4>(k, a, b, &c, half, n, masks, store),
+                            3 => kernel::<3>(k, a, b, &c, half, n, masks, store),
+                            2 => kernel::<2>(k, a, b, &c, half, n, masks, store),
+                            _ => kernel::<1>(k, a, b, &c, half, n, masks, store),
                         }
                     }
                 }
@@ -296,7 +323,8 @@ impl Weight {
 }
 
 /// `R` rows of `a` (stride `k`) times one 32-column panel `b` into the rows at `c`, two masked
-/// registers per row; a residual, if any, has rows `ldc` apart.
+/// registers per row, the second `half` values after the first; a residual, if any, has rows `ldc`
+/// apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -305,6 +333,7 @@ unsafe fn kernel<const R: usize>(
     a: *const f32,
     b: *const f32,
     c: &[*mut f32; MR],
+    half: usize,
     ldc: usize,
     (m0, m1): (u16, u16),
     store: Tile,
@@ -317,7 +346,7 @@ unsafe fn kernel<const R: usize>(
         if let Tile::Accumulate = store {
             for (r, row) in acc.iter_mut().enumerate() {
                 row[0] = _mm512_maskz_loadu_ps(m0, c[r]);
-                row[1] = _mm512_maskz_loadu_ps(m1, c[r].add(16));
+                row[1] = _mm512_maskz_loadu_ps(m1, c[r].wrapping_add(half));
             }
         }
         for p in 0..k {
@@ -357,7 +386,7 @@ unsafe fn kernel<const R: usize>(
         }
         for (r, row) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(c[r], m0, row[0]);
-            _mm512_mask_storeu_ps(c[r].add(16), m1, row[1]);
+            _mm512_mask_storeu_ps(c[r].wrapping_add(half), m1, row[1]);
         }
     }
 }

@@ -210,6 +210,81 @@ impl Window {
         self.dispatch(Op::Fma(terms), start, act, h, w, c, out)
     }
 
+    /// Whether [`Self::depthwise_sum_blocked`] runs this window: AVX-512, no padding, and a kernel it
+    /// has (3 columns at stride 1 or 2, or 1 column at stride 1).
+    pub fn has_blocked_kernel(&self) -> bool {
+        super::gemm::packs_weights() && self.pad == [0; 4] && matches!((self.stride, self.kw), (1, 3) | (2, 3) | (1, 1))
+    }
+
+    /// [`Self::depthwise_sum`] over frames kept in 16-channel blocks ([`blocked_len`]): channel `ch`
+    /// of pixel `(y, x)` at `(ch / 16)·h·w·16 + (y·w + x)·16 + ch % 16`. The output is channels-last
+    /// as usual. One channel block at a time goes down the rows, so a block's input rows (contiguous
+    /// here) are read from memory once and reused from L1 by the rows below; channels-last frames
+    /// would have to be read one 64-byte piece per pixel for that. Needs [`Self::has_blocked_kernel`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn depthwise_sum_blocked(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, act: Option<Activation>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+        assert!(self.has_blocked_kernel(), "depthwise: no blocked kernel for {self:?}");
+        for (x, wt) in terms {
+            assert!(x.len() >= blocked_len(h, w, c) && wt.len() >= self.kh * self.kw * c, "depthwise: buffers too small");
+        }
+        assert!(start.is_none_or(|s| s.len() >= c), "depthwise: start too short");
+        let (oh, ow) = self.output_hw(h, w);
+        assert!(out.len() >= oh * ow * c, "depthwise: output too small");
+        let work = oh * ow * c * (self.kh * self.kw * terms.len() + Activation::work_per_value(act));
+        split_rows(out, ow * c, oh, work, |out, rows| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F is present (`has_blocked_kernel`); the sizes were checked above.
+            unsafe {
+                match (self.stride, self.kw) {
+                    (1, 3) => self.depthwise_blocked_rows::<1, 3>(terms, start, h, w, c, out, rows),
+                    (2, 3) => self.depthwise_blocked_rows::<2, 3>(terms, start, h, w, c, out, rows),
+                    _ => self.depthwise_blocked_rows::<1, 1>(terms, start, h, w, c, out, rows),
+                }
+            }
+            if let Some(act) = act {
+                act.apply(out);
+            }
+        })
+    }
+
+    /// The output rows `rows` of [`Self::depthwise_sum_blocked`] into `out`.
+    ///
+    /// # Safety
+    /// AVX-512F; no padding; every term holds [`blocked_len`] values, its weight `kh·kw·c`; `out`
+    /// holds the rows.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn depthwise_blocked_rows<const S: usize, const KW: usize>(
+        &self,
+        terms: &[(&[f32], &[f32])],
+        start: Option<&[f32]>,
+        h: usize,
+        w: usize,
+        c: usize,
+        out: &mut [f32],
+        rows: std::ops::Range<usize>,
+    ) {
+        let (_, ow) = self.output_hw(h, w);
+        let run_len = if S == 1 { RUN } else { RUN / 2 };
+        let out = out.as_mut_ptr();
+        for cb in (0..c).step_by(B) {
+            let mask = lane_mask(c - cb);
+            for oy in rows.clone() {
+                let row = out.wrapping_add((oy - rows.start) * ow * c);
+                let run = DepthwiseRun { terms, start, mask, ky: 0..self.kh, iy0: oy * S, w, c, cb, px: B, x_off: cb * h * w };
+                let mut ox = 0;
+                while ox < ow {
+                    let n = (ow - ox).min(run_len);
+                    // SAFETY: without padding every tap of outputs ox.. lies inside the frame; `row`
+                    // holds ow pixels of c values.
+                    unsafe { run.outputs_in_runs::<S, KW>(n, ox * S, row.add(ox * c + cb)) };
+                    ox += n;
+                }
+            }
+        }
+    }
+
     /// Max over each window into `out (OH, OW, C)`; the padding never wins (−∞).
     pub fn max_pool(&self, x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
         assert!(x.len() >= h * w * c, "max pool: input too small");
@@ -308,7 +383,7 @@ impl Window {
                 let n = (hi - ox).min(run_len);
                 for cb in (0..c).step_by(B) {
                     let mask = lane_mask(c - cb);
-                    let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb };
+                    let run = DepthwiseRun { terms, start, mask, ky: ky.clone(), iy0, w, c, cb, px: c, x_off: cb };
                     // SAFETY: columns lo..hi are interior (every tap's input column lies in 0..w),
                     // the rows in `ky` are inside the frame (`taps_at`), and `row` holds ow pixels.
                     unsafe { run.outputs_in_runs::<S, KW>(n, ox * S - l, row.add(ox * c + cb)) };
@@ -446,7 +521,23 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Lanes per channel block.
-const B: usize = 16;
+pub const B: usize = 16;
+
+/// Values of an `h × w` frame of `c` channels in 16-channel blocks (the last block padded to 16).
+pub fn blocked_len(h: usize, w: usize, c: usize) -> usize {
+    c.div_ceil(B) * h * w * B
+}
+
+/// The channels-last frame `x (h, w, c)` into `dst`, laid out in 16-channel blocks whose planes are
+/// `plane` values apart, pixel `(y, x)` of each at `y·row_stride + x·16` (a frame inside a border).
+pub fn to_blocked(x: &[f32], (h, w): (usize, usize), c: usize, dst: &mut [f32], plane: usize, row_stride: usize) {
+    for (p, px) in x[..h * w * c].chunks_exact(c).enumerate() {
+        let at = (p / w) * row_stride + (p % w) * B;
+        for (cb, vals) in px.chunks(B).enumerate() {
+            dst[cb * plane + at..][..vals.len()].copy_from_slice(vals);
+        }
+    }
+}
 
 /// The AVX-512 mask of the first `lanes` of a 16-lane register (all 16 for more).
 pub(super) fn lane_mask(lanes: usize) -> u16 {
@@ -468,6 +559,10 @@ struct DepthwiseRun<'a> {
     w: usize,
     c: usize,
     cb: usize,
+    /// Values from one input pixel to the next (`c` channels-last, 16 in blocks), and the offset of
+    /// this channel block's first pixel.
+    px: usize,
+    x_off: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -524,12 +619,12 @@ impl DepthwiseRun<'_> {
             let mut flip = false;
             for &(x, wt) in self.terms {
                 for (dy, ky) in self.ky.clone().enumerate() {
-                    let xr = x.as_ptr().add(((self.iy0 + dy) * self.w + ix) * c + self.cb);
+                    let xr = x.as_ptr().add(self.x_off + ((self.iy0 + dy) * self.w + ix) * self.px);
                     let wr = wt.as_ptr().add(ky * KW * c + self.cb);
                     if flip {
-                        Self::kernel_row::<R, S, KW>(&mut odd, xr, wr, m, c);
+                        Self::kernel_row::<R, S, KW>(&mut odd, xr, wr, m, self.px, c);
                     } else {
-                        Self::kernel_row::<R, S, KW>(&mut even, xr, wr, m, c);
+                        Self::kernel_row::<R, S, KW>(&mut even, xr, wr, m, self.px, c);
                     }
                     flip = !flip;
                 }
@@ -540,7 +635,7 @@ impl DepthwiseRun<'_> {
         }
     }
 
-    /// One kernel row: input pixels `xr + j·c` times the row's `KW` weights at `wr`, into `acc`.
+    /// One kernel row: input pixels `xr + j·px` times the row's `KW` weights at `wr` (`c` apart), into `acc`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn kernel_row<const R: usize, const S: usize, const KW: usize>(
@@ -548,6 +643,7 @@ impl DepthwiseRun<'_> {
         xr: *const f32,
         wr: *const f32,
         m: u16,
+        px: usize,
         c: usize,
     ) {
         use std::arch::x86_64::*;
@@ -558,7 +654,7 @@ impl DepthwiseRun<'_> {
                 *v = _mm512_maskz_loadu_ps(m, wr.add(kx * c));
             }
             for j in 0..(R - 1) * S + KW {
-                let xv = _mm512_maskz_loadu_ps(m, xr.add(j * c));
+                let xv = _mm512_maskz_loadu_ps(m, xr.add(j * px));
                 for (r, a) in acc.iter_mut().enumerate() {
                     if j >= r * S && j - r * S < KW {
                         *a = _mm512_fmadd_ps(xv, wv[j - r * S], *a);
@@ -894,6 +990,96 @@ mod tests {
                             assert_eq!(got, &dense[((y - pad) * w + x - pad) * n..][..n], "{h}x{w}: pixel ({y}, {x})");
                         } else {
                             assert!(got.iter().all(|&v| v == 7.0), "{h}x{w}: padding at ({y}, {x}) written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A product written into a padded frame in 16-channel blocks (the frame windows' layout) puts
+    /// every value where the dense product has it, in its block's plane, and leaves the padding
+    /// (and the lanes past the last channel) alone, on one thread or shared.
+    #[test]
+    fn matmul_into_a_blocked_frame() {
+        for (h, w, k, n, pad) in [(10, 10, 96, 216, 1), (7, 5, 24, 54, 2), (1, 3, 8, 40, 1), (3, 4, 5, 16, 1), (2, 9, 7, 8, 0)] {
+            let m = h * w;
+            let mut seed = 13;
+            let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let weight = Weight::new(k, n, &b);
+            let store = Store::Finish { bias: &bias, residual: None, act: Some(Activation::Relu) };
+            let mut dense = vec![0.0; m * n];
+            matmul(m, &a, &weight, &mut dense, store);
+            if weight.panels() == 0 {
+                return; // no AVX-512: row layouts are not offered
+            }
+            let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+            let plane = ph * pw * B;
+            let mut framed = vec![7.0f32; blocked_len(ph, pw, n)];
+            let (offset, stride) = ((pad * pw + pad) * B, pw * B);
+            for shared in [false, true] {
+                framed.fill(7.0);
+                let layout = Rows::segments(w, stride).in_blocks(plane);
+                let mut run = || matmul_into(m, &a, &weight, &mut framed[offset..], layout, store);
+                if shared { team::session(run) } else { run() }
+                for (i, &got) in framed.iter().enumerate() {
+                    let (ch, px) = ((i / plane) * B + i % B, (i % plane) / B);
+                    let (y, x) = (px / pw, px % pw);
+                    let inside = (pad..pad + h).contains(&y) && (pad..pad + w).contains(&x) && ch < n;
+                    if inside {
+                        assert_eq!(got, dense[((y - pad) * w + x - pad) * n + ch], "{h}x{w}x{n}: channel {ch} of ({y}, {x})");
+                    } else {
+                        assert_eq!(got, 7.0, "{h}x{w}x{n}: padding at channel {ch} of ({y}, {x}) written");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The depthwise sum over frames in 16-channel blocks gives the channels-last kernel's outputs bit
+    /// for bit (same taps, same order), for channel counts around the blocks, the three kernels it
+    /// has, widths with runs of 8, 4, 2 and 1, one or three terms, with and without an activation,
+    /// on one thread or shared.
+    #[test]
+    fn blocked_depthwise_matches_channels_last() {
+        let mut seed = 17;
+        for c in [1, 5, 16, 24, 54, 70] {
+            for (win, (h, w)) in [
+                Window { kh: 3, kw: 3, stride: 1, pad: [0; 4] },
+                Window { kh: 3, kw: 3, stride: 2, pad: [0; 4] },
+                Window { kh: 1, kw: 1, stride: 1, pad: [0; 4] },
+            ]
+            .into_iter()
+            .flat_map(|win| [(win, (5, 17)), (win, (9, 6))])
+            {
+                if !win.has_blocked_kernel() {
+                    return; // no AVX-512
+                }
+                let frames: Vec<Vec<f32>> = (0..3).map(|_| (0..h * w * c).map(|_| lcg(&mut seed)).collect()).collect();
+                let blocked: Vec<Vec<f32>> = frames
+                    .iter()
+                    .map(|x| {
+                        let mut b = vec![f32::NAN; blocked_len(h, w, c)];
+                        to_blocked(x, (h, w), c, &mut b, h * w * B, w * B);
+                        b
+                    })
+                    .collect();
+                let weights: Vec<Vec<f32>> = (0..3).map(|_| (0..win.kh * win.kw * c).map(|_| lcg(&mut seed)).collect()).collect();
+                let start: Vec<f32> = (0..c).map(|_| lcg(&mut seed)).collect();
+                let (oh, ow) = win.output_hw(h, w);
+                for terms in [1, 3] {
+                    for act in [None, Some(Activation::Swish)] {
+                        let plain: Vec<(&[f32], &[f32])> = (0..terms).map(|i| (&frames[i][..], &weights[i][..])).collect();
+                        let mut want = vec![0.0; oh * ow * c];
+                        win.depthwise_sum(&plain, Some(&start), act, h, w, c, &mut want);
+                        let in_blocks: Vec<(&[f32], &[f32])> = (0..terms).map(|i| (&blocked[i][..], &weights[i][..])).collect();
+                        for shared in [false, true] {
+                            let mut got = vec![f32::NAN; oh * ow * c];
+                            let mut run = || win.depthwise_sum_blocked(&in_blocks, Some(&start), act, h, w, c, &mut got);
+                            if shared { team::session(run) } else { run() }
+                            assert_eq!(got, want, "c {c} {win:?} {h}x{w} terms {terms} {act:?}");
                         }
                     }
                 }
