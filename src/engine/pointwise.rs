@@ -224,18 +224,10 @@ impl Layer for SqueezeExcite {
         hwc::matvec_bias(&st.w2, &st.hidden, &st.b2, &mut st.gate);
         st.gate.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
         st.out.reshape_for(x.shape);
-        // Gate and activation in one pass over blocks of whole pixels, shared by the step's threads.
+        // Gate and activation in one pass, shared by the step's threads.
         let (c, pixels, gate, act) = (x.shape.c, x.shape.h * x.shape.w, &st.gate, st.act);
-        let block = (hwc::L1_BLOCK / c).max(1) * c;
         hwc::split_rows(&mut st.out.data, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
-            for (o, xs) in out.chunks_mut(block).zip(x.data[rows.start * c..rows.end * c].chunks(block)) {
-                for (o, px) in o.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-                    o.iter_mut().zip(px).zip(gate).for_each(|((o, &v), &g)| *o = v * g);
-                }
-                if let Some(act) = act {
-                    act.apply(o);
-                }
-            }
+            hwc::scale_channels(&x.data[rows.start * c..rows.end * c], gate, act, out);
         });
         Ok(Some(st.out.as_ref()))
     }
