@@ -8,6 +8,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+use crate::engine::{timing, Chw, LayerReport};
 use crate::flops::{self, Convention};
 use crate::models::StreamModel;
 
@@ -30,6 +31,48 @@ pub struct BenchResult {
     pub flop_ratio: f64,
     pub continual_gflops_per_s: f64,
     pub load: Load,
+    /// With `--per-layer`: every layer's share of a step, slowest first (timed in a second pass, so
+    /// that the timers do not touch the numbers above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<Vec<LayerTime>>,
+}
+
+/// One layer's time in the continual step (a leaf of the model's layer tree).
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTime {
+    pub name: String,
+    pub kind: &'static str,
+    /// `[C, H, W]` of one input and one output frame.
+    pub input: [usize; 3],
+    pub output: [usize; 3],
+    pub us_per_step: f64,
+    /// Steps of this layer per model step (below 1 for layers behind a temporal stride).
+    pub calls_per_step: f64,
+    /// Of the mean step time of the timed pass (the rest is the containers' own work and the timers).
+    pub share: f64,
+}
+
+/// The leaves of `report` that were timed, as [`LayerTime`]s of `steps` steps of mean `step_us`. A
+/// leaf whose name is not a path under its container's (a delay, say) is named under it.
+fn layer_times(report: &LayerReport, parent: &str, steps: usize, step_us: f64, out: &mut Vec<LayerTime>) {
+    if !report.children.is_empty() {
+        return report.children.iter().for_each(|c| layer_times(c, &report.name, steps, step_us, out));
+    }
+    if let Some(t) = report.step_time {
+        let us_per_step = t.total.as_secs_f64() * 1e6 / steps as f64;
+        let chw = |x: Chw| [x.c, x.h, x.w];
+        let under = parent.is_empty() || report.name == parent || report.name.starts_with(&format!("{parent}."));
+        let name = if under { report.name.clone() } else { format!("{parent}.{}", report.name) };
+        out.push(LayerTime {
+            name,
+            kind: report.kind,
+            input: chw(report.input),
+            output: chw(report.output),
+            us_per_step,
+            calls_per_step: t.calls as f64 / steps as f64,
+            share: us_per_step / step_us,
+        });
+    }
 }
 
 /// Other work on the machine during the run, in cores: total busy CPU minus this process's own.
@@ -101,6 +144,7 @@ pub fn run(
     steps: usize,
     regular_runs: usize,
     threads: usize,
+    per_layer: bool,
     mut frames: impl FnMut(usize) -> Result<Tensor>,
 ) -> Result<BenchResult> {
     let name = model.spec().name.clone();
@@ -130,6 +174,32 @@ pub fn run(
             emitting.push(ms);
         }
     }
+    let per_layer = if per_layer {
+        // A second pass with the layers' timers on; the model's fresh timers count only this pass.
+        timing::set_enabled(true);
+        let t = Instant::now();
+        let stepped = (0..steps).try_for_each(|i| -> Result<()> {
+            model.step_planar(&planar(&frames(warm + steps + i)?)?, &mut probs)?;
+            Ok(())
+        });
+        let step_us = t.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
+        timing::set_enabled(false);
+        stepped?;
+        let mut layers = Vec::new();
+        layer_times(&model.report(), "", steps.max(1), step_us, &mut layers);
+        // Unnamed layers of one container (two spatial pools, say) apart by their order.
+        let mut seen = std::collections::HashMap::new();
+        for l in &mut layers {
+            let n = seen.entry(l.name.clone()).and_modify(|n| *n += 1).or_insert(1);
+            if *n > 1 {
+                l.name = format!("{} #{n}", l.name);
+            }
+        }
+        layers.sort_by(|a, b| b.us_per_step.total_cmp(&a.us_per_step));
+        Some(layers)
+    } else {
+        None
+    };
     // Regular: one T-frame clip per new frame.
     let t_clip = model.clip_frames();
     let clip_frames: Vec<Tensor> = (0..t_clip).map(&mut frames).collect::<Result<_>>()?;
@@ -165,6 +235,7 @@ pub fn run(
         // MACs are 2 FLOPs.
         continual_gflops_per_s: 2.0 * totals.continual_per_step / (c50 * 1e-3) / 1e9,
         load,
+        per_layer,
     })
 }
 

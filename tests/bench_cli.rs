@@ -34,3 +34,42 @@ fn bench_json_and_chart_are_well_formed() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("x3d-xs") && svg.contains("continual"), "{}", &svg[..200.min(svg.len())]);
 }
+
+/// `--per-layer`: every stepped layer of CoX3D-XS once per step, slowest first, with shares that
+/// fit in a step; and the text table.
+#[test]
+fn bench_per_layer_times_every_layer() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coinfer"))
+        .args(["bench", "--model", "x3d-xs", "--steps", "3", "--regular-runs", "1", "--threads", "1", "--json", "--per-layer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let layers = v["per_layer"].as_array().expect("per_layer array");
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    // The stem, every block's depthwise conv and 1x1 convs, and the head.
+    for name in ["s1.pathway0_stem.conv_xy", "s1.pathway0_stem.conv", "s2.pathway0_res0.branch2.b", "s5.pathway0_res6.branch2.c", "head.projection"] {
+        assert!(names.contains(&name), "{name} not timed: {names:?}");
+    }
+    assert_eq!(names.iter().filter(|n| n.ends_with("branch2.b")).count(), 3 + 5 + 11 + 7, "one depthwise conv per block");
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "each layer once");
+    let us: Vec<f64> = layers.iter().map(|l| l["us_per_step"].as_f64().unwrap()).collect();
+    assert!(us.windows(2).all(|w| w[0] >= w[1]), "slowest first: {us:?}");
+    for l in layers {
+        // CoX3D has no temporal stride: every layer steps once per step.
+        assert_eq!(l["calls_per_step"].as_f64(), Some(1.0), "{l}");
+        assert_eq!(l["input"].as_array().unwrap().len(), 3);
+    }
+    let share: f64 = layers.iter().map(|l| l["share"].as_f64().unwrap()).sum();
+    assert!(share > 0.3 && share <= 1.0 + 1e-9, "layers' shares add up to {share}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_coinfer"))
+        .args(["bench", "--model", "x3d-xs", "--steps", "2", "--regular-runs", "1", "--threads", "1", "--per-layer"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("US/STEP") && text.contains("s1.pathway0_stem.conv_xy") && text.contains("by kind: "), "{text}");
+}

@@ -8,14 +8,15 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Args;
 
-use crate::bench::{self, BenchResult};
+use crate::bench::{self, BenchResult, LayerTime};
 use crate::models::{self, ModelOptions};
 use crate::preprocess::Preprocessor;
 use crate::source::{self, Frame, OpenOptions};
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Examples:\n  coinfer bench --model x3d-s --steps 50\n  \
-    coinfer bench --threads 1 --json\n  coinfer bench --input samples/sports2d-demo.mp4 --chart bench.svg")]
+    coinfer bench --threads 1 --json\n  coinfer bench --model x3d-s --steps 200 --per-layer\n  \
+    coinfer bench --input samples/sports2d-demo.mp4 --chart bench.svg")]
 pub struct BenchArgs {
     /// Model to measure (default: every built-in model)
     #[arg(long, short)]
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// One JSON object per model
     #[arg(long)]
     pub json: bool,
+    /// Also time every layer of the continual step (in a second pass of --steps steps) and print
+    /// the slowest, or all of them under "per_layer" with --json
+    #[arg(long)]
+    pub per_layer: bool,
     /// Draw the comparison as an SVG chart
     #[arg(long)]
     pub chart: Option<PathBuf>,
@@ -83,7 +88,7 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
                 None => bench::random_frame(crop, i, &Device::Cpu),
             }
         };
-        let r = bench::run(model.as_mut(), args.steps, args.regular_runs, threads, frames)?;
+        let r = bench::run(model.as_mut(), args.steps, args.regular_runs, threads, args.per_layer, frames)?;
         if args.json {
             serde_json::to_writer(&mut out, &r)?;
             writeln!(out)?;
@@ -109,6 +114,9 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
                 if r.load.noisy { " (NOISY: other work was running)" } else { "" },
                 if present { "" } else { " [random weights]" },
             )?;
+            if let Some(layers) = &r.per_layer {
+                write_per_layer(&mut out, layers)?;
+            }
         }
         out.flush()?;
         results.push(r);
@@ -117,4 +125,33 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
         bench::chart(&results, path)?;
     }
     Ok(())
+}
+
+/// Layers shown in the text table (all of them are in the JSON).
+const TABLE_ROWS: usize = 30;
+
+/// The slowest layers of a step, then the time per kind of layer.
+fn write_per_layer(out: &mut impl Write, layers: &[LayerTime]) -> std::io::Result<()> {
+    let shape = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
+    writeln!(out, "  {:>9} {:>6} {:>6}  {:<18} {:<27} LAYER", "US/STEP", "SHARE", "CALLS", "KIND", "INPUT -> OUTPUT")?;
+    for l in layers.iter().take(TABLE_ROWS) {
+        let shapes = format!("{} -> {}", shape(l.input), shape(l.output));
+        writeln!(out, "  {:>9.1} {:>5.1}% {:>6.2}  {:<18} {:<27} {}", l.us_per_step, 100.0 * l.share, l.calls_per_step, l.kind, shapes, l.name)?;
+    }
+    if layers.len() > TABLE_ROWS {
+        let rest = &layers[TABLE_ROWS..];
+        let us: f64 = rest.iter().map(|l| l.us_per_step).sum();
+        let share: f64 = rest.iter().map(|l| l.share).sum();
+        writeln!(out, "  {us:>9.1} {:>5.1}%         ({} more layers)", 100.0 * share, rest.len())?;
+    }
+    let mut kinds: Vec<(&str, f64, f64)> = Vec::new();
+    for l in layers {
+        match kinds.iter_mut().find(|k| k.0 == l.kind) {
+            Some(k) => (k.1, k.2) = (k.1 + l.us_per_step, k.2 + l.share),
+            None => kinds.push((l.kind, l.us_per_step, l.share)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let by_kind: Vec<String> = kinds.iter().map(|(kind, us, share)| format!("{kind} {us:.0} us ({:.0}%)", 100.0 * share)).collect();
+    writeln!(out, "  by kind: {}", by_kind.join(", "))
 }

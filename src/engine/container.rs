@@ -6,6 +6,7 @@ use candle_core::{Result, Tensor, bail};
 
 use super::delay::Delay;
 use super::hwc::{self, L1_BLOCK};
+use super::timing::Timings;
 use super::{Activation, Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
 
 pub struct Sequential {
@@ -13,11 +14,12 @@ pub struct Sequential {
     layers: Vec<Box<dyn Layer>>,
     /// Activation layers the layer before them applies in the step path (skipped there).
     fused: Vec<bool>,
+    timings: Timings,
 }
 
 impl Sequential {
     pub fn new(name: impl Into<String>, layers: Vec<Box<dyn Layer>>) -> Self {
-        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new() };
+        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new(), timings: Timings::default() };
         for layer in layers {
             seq.push_boxed(layer);
         }
@@ -36,6 +38,7 @@ impl Sequential {
         };
         self.layers.push(layer);
         self.fused.push(fused);
+        self.timings.push();
     }
 
     pub fn layers(&self) -> &[Box<dyn Layer>] {
@@ -46,18 +49,24 @@ impl Sequential {
     /// its output straight into the next layer's input buffer (a 1×1 conv before a depthwise conv's
     /// padded frame window) does so, which saves a copy of the frame.
     fn step_frame_ending<'a>(&'a mut self, x: FrameRef<'a>, residual: Option<(FrameRef<'_>, Option<Activation>)>) -> Result<Option<FrameRef<'a>>> {
-        let last = self.layers.len().saturating_sub(1);
+        let Sequential { layers, fused, timings, .. } = self;
+        let last = layers.len().saturating_sub(1);
         let mut y = x;
-        let mut layers = self.layers.iter_mut().zip(&self.fused).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
+        let mut layers = layers.iter_mut().zip(fused.iter()).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
         while let Some((i, layer)) = layers.next() {
+            let start = timings.start();
             if let Some(shape) = layer.slot_output(y.shape)
                 && let Some((j, next)) = layers.peek_mut()
                 && (residual.is_none() || *j != last)
                 && let Some(slot) = next.input_slot(shape)
             {
                 layer.step_frame_into_slot(y, slot)?;
-                let (_, next) = layers.next().expect("peeked above");
-                match next.step_frame_in_slot(shape)? {
+                timings.add(i, start);
+                let (j, next) = layers.next().expect("peeked above");
+                let start = timings.start();
+                let out = next.step_frame_in_slot(shape)?;
+                timings.add(j, start);
+                match out {
                     Some(out) => {
                         y = out;
                         continue;
@@ -69,6 +78,7 @@ impl Sequential {
                 Some((r, act)) if i == last => layer.step_frame_residual(y, r, act)?,
                 _ => layer.step_frame(y)?,
             };
+            timings.add(i, start);
             match out {
                 Some(next) => y = next,
                 // Later layers are not stepped: they see nothing this step.
@@ -160,8 +170,9 @@ impl Layer for Sequential {
         let children: Vec<LayerReport> = self
             .layers
             .iter()
-            .map(|l| {
-                let r = l.report(shape);
+            .enumerate()
+            .map(|(i, l)| {
+                let r = LayerReport { step_time: self.timings.get(i), ..l.report(shape) };
                 shape = r.output;
                 r
             })
@@ -195,6 +206,7 @@ pub struct Parallel {
     out: Frame,
     /// Applied to the output (fused from the layer after).
     act: Option<Activation>,
+    timings: Timings,
 }
 
 /// Most branches a parallel layer may have (the step path keeps their outputs on the stack).
@@ -229,7 +241,9 @@ impl Parallel {
                 Ok(Box::new(Sequential::new(format!("{name}.{i}"), aligned)))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Parallel { name, branches, reduce, out: Frame::default(), act: None })
+        let mut timings = Timings::default();
+        branches.iter().for_each(|_| timings.push());
+        Ok(Parallel { name, branches, reduce, out: Frame::default(), act: None, timings })
     }
 
     fn combine(&self, ys: &[Tensor]) -> Result<Tensor> {
@@ -274,26 +288,34 @@ impl Layer for Parallel {
     }
 
     fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
-        let Parallel { name, branches, reduce, out, act } = self;
+        let Parallel { name, branches, reduce, out, act, timings } = self;
         let n = branches.len();
         if *reduce == Reduce::Sum && n == 2 && branches[1].accepts_residual() {
             // A residual block: the second branch adds the first's output (and applies the
             // activation) in its own output pass; its output is the sum.
             let (first, second) = branches.split_at_mut(1);
-            let Some(y0) = first[0].step_frame(x)? else {
+            let start = timings.start();
+            let y0 = first[0].step_frame(x)?;
+            timings.add(0, start);
+            let Some(y0) = y0 else {
                 if second[0].step_frame(x)?.is_some() {
                     bail!("{name}: branches out of step (a delay-alignment bug)");
                 }
                 return Ok(None);
             };
-            return match second[0].step_frame_residual(x, y0, *act)? {
+            let start = timings.start();
+            let y = second[0].step_frame_residual(x, y0, *act)?;
+            timings.add(1, start);
+            return match y {
                 Some(y) => Ok(Some(y)),
                 None => bail!("{name}: branches out of step (a delay-alignment bug)"),
             };
         }
         let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
-        for (y, b) in ys.iter_mut().zip(branches.iter_mut()) {
+        for (i, (y, b)) in ys.iter_mut().zip(branches.iter_mut()).enumerate() {
+            let start = timings.start();
             *y = b.step_frame(x)?;
+            timings.add(i, start);
         }
         let ys = &ys[..n];
         let ready = ys.iter().filter(|o| o.is_some()).count();
@@ -324,7 +346,7 @@ impl Layer for Parallel {
     }
 
     fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        let Parallel { name, branches, reduce, out, act } = self;
+        let Parallel { name, branches, reduce, out, act, .. } = self;
         let k = branches.len();
         let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
         let mut counts = [0usize; MAX_BRANCHES];
@@ -364,7 +386,8 @@ impl Layer for Parallel {
     }
 
     fn report(&self, input: Chw) -> LayerReport {
-        let children: Vec<LayerReport> = self.branches.iter().map(|b| b.report(input)).collect();
+        let children: Vec<LayerReport> =
+            self.branches.iter().enumerate().map(|(i, b)| LayerReport { step_time: self.timings.get(i), ..b.report(input) }).collect();
         let mut output = children[0].output;
         if self.reduce == Reduce::Concat {
             output.c = children.iter().map(|c| c.output.c).sum();

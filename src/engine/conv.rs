@@ -686,7 +686,7 @@ impl Layer for TemporalConv {
             pad: Some(self.pad),
             bn: self.folded_bn,
             bias: self.bias.is_some() && !self.folded_bn,
-            children: Vec::new(),
+            ..Default::default()
         }
     }
 }

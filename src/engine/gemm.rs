@@ -328,6 +328,7 @@ impl Weight {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel<const R: usize>(
     k: usize,
     a: *const f32,

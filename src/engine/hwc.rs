@@ -845,7 +845,7 @@ unsafe fn channel_sums_avx512(x: &[f32], c: usize, out: &mut [f32]) {
 /// output), in one pass.
 pub fn scale_channels(x: &[f32], gate: &[f32], act: Option<Activation>, out: &mut [f32]) {
     let c = gate.len();
-    assert!(out.len() >= x.len() && x.len() % c.max(1) == 0, "scale: buffers do not match");
+    assert!(out.len() >= x.len() && x.len().is_multiple_of(c.max(1)), "scale: buffers do not match");
     #[cfg(target_arch = "x86_64")]
     if super::gemm::packs_weights() && c > 0 {
         // SAFETY: the CPU has AVX-512F; sizes checked above.

@@ -24,6 +24,7 @@ pub mod pool;
 pub mod schedule;
 pub mod spatial;
 pub mod team;
+pub mod timing;
 
 use candle_core::{Result, Tensor};
 
@@ -114,6 +115,8 @@ pub struct LayerReport {
     /// The conv adds a bias of its own (not a folded BN).
     pub bias: bool,
     pub children: Vec<LayerReport>,
+    /// Time spent in this layer's steps while [`timing`] was on (set by the container).
+    pub step_time: Option<timing::StepTime>,
 }
 
 /// An elementwise activation.
