@@ -25,6 +25,20 @@ pub fn pass_work(values: usize, act: Option<Activation>) -> usize {
     values * (PASS_WORK + Activation::work_per_value(act))
 }
 
+/// Start of chunk `i` (`i = chunks`: the end) when `units` are cut into `chunks`. The leader claims
+/// chunks from the front and helpers from the back, so the chunks claimed last, whose end the other
+/// thread waits for, are those in the middle: from 4 chunks on they are cut smaller there (weights
+/// 2 1 1 2, 3 2 1 1 2 3, …). Measured on CoX3D-S in one process, steps alternating: the same or up to
+/// 7 % faster than even chunks, the more so the busier the host.
+fn chunk_start(units: usize, chunks: usize, i: usize) -> usize {
+    if chunks < 4 {
+        return units * i / chunks;
+    }
+    let weight = |j: usize| chunks / 2 - j.min(chunks - 1 - j);
+    let total: usize = (0..chunks).map(weight).sum();
+    units * (0..i).map(weight).sum::<usize>() / total
+}
+
 /// Chunks to cut `work` into: one per `CHUNK_WORK`, at most two per thread of the running session.
 fn chunks_for(work: usize) -> usize {
     let threads = team::width();
@@ -65,7 +79,7 @@ fn split_rows_by(out: &mut [f32], row_len: usize, rows: usize, unit: usize, chun
     }
     let base = Shared(out.as_mut_ptr());
     team::for_each_chunk(chunks, &|i| {
-        let range = (units * i / chunks * unit).min(rows)..(units * (i + 1) / chunks * unit).min(rows);
+        let range = (chunk_start(units, chunks, i) * unit).min(rows)..(chunk_start(units, chunks, i + 1) * unit).min(rows);
         // SAFETY: the chunks' row ranges are disjoint and inside `out`, which outlives the call.
         let part = unsafe { std::slice::from_raw_parts_mut(base.at(range.start * row_len), range.len() * row_len) };
         f(part, range)
@@ -98,12 +112,12 @@ pub fn matmul_into(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], layout: R
     if chunks > 1 && n > m && panels >= 2 {
         let chunks = chunks.min(panels);
         team::for_each_chunk(chunks, &|i| unsafe {
-            w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, panels * i / chunks..panels * (i + 1) / chunks)
+            w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, chunk_start(panels, chunks, i)..chunk_start(panels, chunks, i + 1))
         });
     } else {
         let blocks = m.div_ceil(8);
         let chunks = chunks.clamp(1, blocks);
-        let rows = |i: usize| (blocks * i / chunks * 8).min(m)..(blocks * (i + 1) / chunks * 8).min(m);
+        let rows = |i: usize| (chunk_start(blocks, chunks, i) * 8).min(m)..(chunk_start(blocks, chunks, i + 1) * 8).min(m);
         if chunks == 1 {
             return unsafe { w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, 0..panels) };
         }
@@ -984,6 +998,22 @@ mod tests {
                             assert!((summed[i] as f64 - sum).abs() < 1e-4, "sum: c {c} {win:?} {w}: {} vs {sum}", summed[i]);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Chunk bounds cover the units in order, and the middle chunks are no larger than the outer.
+    #[test]
+    fn chunks_are_smaller_in_the_middle() {
+        for chunks in 1..=9 {
+            for units in [1, 3, 7, 13, 100, 1600] {
+                let starts: Vec<usize> = (0..=chunks).map(|i| chunk_start(units, chunks, i)).collect();
+                assert_eq!((starts[0], starts[chunks]), (0, units), "{units} in {chunks}");
+                assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{units} in {chunks}: {starts:?}");
+                if chunks >= 4 && units >= 100 {
+                    let size = |i: usize| starts[i + 1] - starts[i];
+                    assert!(size(chunks / 2) < size(0) && size(chunks / 2 - 1) < size(chunks - 1), "{units} in {chunks}: {starts:?}");
                 }
             }
         }
