@@ -53,7 +53,7 @@ pub struct LayerTime {
 }
 
 /// The leaves of `report` that were timed, as [`LayerTime`]s of `steps` steps of mean `step_us`. A
-/// leaf whose name is not a path under its container's (a delay, say) is named under it.
+/// leaf whose name is not a path (a delay, say) is named under its container.
 fn layer_times(report: &LayerReport, parent: &str, steps: usize, step_us: f64, out: &mut Vec<LayerTime>) {
     if !report.children.is_empty() {
         return report.children.iter().for_each(|c| layer_times(c, &report.name, steps, step_us, out));
@@ -61,7 +61,8 @@ fn layer_times(report: &LayerReport, parent: &str, steps: usize, step_us: f64, o
     if let Some(t) = report.step_time {
         let us_per_step = t.total.as_secs_f64() * 1e6 / steps as f64;
         let chw = |x: Chw| [x.c, x.h, x.w];
-        let under = parent.is_empty() || report.name == parent || report.name.starts_with(&format!("{parent}."));
+        // (Names with a dot are paths already.)
+        let under = parent.is_empty() || report.name == parent || report.name.contains('.');
         let name = if under { report.name.clone() } else { format!("{parent}.{}", report.name) };
         out.push(LayerTime {
             name,
