@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Activation;
+// Columns per block of [`Rows::in_blocks`]: the channel blocks of a blocked frame.
+use super::hwc::B as BLOCK;
 
 /// What a product does with its output rows.
 #[derive(Debug, Clone, Copy)]
@@ -123,8 +125,6 @@ impl Rows {
     }
 }
 
-/// Columns per block of [`Rows::in_blocks`].
-const BLOCK: usize = 16;
 
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
@@ -377,11 +377,7 @@ unsafe fn kernel<const R: usize>(
                     if !residual.is_null() {
                         *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[j], residual.add(r * ldc + 16 * j)));
                     }
-                    *v = match act {
-                        None => *v,
-                        Some(Activation::Relu) => _mm512_max_ps(*v, _mm512_setzero_ps()),
-                        Some(Activation::Swish) => super::kernels::swish_avx512_lanes(*v),
-                    };
+                    *v = super::kernels::activation_lanes(act, *v);
                 }
             }
         }

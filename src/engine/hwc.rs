@@ -886,11 +886,7 @@ unsafe fn scale_channels_avx512(x: &[f32], gate: &[f32], act: Option<Activation>
             // SAFETY: the mask keeps the lanes inside the pixel's channels.
             unsafe {
                 let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.as_ptr().add(p * c + cb)), _mm512_maskz_loadu_ps(m, gate.as_ptr().add(cb)));
-                let v = match act {
-                    None => v,
-                    Some(Activation::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
-                    Some(Activation::Swish) => super::kernels::swish_avx512_lanes(v),
-                };
+                let v = super::kernels::activation_lanes(act, v);
                 _mm512_mask_storeu_ps(out.as_mut_ptr().add(p * c + cb), m, v);
             }
         }

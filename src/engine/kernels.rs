@@ -460,6 +460,24 @@ pub unsafe fn swish_avx512_lanes(x: std::arch::x86_64::__m512) -> std::arch::x86
     _mm512_mul_ps(x, y)
 }
 
+/// `act` (none, ReLU or swish) on 16 lanes: what the fused stores apply to a register before storing
+/// it.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn activation_lanes(act: Option<super::Activation>, v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    match act {
+        None => v,
+        Some(super::Activation::Relu) => _mm512_max_ps(v, _mm512_setzero_ps()),
+        // SAFETY: AVX-512F, as this function's caller vouches.
+        Some(super::Activation::Swish) => unsafe { swish_avx512_lanes(v) },
+    }
+}
+
 /// One element of [`swish_in_place`].
 #[inline(always)]
 pub fn swish(x: f32) -> f32 {
