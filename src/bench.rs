@@ -10,13 +10,17 @@ use serde::Serialize;
 
 use crate::engine::{timing, Chw, LayerReport};
 use crate::flops::{self, Convention};
-use crate::models::StreamModel;
+use crate::models::{Schedule, StreamModel};
 
 /// One model's measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub model: String,
     pub threads: usize,
+    /// How the threads shared the steps timed in `continual_*`.
+    pub schedule: &'static str,
+    /// Steps an output comes after its frame's step under that schedule.
+    pub lag: usize,
     pub steps: usize,
     pub continual_ms_p50: f64,
     pub continual_ms_p95: f64,
@@ -35,6 +39,20 @@ pub struct BenchResult {
     /// that the timers do not touch the numbers above).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_layer: Option<Vec<LayerTime>>,
+    /// Other schedules, timed in the same run in blocks of steps interleaved with the main one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compared: Vec<ScheduleTime>,
+}
+
+/// A schedule's continual step, timed interleaved with the main one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleTime {
+    pub schedule: &'static str,
+    pub continual_ms_p50: f64,
+    pub continual_ms_p95: f64,
+    pub continual_ms_mean: f64,
+    /// This schedule's median step over the main schedule's.
+    pub ratio: f64,
 }
 
 /// One layer's time in the continual step (a leaf of the model's layer tree).
@@ -138,14 +156,48 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// Steps per block when schedules are interleaved: short enough that the machine's load changes
+/// little within a round, long enough that switching (one untimed step) is rare.
+const BLOCK: usize = 8;
+/// Warm-up steps a pipelined schedule gets at least, for its stage balance to settle.
+const PIPELINE_WARMUP: usize = 64;
+
+/// Switch `model` to `schedule` between two steps (the output in flight is drained and dropped).
+fn switch(model: &mut dyn StreamModel, schedule: Schedule, probs: &mut Vec<f32>) -> Result<()> {
+    if model.schedule() != schedule {
+        model.drain(probs)?;
+        model.set_schedule(schedule)?;
+    }
+    Ok(())
+}
+
+/// The schedules of `wanted` that `model` has, without repeats, in order.
+fn effective_schedules(model: &mut dyn StreamModel, wanted: &[Schedule]) -> Result<Vec<Schedule>> {
+    let mut out: Vec<Schedule> = Vec::new();
+    for &s in wanted {
+        model.set_schedule(s)?;
+        let got = model.schedule();
+        if !out.contains(&got) {
+            out.push(got);
+        }
+    }
+    if out.is_empty() {
+        out.push(model.schedule());
+    }
+    Ok(out)
+}
+
 /// Measure `model`: warm up into steady state, time `steps` continual steps, then time the regular
 /// network on `regular_runs` sliding-window clips. `frames` supplies preprocessed input frames.
+/// With several `schedules` (the first is the main one), each is timed for `steps` steps, in
+/// interleaved blocks, so that their ratio is measured under the same load.
 pub fn run(
     model: &mut dyn StreamModel,
     steps: usize,
     regular_runs: usize,
     threads: usize,
     per_layer: bool,
+    schedules: &[Schedule],
     mut frames: impl FnMut(usize) -> Result<Tensor>,
 ) -> Result<BenchResult> {
     let name = model.spec().name.clone();
@@ -154,33 +206,58 @@ pub fn run(
     let totals = flops::count(&report, model.clip_frames(), Convention::Macs);
     let meter = LoadMeter::start();
 
-    // Steady state: every layer has seen a full receptive field.
+    // Steady state: every layer has seen a full receptive field (and a relay has balanced).
     model.reset();
-    let warm = shape.receptive_field + shape.stride;
+    let schedules = effective_schedules(model, schedules)?;
     let planar = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?) };
     let mut probs = Vec::new();
-    for i in 0..warm {
-        model.step_planar(&planar(&frames(i)?)?, &mut probs)?;
-    }
-    let period = shape.stride.max(1);
-    let mut times = Vec::with_capacity(steps);
-    let mut emitting = Vec::new();
-    for i in 0..steps {
-        let frame = planar(&frames(warm + i)?)?;
-        let t = Instant::now();
-        let out = model.step_planar(&frame, &mut probs)?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        times.push(ms);
-        if out && period > 1 {
-            emitting.push(ms);
+    let mut fed = 0;
+    for &s in schedules.iter().rev() {
+        switch(model, s, &mut probs)?;
+        let warm = shape.receptive_field + shape.stride;
+        let warm = if s == Schedule::Pipeline { warm.max(PIPELINE_WARMUP) } else { warm };
+        for _ in 0..warm {
+            model.step_planar(&planar(&frames(fed)?)?, &mut probs)?;
+            fed += 1;
         }
     }
+    let period = shape.stride.max(1);
+    let mut times: Vec<Vec<f64>> = schedules.iter().map(|_| Vec::with_capacity(steps)).collect();
+    let mut emitting = Vec::new();
+    let block = if schedules.len() > 1 { BLOCK } else { steps.max(1) };
+    let mut round = 0;
+    while times.iter().any(|t| t.len() < steps) {
+        let k = round % schedules.len();
+        round += 1;
+        if times[k].len() >= steps {
+            continue;
+        }
+        if schedules.len() > 1 {
+            switch(model, schedules[k], &mut probs)?;
+            // The first step after a switch is not a steady one (a pipeline has nothing in flight).
+            model.step_planar(&planar(&frames(fed)?)?, &mut probs)?;
+            fed += 1;
+        }
+        for _ in 0..block.min(steps - times[k].len()) {
+            let frame = planar(&frames(fed)?)?;
+            fed += 1;
+            let t = Instant::now();
+            let out = model.step_planar(&frame, &mut probs)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            times[k].push(ms);
+            if k == 0 && out && period > 1 {
+                emitting.push(ms);
+            }
+        }
+    }
+    switch(model, schedules[0], &mut probs)?;
+    let lag = model.shape().lag;
     let per_layer = if per_layer {
         // A second pass with the layers' timers on; the model's fresh timers count only this pass.
         timing::set_enabled(true);
         let t = Instant::now();
         let stepped = (0..steps).try_for_each(|i| -> Result<()> {
-            model.step_planar(&planar(&frames(warm + steps + i)?)?, &mut probs)?;
+            model.step_planar(&planar(&frames(fed + i)?)?, &mut probs)?;
             Ok(())
         });
         let step_us = t.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
@@ -214,15 +291,30 @@ pub fn run(
     }
     let load = meter.finish();
 
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    let times = sorted(times);
+    let mean_of = |t: &[f64]| t.iter().sum::<f64>() / t.len().max(1) as f64;
+    let mut timed = times.into_iter().map(sorted);
+    let times = timed.next().expect("one schedule at least");
+    let mean = mean_of(&times);
+    let c50 = percentile(&times, 0.5);
+    let compared: Vec<ScheduleTime> = schedules[1..]
+        .iter()
+        .zip(timed)
+        .map(|(s, t)| ScheduleTime {
+            schedule: s.as_str(),
+            continual_ms_p50: percentile(&t, 0.5),
+            continual_ms_p95: percentile(&t, 0.95),
+            continual_ms_mean: mean_of(&t),
+            ratio: percentile(&t, 0.5) / c50,
+        })
+        .collect();
     let regular = sorted(regular);
     let emitting = sorted(if emitting.is_empty() { times.clone() } else { emitting });
-    let c50 = percentile(&times, 0.5);
     let r50 = percentile(&regular, 0.5);
     Ok(BenchResult {
         model: name,
         threads,
+        schedule: schedules[0].as_str(),
+        lag,
         steps,
         continual_ms_p50: c50,
         continual_ms_p95: percentile(&times, 0.95),
@@ -237,6 +329,7 @@ pub fn run(
         continual_gflops_per_s: 2.0 * totals.continual_per_step / (c50 * 1e-3) / 1e9,
         load,
         per_layer,
+        compared,
     })
 }
 

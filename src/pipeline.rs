@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,8 +48,79 @@ pub struct Options {
     pub warmup: usize,
 }
 
+/// Where one model step's input came from: what its output's record names.
+#[derive(Debug, Clone, Copy)]
+struct StepOrigin {
+    frame: u64,
+    pts: f64,
+    step: u64,
+}
+
+/// Turns model outputs into `step` records: smoothing, ranking, hysteresis, segments.
+struct Reporter<'l> {
+    labels: &'l Labels,
+    opts: &'l Options,
+    classes: usize,
+    receptive_field: usize,
+    smoother: Smoother,
+    hysteresis: Hysteresis,
+    segments: Segments,
+    order: Vec<usize>,
+    top: Vec<TopEntry<'l>>,
+    outputs: u64,
+    records: u64,
+}
+
+impl<'l> Reporter<'l> {
+    /// One output of the model, whose newest frame is `origin`'s, produced in `latency` ms. An
+    /// error is a model's (outer) or a sink's (inner; it ends the run without a summary).
+    fn output(&mut self, probs: &[f32], origin: StepOrigin, latency: f64, sinks: &mut [&mut dyn Sink]) -> anyhow::Result<anyhow::Result<()>> {
+        self.outputs += 1;
+        let ready = origin.step + 1 >= self.receptive_field as u64;
+        if !ready && !self.opts.emit_transient {
+            return Ok(Ok(()));
+        }
+        if probs.len() != self.classes {
+            anyhow::bail!("model output at step {}: {} class scores, expected {}", origin.step, probs.len(), self.classes);
+        }
+        let smoothed = self.smoother.push(probs);
+        rank(smoothed, &mut self.order);
+        let labels = self.labels;
+        self.top.clear();
+        self.top.extend(
+            self.order
+                .iter()
+                .take(self.opts.top_k)
+                .filter(|&&id| smoothed[id] >= self.opts.threshold)
+                .map(|&id| TopEntry { id, label: labels.name(id), score: smoothed[id] }),
+        );
+        let current = self.hysteresis.update(self.order[0]);
+        self.segments.push(current, origin.pts, smoothed[current]);
+        let rec = StepRecord {
+            kind: StepRecord::KIND,
+            frame: origin.frame,
+            pts: origin.pts,
+            step: origin.step,
+            ready,
+            top: &self.top,
+            current: TopEntry { id: current, label: labels.name(current), score: smoothed[current] },
+            latency_ms: (latency * 1e3).round() / 1e3,
+        };
+        for sink in sinks.iter_mut() {
+            if let Err(e) = sink.step(&rec) {
+                return Ok(Err(anyhow::Error::from(e).context("writing a step record")));
+            }
+        }
+        self.records += 1;
+        Ok(Ok(()))
+    }
+}
+
 /// Run the model over the packets, writing one `step` record per reported output and a `summary`
 /// at the end (also after an interruption or a decode/model error, then with its status).
+///
+/// A model with a lag (a pipelined schedule) emits each output some steps after its frame: the
+/// record still names that frame, and the last outputs are drained at the end of the stream.
 ///
 /// Returns the summary; when `stop` was raised the summary's status is `interrupted`. An error from a
 /// sink (e.g. a closed stdout) ends the run at once without a summary.
@@ -70,14 +142,24 @@ pub fn run(
     );
     let shape = model.shape();
     let start = Instant::now();
-    let mut smoother = Smoother::new(opts.smooth, classes);
-    let mut hysteresis = Hysteresis::new(opts.hold);
-    let mut segments = Segments::new();
+    let mut reporter = Reporter {
+        labels,
+        opts,
+        classes,
+        receptive_field: shape.receptive_field,
+        smoother: Smoother::new(opts.smooth, classes),
+        hysteresis: Hysteresis::new(opts.hold),
+        segments: Segments::new(),
+        order: (0..classes).collect(),
+        top: Vec::with_capacity(opts.top_k),
+        outputs: 0,
+        records: 0,
+    };
     let mut probs = vec![0f32; classes];
-    let mut order: Vec<usize> = (0..classes).collect();
-    let mut top: Vec<TopEntry<'_>> = Vec::with_capacity(opts.top_k);
     let mut latencies: Vec<f32> = Vec::new();
-    let (mut frames, mut steps, mut outputs, mut records) = (0u64, 0u64, 0u64, 0u64);
+    // The origins of the last `lag + 1` steps: an output comes `lag` steps after its frame's.
+    let mut recent: VecDeque<StepOrigin> = VecDeque::with_capacity(shape.lag + 1);
+    let (mut frames, mut steps) = (0u64, 0u64);
 
     let mut failure: Option<anyhow::Error> = None;
     let mut warmed = opts.warmup == 0;
@@ -117,44 +199,47 @@ pub fn run(
             let latency = t0.elapsed().as_secs_f64() * 1e3;
             latencies.push(latency as f32);
             steps += 1;
+            if recent.len() > shape.lag {
+                recent.pop_front();
+            }
+            recent.push_back(StepOrigin { frame: packet.frame, pts: packet.pts, step });
             if !out {
                 continue;
             }
-            outputs += 1;
-            let ready = step + 1 >= shape.receptive_field as u64;
-            if !ready && !opts.emit_transient {
-                continue;
-            }
-            if probs.len() != classes {
-                failure = Some(anyhow::anyhow!("model output at step {step}: {} class scores, expected {classes}", probs.len()));
-                break 'packets;
-            }
-            let smoothed = smoother.push(&probs);
-            rank(smoothed, &mut order);
-            top.clear();
-            top.extend(
-                order
-                    .iter()
-                    .take(opts.top_k)
-                    .filter(|&&id| smoothed[id] >= opts.threshold)
-                    .map(|&id| TopEntry { id, label: labels.name(id), score: smoothed[id] }),
-            );
-            let current = hysteresis.update(order[0]);
-            segments.push(current, packet.pts, smoothed[current]);
-            let rec = StepRecord {
-                kind: StepRecord::KIND,
-                frame: packet.frame,
-                pts: packet.pts,
-                step,
-                ready,
-                top: &top,
-                current: TopEntry { id: current, label: labels.name(current), score: smoothed[current] },
-                latency_ms: (latency * 1e3).round() / 1e3,
+            // With fewer than `lag` steps before it, an output has no frame of its own: the model
+            // emitted out of turn.
+            let origin = match recent.len() > shape.lag {
+                true => recent[0],
+                false => {
+                    failure = Some(anyhow::anyhow!("model output at step {step} comes before its frame's step"));
+                    break 'packets;
+                }
             };
-            for sink in sinks.iter_mut() {
-                sink.step(&rec).context("writing a step record")?;
+            match reporter.output(&probs, origin, latency, sinks) {
+                Ok(written) => written?,
+                Err(e) => {
+                    failure = Some(e);
+                    break 'packets;
+                }
             }
-            records += 1;
+        }
+    }
+    // The outputs still in flight belong to the last steps (an interrupted run still reports them).
+    if failure.is_none() && shape.lag > 0 {
+        while recent.len() > 1 {
+            recent.pop_front();
+        }
+        let t0 = Instant::now();
+        match model.drain(&mut probs) {
+            Ok(true) => {
+                let origin = recent.back().copied().expect("a drained output follows a step");
+                match reporter.output(&probs, origin, t0.elapsed().as_secs_f64() * 1e3, sinks) {
+                    Ok(written) => written?,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            Ok(false) => {}
+            Err(e) => failure = Some(e.context("draining the model's last output failed")),
         }
     }
 
@@ -172,13 +257,14 @@ pub fn run(
         status,
         frames,
         steps,
-        outputs,
-        records,
+        outputs: reporter.outputs,
+        records: reporter.records,
         wall_s,
         steps_per_s: if wall_s > 0.0 { steps as f64 / wall_s } else { 0.0 },
         p50_ms: percentile(&latencies, 0.50),
         p95_ms: percentile(&latencies, 0.95),
-        segments: segments
+        segments: reporter
+            .segments
             .snapshot()
             .into_iter()
             .map(|s| SegmentRecord {

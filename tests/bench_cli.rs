@@ -20,6 +20,9 @@ fn bench_json_and_chart_are_well_formed() {
     assert_eq!(v["model"], "x3d-xs");
     assert_eq!(v["threads"], 1);
     assert_eq!(v["steps"], 3);
+    // One thread: the split schedule alone (a pipeline has no second thread to run on).
+    assert_eq!((v["schedule"].as_str(), v["lag"].as_u64()), (Some("split"), Some(0)));
+    assert!(v.get("compared").is_none(), "{v}");
     for key in ["continual_ms_p50", "continual_ms_p95", "regular_ms_p50", "regular_ms_p95", "speedup", "flop_ratio",
                 "continual_gflops_per_s"] {
         let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {v}"));
@@ -72,4 +75,37 @@ fn bench_per_layer_times_every_layer() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("US/STEP") && text.contains("s1.pathway0_stem.conv_xy") && text.contains("by kind: "), "{text}");
+}
+
+/// With two threads, bench times the pipeline schedule and, interleaved with it, the split one; an
+/// explicit schedule is timed alone.
+#[test]
+fn bench_compares_the_schedules_side_by_side() {
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_coinfer"))
+            .args(["bench", "--model", "x3d-xs", "--steps", "9", "--regular-runs", "1", "--threads", "2", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    };
+    let v = bench(&[]);
+    assert_eq!((v["schedule"].as_str(), v["lag"].as_u64()), (Some("pipeline"), Some(1)), "{v}");
+    let compared = v["compared"].as_array().expect("the split schedule timed alongside");
+    assert_eq!(compared.len(), 1);
+    assert_eq!(compared[0]["schedule"], "split");
+    let (p50, other) = (v["continual_ms_p50"].as_f64().unwrap(), compared[0]["continual_ms_p50"].as_f64().unwrap());
+    assert!((compared[0]["ratio"].as_f64().unwrap() - other / p50).abs() < 1e-9);
+
+    let v = bench(&["--schedule", "split"]);
+    assert_eq!((v["schedule"].as_str(), v["lag"].as_u64()), (Some("split"), Some(0)));
+    assert!(v.get("compared").is_none(), "{v}");
+
+    let text = Command::new(env!("CARGO_BIN_EXE_coinfer"))
+        .args(["bench", "--model", "x3d-xs", "--steps", "9", "--regular-runs", "1", "--threads", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("threads 2 pipeline (outputs 1 step later) | split p50 "), "{text}");
 }

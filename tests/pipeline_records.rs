@@ -23,6 +23,8 @@ struct WindowModel {
     shape: StreamShape,
     window: Vec<[f32; CLASSES]>,
     steps: usize,
+    /// With lag 1 (like a pipelined schedule): the output of the step before, if it had one.
+    held: Option<Vec<f32>>,
 }
 
 impl WindowModel {
@@ -37,10 +39,35 @@ impl WindowModel {
         };
         WindowModel {
             spec,
-            shape: StreamShape { delay, receptive_field: rf, stride },
+            shape: StreamShape { delay, receptive_field: rf, stride, lag: 0 },
             window: vec![[0.0; CLASSES]; rf],
             steps: 0,
+            held: None,
         }
+    }
+
+    /// The same model, emitting every output one step late.
+    fn lagged(mut self) -> Self {
+        self.shape.lag = 1;
+        self
+    }
+
+    /// This step's output, or `None` when the window does not emit on it.
+    fn window_output(&mut self, frame: &[f32]) -> Option<Vec<f32>> {
+        let plane = frame.len() / CLASSES;
+        let means: Vec<f32> = frame.chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect();
+        let slot = self.steps % self.shape.receptive_field;
+        self.window[slot].copy_from_slice(&means);
+        let s = self.steps;
+        self.steps += 1;
+        if s < self.shape.delay || !(s - self.shape.delay).is_multiple_of(self.shape.stride) {
+            return None;
+        }
+        let n = self.window.len() as f32;
+        let m: Vec<f32> = (0..CLASSES).map(|c| self.window.iter().map(|w| w[c]).sum::<f32>() / n).collect();
+        let mut probs = Vec::new();
+        coinfer::models::softmax_mean(&m, CLASSES, &mut probs);
+        Some(probs)
     }
 }
 
@@ -52,23 +79,19 @@ impl StreamModel for WindowModel {
         self.shape
     }
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let plane = frame.len() / CLASSES;
-        let means: Vec<f32> = frame.chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect();
-        let slot = self.steps % self.shape.receptive_field;
-        self.window[slot].copy_from_slice(&means);
-        let s = self.steps;
-        self.steps += 1;
-        if s < self.shape.delay || !(s - self.shape.delay).is_multiple_of(self.shape.stride) {
-            return Ok(false);
+        let mut out = self.window_output(frame);
+        if self.shape.lag > 0 {
+            out = std::mem::replace(&mut self.held, out);
         }
-        let n = self.window.len() as f32;
-        let m: Vec<f32> = (0..CLASSES).map(|c| self.window.iter().map(|w| w[c]).sum::<f32>() / n).collect();
-        coinfer::models::softmax_mean(&m, CLASSES, probs);
-        Ok(true)
+        Ok(out.map(|p| *probs = p).is_some())
+    }
+    fn drain(&mut self, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        Ok(self.held.take().map(|p| *probs = p).is_some())
     }
     fn reset(&mut self) {
         self.window.iter_mut().for_each(|w| *w = [0.0; CLASSES]);
         self.steps = 0;
+        self.held = None;
     }
     fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
         let means = clip.flatten_from(2)?.mean(2)?.mean(0)?;
@@ -181,6 +204,8 @@ fn check_record(v: &Value) {
                     ("delay", Ty::UInt),
                     ("receptive_field", Ty::UInt),
                     ("stride", Ty::UInt),
+                    ("schedule", Ty::Str),
+                    ("lag", Ty::UInt),
                     ("fill", Ty::Str),
                     ("warmup_steps", Ty::UInt),
                     ("pool", Ty::OptUInt),
@@ -291,6 +316,8 @@ fn meta_record_follows_the_schema() {
         delay: 3,
         receptive_field: 99,
         stride: 1,
+        schedule: "pipeline",
+        lag: 1,
         fill: "replicate",
         warmup_steps: 3,
         pool: None,
@@ -407,19 +434,22 @@ fn warmup_brings_the_first_output_to_the_first_frame() {
     assert_eq!(steps[12]["top"][0]["id"], 1);
 }
 
-#[test]
-fn stride_dropped_and_repeated_frames() {
-    let stop = AtomicBool::new(false);
-    let mut model = WindowModel::new(1, 2, 2);
-    // Frame 1 is dropped by the resampler; frame 2 feeds two steps; frame 3 one.
-    let packets = vec![
+/// Frame 1 is dropped by the resampler; frame 2 feeds two steps; frame 3 one.
+fn dropped_and_repeated() -> Vec<anyhow::Result<Packet>> {
+    vec![
         Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)) }),
         Ok(Packet { frame: 1, pts: 0.04, steps: 0, input: None }),
         Ok(Packet { frame: 2, pts: 0.08, steps: 2, input: Some(frame_of(1)) }),
         Ok(Packet { frame: 3, pts: 0.12, steps: 1, input: Some(frame_of(0)) }),
-    ];
+    ]
+}
+
+#[test]
+fn stride_dropped_and_repeated_frames() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(1, 2, 2);
     let o = Options { emit_transient: true, top_k: 1, ..opts() };
-    let (res, recs) = run_jsonl(packets, &mut model, &o, &stop);
+    let (res, recs) = run_jsonl(dropped_and_repeated(), &mut model, &o, &stop);
     let s = res.unwrap();
     assert_eq!((s.frames, s.steps, s.outputs), (4, 4, 2));
     let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
@@ -432,6 +462,54 @@ fn stride_dropped_and_repeated_frames() {
     assert_eq!(steps[0]["top"][0]["id"], 1);
     // Step 3 window: frame 2 (second step, class 1) and frame 3 (class 0): tie again.
     assert_eq!(steps[1]["top"][0]["id"], 0);
+}
+
+/// A model that emits every output one step late (a pipelined schedule) gets the same records:
+/// each names its own frame, time, step and readiness, and the last comes from the drain at the end.
+#[test]
+fn lagged_outputs_keep_their_frames_and_the_last_is_drained() {
+    let strip = |recs: Vec<Value>| -> Vec<Value> {
+        recs.into_iter()
+            .map(|mut r| {
+                let o = r.as_object_mut().unwrap();
+                for volatile in ["latency_ms", "wall_s", "steps_per_s", "p50_ms", "p95_ms"] {
+                    o.remove(volatile);
+                }
+                r
+            })
+            .collect()
+    };
+    let cases: [(fn() -> Vec<anyhow::Result<Packet>>, (usize, usize, usize), Options); 3] = [
+        (two_scenes, (2, 4, 1), opts()),
+        (two_scenes, (0, 3, 1), Options { emit_transient: true, smooth: SmoothMode::Ema(0.5), hold: 2, ..opts() }),
+        (dropped_and_repeated, (1, 2, 2), Options { emit_transient: true, ..opts() }),
+    ];
+    for (packets, (delay, rf, stride), o) in cases {
+        let stop = AtomicBool::new(false);
+        let (plain, plain_recs) = run_jsonl(packets(), &mut WindowModel::new(delay, rf, stride), &o, &stop);
+        let (lagged, lagged_recs) = run_jsonl(packets(), &mut WindowModel::new(delay, rf, stride).lagged(), &o, &stop);
+        let (plain, lagged) = (plain.unwrap(), lagged.unwrap());
+        assert_eq!((lagged.outputs, lagged.records, lagged.steps), (plain.outputs, plain.records, plain.steps));
+        assert!(plain.records > 0);
+        assert_eq!(strip(lagged_recs), strip(plain_recs), "delay {delay} rf {rf} stride {stride}");
+    }
+    // Interrupted: the output in flight still comes out, named after the last step run.
+    let stop = AtomicBool::new(false);
+    let stop_ref = &stop;
+    let packets = two_scenes().into_iter().enumerate().map(move |(i, p)| {
+        if i == 8 {
+            stop_ref.store(true, Ordering::SeqCst);
+        }
+        p
+    });
+    let mut sink = JsonLines::new(Vec::new());
+    let mut model = WindowModel::new(2, 4, 1).lagged();
+    let s = pipeline::run(packets, &mut model, &labels(), &opts(), &mut [&mut sink], &stop).unwrap();
+    assert_eq!((s.status, s.steps, s.records), ("interrupted", 8, 5));
+    let text = String::from_utf8(sink.into_inner()).unwrap();
+    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last_step = recs.iter().rev().find(|r| r["type"] == "step").unwrap();
+    assert_eq!((last_step["step"].as_u64(), last_step["frame"].as_u64()), (Some(7), Some(7)));
 }
 
 #[test]

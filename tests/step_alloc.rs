@@ -15,7 +15,7 @@ use coinfer::engine::{
     Fill, Frame, Layer, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite,
     TemporalConv, TemporalPad, TemporalPool,
 };
-use coinfer::models::{self, ModelOptions};
+use coinfer::models::{self, ModelOptions, Schedule};
 
 struct Counting;
 
@@ -84,8 +84,9 @@ fn engine_layers_allocate_nothing_per_step() {
 
 /// Steady-state steps of a whole model: no allocation, on the stepping thread or the step team's
 /// helpers (the counter sees every thread), beyond the `gemm` crate's own on CPUs without AVX-512.
-fn model_steps_allocate_nothing(name: &str, steps: usize) {
+fn model_steps_allocate_nothing(name: &str, schedule: Schedule, steps: usize) {
     let mut model = models::build_random(name, &ModelOptions::default()).unwrap();
+    model.set_schedule(schedule).unwrap();
     let s = model.spec().crop;
     let frame: Vec<f32> = (0..3 * s * s).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
     let mut probs = Vec::new();
@@ -101,13 +102,15 @@ fn model_steps_allocate_nothing(name: &str, steps: usize) {
     let (allocs, calls) = (allocations() - allocs, fallback_calls() - calls);
     assert_eq!(emitted, steps / shape.stride, "{name}: outputs");
     let threads = coinfer::engine::team::configured_threads();
-    assert!(allocs <= 2 * calls, "{name}, {threads} threads: {allocs} allocations in {steps} steady-state steps ({calls} products by the gemm crate)");
+    assert!(allocs <= 2 * calls, "{name}, {schedule:?}, {threads} threads: {allocs} allocations in {steps} steady-state steps ({calls} products by the gemm crate)");
 }
 
 #[test]
 fn steady_state_steps_allocate_nothing() {
     engine_layers_allocate_nothing_per_step();
     // With two or more cores the models' big ops are shared with the step team's helpers.
-    model_steps_allocate_nothing("x3d-xs", 5);
-    model_steps_allocate_nothing("i3d", 16);
+    model_steps_allocate_nothing("x3d-xs", Schedule::Split, 5);
+    // The two-stage pipeline hands frames over in two reused buffers.
+    model_steps_allocate_nothing("x3d-xs", Schedule::Pipeline, 5);
+    model_steps_allocate_nothing("i3d", Schedule::Split, 16);
 }

@@ -362,3 +362,56 @@ fn priming_equals_stepping_the_same_frame() {
         }
     }
 }
+
+/// The pipeline schedule (two stages of the backbone on two threads, `engine::relay`) gives the
+/// split schedule's outputs bit for bit, each one step later, the last one from `drain`: after a
+/// warm-up, in steady state, and through a flush. The schedule changes only with nothing in flight.
+#[test]
+fn pipelined_steps_give_the_same_outputs_one_step_later() {
+    use coinfer::models::{self, Schedule, StreamShape};
+    let opts = ModelOptions::default();
+    let mut split = models::build_random("x3d-xs", &opts).unwrap();
+    let mut piped = models::build_random("x3d-xs", &opts).unwrap();
+    piped.set_schedule(Schedule::Pipeline).unwrap();
+    assert_eq!(piped.schedule(), Schedule::Pipeline);
+    assert_eq!(piped.shape(), StreamShape { lag: 1, ..split.shape() });
+    let s = split.spec().crop;
+    let frame = |i: usize| -> Vec<f32> { (0..3 * s * s).map(|p| ((p * 31 + i * 7919) % 509) as f32 / 254.0 - 1.0).collect() };
+    let warmup = split.shape().delay;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    assert_eq!(split.prime(&frame(0), warmup, &mut a).unwrap(), piped.prime(&frame(0), warmup, &mut b).unwrap());
+    assert_eq!(a, b, "primed output");
+    let mut expected: Option<Vec<f32>> = None;
+    for i in 1..75 {
+        let es = split.step_planar(&frame(i), &mut a).unwrap();
+        let ep = piped.step_planar(&frame(i), &mut b).unwrap();
+        assert_eq!(ep, expected.is_some(), "step {i}: the pipeline emits what the split schedule emitted a step earlier");
+        if let Some(e) = expected.take() {
+            assert_eq!(b, e, "step {i}");
+        }
+        expected = es.then(|| a.clone());
+        if i == 40 {
+            let err = piped.set_schedule(Schedule::Split).unwrap_err();
+            assert!(err.to_string().contains("between streams"), "{err}");
+        }
+    }
+    assert!(piped.drain(&mut b).unwrap(), "the last output is in flight");
+    assert_eq!(Some(b.clone()), expected, "drained output");
+    assert!(!piped.drain(&mut b).unwrap(), "nothing left after a drain");
+    piped.set_schedule(Schedule::Split).unwrap();
+    assert_eq!(piped.shape(), split.shape());
+
+    // A flush drains the output in flight first (§2.8 statement 2 under the pipeline schedule).
+    let mut m = model(tiny(4), Fill::Zeros, 11);
+    let mut p = model(tiny(4), Fill::Zeros, 11);
+    p.set_schedule(Schedule::Pipeline).unwrap();
+    let x = clip(12, 16, 32);
+    let mut want: Vec<Tensor> = run(&mut m, &x).into_iter().map(|(_, t)| t).collect();
+    want.extend(m.flush().unwrap());
+    let mut got: Vec<Tensor> = run(&mut p, &x).into_iter().map(|(_, t)| t).collect();
+    got.extend(p.flush().unwrap());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(max_diff(g, w), 0.0);
+    }
+}

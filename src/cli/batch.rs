@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::batch::inputs::{self, Shard};
 use crate::batch::journal::Format;
 use crate::batch::{self, BatchOptions, ClipLabeler, ClipResult};
+use crate::cli::ScheduleArg;
 use crate::error::{ErrorKind, classified};
 use crate::labels::Labels;
 use crate::models::{self, Fill, ModelOptions, StreamModel};
@@ -74,6 +75,9 @@ pub struct BatchArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, short)]
     pub quiet: bool,
+    /// How the network's threads share a step (auto: the pipeline, with two or more threads)
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
+    pub schedule: ScheduleArg,
 }
 
 /// Sums the probabilities of the outputs of one clip, steady-state and transient apart (running sums:
@@ -198,7 +202,8 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
     };
     let make = || -> anyhow::Result<Box<dyn ClipLabeler>> {
-        let model = models::build(&args.model, &model_opts)?;
+        let mut model = models::build(&args.model, &model_opts)?;
+        model.set_schedule(args.schedule.resolve(false))?;
         Ok(Box::new(ModelLabeler { model, labels: labels.clone(), top_k: args.top_k }))
     };
     let summary = batch::run(clips, &opts, &make)?;

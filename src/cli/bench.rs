@@ -9,7 +9,8 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 
 use crate::bench::{self, BenchResult, LayerTime};
-use crate::models::{self, ModelOptions};
+use crate::cli::ScheduleArg;
+use crate::models::{self, ModelOptions, Schedule};
 use crate::preprocess::Preprocessor;
 use crate::source::{self, Frame, OpenOptions};
 
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// Draw the comparison as an SVG chart
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// How the threads share a step; auto times the pipeline and, interleaved with it in the
+    /// same run, the split schedule (with two or more threads)
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
+    pub schedule: ScheduleArg,
 }
 
 
@@ -88,18 +93,22 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
                 None => bench::random_frame(crop, i, &Device::Cpu),
             }
         };
-        let r = bench::run(model.as_mut(), args.steps, args.regular_runs, threads, args.per_layer, frames)?;
+        let schedules = match args.schedule.resolve(false) {
+            Schedule::Pipeline if args.schedule == ScheduleArg::Auto => vec![Schedule::Pipeline, Schedule::Split],
+            s => vec![s],
+        };
+        let r = bench::run(model.as_mut(), args.steps, args.regular_runs, threads, args.per_layer, &schedules, frames)?;
         if args.json {
             serde_json::to_writer(&mut out, &r)?;
             writeln!(out)?;
         } else {
             writeln!(
                 out,
-                "{:<8} threads {} | continual step p50 {:.2} ms p95 {:.2} ms mean {:.2} ms = {:.1} frames/s (emitting step {:.2} ms) | regular \
+                "{:<8} {} | continual step p50 {:.2} ms p95 {:.2} ms mean {:.2} ms = {:.1} frames/s (emitting step {:.2} ms) | regular \
                  sliding window p50 {:.1} ms p95 {:.1} ms | speed-up {:.1}x (FLOP ratio {:.1}x) | {:.1} GFLOP/s | \
                  other load {:.2} cores{}{}",
                 r.model,
-                r.threads,
+                schedule_note(&r),
                 r.continual_ms_p50,
                 r.continual_ms_p95,
                 r.continual_ms_mean,
@@ -125,6 +134,18 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
         bench::chart(&results, path)?;
     }
     Ok(())
+}
+
+/// Threads, schedule, and the schedules timed alongside.
+fn schedule_note(r: &BenchResult) -> String {
+    let mut note = format!("threads {} {}", r.threads, r.schedule);
+    if r.lag > 0 {
+        note += &format!(" (outputs {} step later)", r.lag);
+    }
+    for c in &r.compared {
+        note += &format!(" | {} p50 {:.2} ms = {:.2}x", c.schedule, c.continual_ms_p50, c.ratio);
+    }
+    note
 }
 
 /// Layers shown in the text table (all of them are in the JSON).

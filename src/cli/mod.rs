@@ -11,7 +11,9 @@ pub mod run;
 
 use std::ffi::OsString;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::models::Schedule;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -107,6 +109,30 @@ pub fn apply_threads(cli: &Cli) {
         unsafe {
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
+    }
+}
+
+/// `--schedule`: how the network shares a step between its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// pipeline for files with two or more threads; split for live streams (no lag) and one thread
+    Auto,
+    /// Every operation split between the threads; each output on its frame's step
+    Split,
+    /// A two-stage pipeline of layers, one stage per thread: more frames/s, each output one step
+    /// later (CoX3D; other models split)
+    Pipeline,
+}
+
+impl ScheduleArg {
+    /// The schedule for a file (`live` false) or a live stream.
+    pub fn resolve(self, live: bool) -> Schedule {
+        match self {
+            ScheduleArg::Split => Schedule::Split,
+            ScheduleArg::Pipeline => Schedule::Pipeline,
+            ScheduleArg::Auto if live || crate::engine::team::configured_threads() < 2 => Schedule::Split,
+            ScheduleArg::Auto => Schedule::Pipeline,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
 
+use crate::cli::ScheduleArg;
 use crate::error::{ErrorKind, classified};
 use crate::labels::Labels;
 use crate::models::{self, Fill, ModelOptions};
@@ -113,6 +114,10 @@ pub struct RunArgs {
     /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS) [default: the cores available]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+
+    /// How the network's threads share a step
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
+    pub schedule: ScheduleArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -225,6 +230,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(model.spec() == &desc.spec, "{}: the built model differs from its description", args.model);
     let weights_sha256 = sha256_file(&desc.weights)?;
     let emit_transient = args.emit_transient(info.is_stream);
+    model.set_schedule(args.schedule.resolve(info.is_stream))?;
     let shape = model.shape();
     let spec = model.spec().clone();
     // Replicate fill: feed the first frame `delay` times first, so the network behaves as if that
@@ -243,6 +249,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         delay: shape.delay,
         receptive_field: shape.receptive_field,
         stride: shape.stride,
+        schedule: model.schedule().as_str(),
+        lag: shape.lag,
         fill: args.fill.as_str(),
         warmup_steps: warmup,
         pool: model_opts.pool,
@@ -256,7 +264,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     };
     if args.verbose > 0 && !args.quiet {
         eprintln!(
-            "coinfer: {} at {} fps, {}x{} crop, first output at step {}, ready after {} steps; \
+            "coinfer: {} at {} fps, {}x{} crop, first output at step {}, ready after {} steps, {} schedule{}; \
              input {}x{} {} in {} at {} fps",
             spec.name,
             spec.fps,
@@ -264,6 +272,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             spec.crop,
             shape.delay,
             shape.receptive_field,
+            model.schedule().as_str(),
+            if shape.lag > 0 { format!(" (outputs {} step later)", shape.lag) } else { String::new() },
             info.width,
             info.height,
             info.codec,

@@ -45,6 +45,15 @@ impl Sequential {
         &self.layers
     }
 
+    /// The layers, for a caller that steps them one by one (a relay): only when no activation was
+    /// fused into the layer before it (which stepping it again would apply twice).
+    pub fn units_mut(&mut self) -> Result<&mut [Box<dyn Layer>]> {
+        if self.fused.contains(&true) {
+            bail!("{}: fused activations; the layers do not step one by one", self.name);
+        }
+        Ok(&mut self.layers)
+    }
+
     /// Step every layer in turn; with `residual`, the last one steps with it. A layer that can write
     /// its output straight into the next layer's input buffer (a 1×1 conv before a depthwise conv's
     /// padded frame window) does so, which saves a copy of the frame.

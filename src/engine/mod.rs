@@ -21,6 +21,7 @@ pub mod hwc;
 pub mod kernels;
 pub mod pointwise;
 pub mod pool;
+pub mod relay;
 pub mod schedule;
 pub mod spatial;
 pub mod team;

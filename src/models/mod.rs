@@ -53,11 +53,33 @@ pub struct StreamShape {
     pub receptive_field: usize,
     /// One output every `stride` steps.
     pub stride: usize,
+    /// Steps later than its newest frame's step that an output comes out (1 under
+    /// [`Schedule::Pipeline`]; the last ones then come from [`StreamModel::drain`]).
+    pub lag: usize,
 }
 
 impl From<crate::engine::Temporal> for StreamShape {
     fn from(t: crate::engine::Temporal) -> Self {
-        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride }
+        StreamShape { delay: t.delay(), receptive_field: t.receptive_field, stride: t.stride, lag: 0 }
+    }
+}
+
+/// How a model shares a step between its threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// Every operation split between the threads: an output comes on the step of its newest frame.
+    Split,
+    /// A two-stage pipeline of layers, one stage per thread (`engine::relay`): more frames per
+    /// second on two cores, and the same outputs, each one step later.
+    Pipeline,
+}
+
+impl Schedule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Split => "split",
+            Schedule::Pipeline => "pipeline",
+        }
     }
 }
 
@@ -90,6 +112,20 @@ pub trait StreamModel: Send {
     }
     /// Forget the stream: the next step starts a new one.
     fn reset(&mut self);
+    /// Share the steps between threads as `schedule` says, from the next stream on: call it with no
+    /// output in flight (before the first step, or after `reset` or `drain`). Models without a
+    /// pipelined form keep [`Schedule::Split`].
+    fn set_schedule(&mut self, _schedule: Schedule) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule::Split
+    }
+    /// End of a stream under a schedule with a lag: emit the output still in flight (that of the
+    /// last frame) into `probs`; false when there is none.
+    fn drain(&mut self, _probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        Ok(false)
+    }
     /// The regular (clip) network over the same weights on `clip` `(T, 3, crop, crop)`:
     /// class probabilities `(num_classes,)`.
     fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor>;

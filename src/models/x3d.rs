@@ -27,12 +27,13 @@ use candle_core::{D, Tensor};
 
 use crate::weights::BatchNorm;
 use crate::engine::{
-    Chw, Delay, Frame, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
-    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool,
+    Chw, Delay, Frame, FrameRef, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
+    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, relay::Relay,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{
-    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource, softmax_mean,
+    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, Schedule, StreamModel, StreamShape, WeightSource,
+    softmax_mean,
 };
 
 /// BatchNorm epsilon of every X3D BN (§0).
@@ -339,13 +340,12 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
     Ok(Sequential::new(n.clone(), vec![boxed(sum), boxed(Pointwise::relu())]))
 }
 
-/// Stem and the four stages (s1..s5).
-fn backbone(cfg: &X3dConfig, p: &X3dParams, se_scope: SeScope, fill: Fill) -> candle_core::Result<Sequential> {
+/// Stem and the blocks of the four stages (s2..s5), as one chain: the units a pipelined step cuts
+/// between (each block is named by its stage).
+fn backbone(p: &X3dParams, se_scope: SeScope, fill: Fill, cfg: &X3dConfig) -> candle_core::Result<Sequential> {
     let mut layers = vec![boxed(stem(cfg, p, fill)?)];
-    for (s, blocks) in p.stages.iter().enumerate() {
-        let blocks =
-            blocks.iter().map(|b| res_block(b, se_scope, fill).map(boxed)).collect::<candle_core::Result<_>>()?;
-        layers.push(boxed(Sequential::new(format!("s{}", s + 2), blocks)));
+    for block in p.stages.iter().flatten() {
+        layers.push(boxed(res_block(block, se_scope, fill)?));
     }
     Ok(Sequential::new("backbone", layers))
 }
@@ -408,6 +408,10 @@ pub struct CoX3d {
     params: usize,
     /// The step input, channels-last.
     input: Frame,
+    schedule: Schedule,
+    /// The two-stage pipeline over the backbone's units and the head, used under
+    /// [`Schedule::Pipeline`] (kept across switches: it holds the measured balance).
+    relay: Relay,
 }
 
 impl CoX3d {
@@ -420,8 +424,8 @@ impl CoX3d {
         let mut counting = CountingSource { inner: ws, learnable: 0 };
         let params = load(&config, &mut counting).with_context(|| format!("loading {} weights", config.name))?;
         let learnable = counting.learnable;
-        let clip_backbone = backbone(&config, &params, SeScope::Clip, fill)?;
-        let stream_backbone = backbone(&config, &params, SeScope::Frame, fill)?;
+        let clip_backbone = backbone(&params, SeScope::Clip, fill, &config)?;
+        let stream_backbone = backbone(&params, SeScope::Frame, fill, &config)?;
         let head = head(&config, &params, pool)?;
         let spec = ModelSpec {
             name: config.name.clone(),
@@ -431,7 +435,24 @@ impl CoX3d {
             normalize: Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] },
             num_classes: config.num_classes,
         };
-        Ok(CoX3d { config, spec, pool, backbone: stream_backbone, clip_backbone, head, params: learnable, input: Frame::default() })
+        // The first cut balances multiply-accumulates; measured times take over.
+        let b = stream_backbone.report(Chw::new(3, config.crop, config.crop));
+        let mut estimate: Vec<f64> = b.children.iter().map(|r| macs_of(r) as f64).collect();
+        estimate.push(macs_of(&head.report(b.output)) as f64);
+        let mut relay = Relay::new(&estimate);
+        relay.reserve(b.children.iter().map(|r| r.output.numel()).max().unwrap_or(0));
+        Ok(CoX3d {
+            config,
+            spec,
+            pool,
+            backbone: stream_backbone,
+            clip_backbone,
+            head,
+            params: learnable,
+            input: Frame::default(),
+            schedule: Schedule::Split,
+            relay,
+        })
     }
 
     pub fn config(&self) -> &X3dConfig {
@@ -507,10 +528,50 @@ impl CoX3d {
             bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
         }
         self.input.set_planar(frame, Chw::new(3, s, s))?;
+        if self.schedule == Schedule::Pipeline {
+            let head = &mut self.head;
+            let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
+            return match self.relay.step(self.backbone.units_mut()?, self.input.as_ref(), &mut emit) {
+                Ok(out) => Ok(out),
+                Err(e) => {
+                    // A stage failed half-way: the stream state is inconsistent.
+                    self.reset();
+                    Err(e.into())
+                }
+            };
+        }
         let Some(feat) = self.backbone.step_frame(self.input.as_ref())? else { return Ok(false) };
-        let Some(logits) = self.head.step_frame(feat)? else { return Ok(false) };
+        Ok(Self::classify(&mut self.head, feat, probs)?)
+    }
+
+    /// The head on a backbone output; the class probabilities into `probs` when it emits.
+    fn classify(head: &mut Sequential, feat: FrameRef<'_>, probs: &mut Vec<f32>) -> candle_core::Result<bool> {
+        let Some(logits) = head.step_frame(feat)? else { return Ok(false) };
         softmax_mean(logits.data, logits.shape.c, probs);
         Ok(true)
+    }
+
+    /// Under [`Schedule::Pipeline`], the output of the last frame, still in flight (see
+    /// [`StreamModel::drain`]).
+    pub fn drain(&mut self, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        let (relay, head) = (&mut self.relay, &mut self.head);
+        let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
+        let layers = self.backbone.units_mut()?;
+        Ok(crate::engine::team::session(|| relay.drain(layers, &mut emit))?)
+    }
+
+    /// Switch between splitting every operation across the threads and the two-stage pipeline (with
+    /// no output in flight).
+    pub fn set_schedule(&mut self, schedule: Schedule) -> anyhow::Result<()> {
+        if self.relay.in_flight() {
+            bail!("{}: the schedule changes only between streams (drain or reset first)", self.config.name);
+        }
+        self.schedule = schedule;
+        Ok(())
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// [`CoX3d::step_planar`] on a `(3, S, S)` tensor; the probabilities `(classes,)` when emitted.
@@ -523,6 +584,8 @@ impl CoX3d {
         if n == 0 {
             return Ok(false);
         }
+        // A warm-up starts a stream: nothing of an earlier one stays in flight.
+        self.relay.reset();
         if !self.backbone.preserves_constant() {
             // The backbone's outputs differ during the warm-up (zero fill): step them all.
             let mut out = false;
@@ -550,15 +613,22 @@ impl CoX3d {
     /// End of a finite stream: every layer processes its end padding; the probabilities of the
     /// outputs this completes, in order. Call `reset` before streaming again.
     pub fn flush(&mut self) -> anyhow::Result<Vec<Tensor>> {
+        let mut in_flight = Vec::new();
+        let drained = self.drain(&mut in_flight)?.then(|| Tensor::new(in_flight.as_slice(), &candle_core::Device::Cpu));
         let mut logits = Vec::new();
         for feat in self.backbone.flush()? {
             logits.extend(self.head.step(&feat)?);
         }
         logits.extend(self.head.flush()?);
-        logits.iter().map(|l| probabilities(l).map_err(Into::into)).collect()
+        let mut probs: Vec<Tensor> = drained.transpose()?.into_iter().collect();
+        for l in &logits {
+            probs.push(probabilities(l)?);
+        }
+        Ok(probs)
     }
 
     pub fn reset(&mut self) {
+        self.relay.reset();
         self.backbone.reset();
         self.head.reset();
     }
@@ -581,11 +651,13 @@ impl CoX3d {
 
     /// Multiply-accumulates of one continual step (every layer emits once per step: no stride).
     pub fn macs_per_step(&self) -> u64 {
-        fn sum(r: &LayerReport) -> u64 {
-            r.macs_per_output + r.children.iter().map(sum).sum::<u64>()
-        }
-        sum(&self.report())
+        macs_of(&self.report())
     }
+}
+
+/// Multiply-accumulates of one step of a layer and its parts (every X3D layer emits once per step).
+fn macs_of(r: &LayerReport) -> u64 {
+    r.macs_per_output + r.children.iter().map(macs_of).sum::<u64>()
 }
 
 impl StreamModel for CoX3d {
@@ -594,11 +666,23 @@ impl StreamModel for CoX3d {
     }
 
     fn shape(&self) -> StreamShape {
-        self.temporal().into()
+        StreamShape { lag: (self.schedule == Schedule::Pipeline) as usize, ..self.temporal().into() }
     }
 
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
         CoX3d::step_planar(self, frame, probs)
+    }
+
+    fn set_schedule(&mut self, schedule: Schedule) -> anyhow::Result<()> {
+        CoX3d::set_schedule(self, schedule)
+    }
+
+    fn schedule(&self) -> Schedule {
+        CoX3d::schedule(self)
+    }
+
+    fn drain(&mut self, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        CoX3d::drain(self, probs)
     }
 
     /// Each layer sees its copies once (see `Layer::prime`).

@@ -45,6 +45,10 @@ pub struct Meta {
     pub receptive_field: usize,
     /// One output every `stride` steps.
     pub stride: usize,
+    /// How the network's threads share a step: `split` or `pipeline`.
+    pub schedule: &'static str,
+    /// Steps after its frame's step that an output comes (1 under `pipeline`).
+    pub lag: usize,
     /// `zeros` or `replicate`.
     pub fill: &'static str,
     /// Copies of the first frame fed before the stream (replicate fill: the model's delay), so that
