@@ -75,7 +75,7 @@ pub struct BatchArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, short)]
     pub quiet: bool,
-    /// How the network's threads share a step (auto: the pipeline, with two or more threads)
+    /// How the network's threads share a step (auto: the pipeline on two threads)
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
 }

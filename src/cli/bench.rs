@@ -48,8 +48,8 @@ pub struct BenchArgs {
     /// Draw the comparison as an SVG chart
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// How the threads share a step; auto times the pipeline and, interleaved with it in the
-    /// same run, the split schedule (with two or more threads)
+    /// How the threads share a step; auto times the schedule `run` picks for a file and, with two
+    /// or more threads, the other one too, interleaved with it in the same run
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
 }
@@ -93,9 +93,11 @@ pub fn execute(args: &BenchArgs) -> anyhow::Result<()> {
                 None => bench::random_frame(crop, i, &Device::Cpu),
             }
         };
-        let schedules = match args.schedule.resolve(false) {
-            Schedule::Pipeline if args.schedule == ScheduleArg::Auto => vec![Schedule::Pipeline, Schedule::Split],
-            s => vec![s],
+        let main = args.schedule.resolve(false);
+        let schedules = match main {
+            _ if args.schedule != ScheduleArg::Auto || threads < 2 => vec![main],
+            Schedule::Pipeline => vec![main, Schedule::Split],
+            Schedule::Split => vec![main, Schedule::Pipeline],
         };
         let r = bench::run(model.as_mut(), args.steps, args.regular_runs, threads, args.per_layer, &schedules, frames)?;
         if args.json {

@@ -116,7 +116,8 @@ pub fn apply_threads(cli: &Cli) {
 /// `--schedule`: how the network shares a step between its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleArg {
-    /// pipeline for files with two or more threads; split for live streams (no lag) and one thread
+    /// pipeline for files on two threads; split for live streams (no lag), one thread, and three or
+    /// more (the pipeline has two stages)
     Auto,
     /// Every operation split between the threads; each output on its frame's step
     Split,
@@ -131,8 +132,8 @@ impl ScheduleArg {
         match self {
             ScheduleArg::Split => Schedule::Split,
             ScheduleArg::Pipeline => Schedule::Pipeline,
-            ScheduleArg::Auto if live || crate::engine::team::configured_threads() < 2 => Schedule::Split,
-            ScheduleArg::Auto => Schedule::Pipeline,
+            ScheduleArg::Auto if !live && crate::engine::team::configured_threads() == 2 => Schedule::Pipeline,
+            ScheduleArg::Auto => Schedule::Split,
         }
     }
 }
