@@ -7,6 +7,7 @@ use candle_core::{DType, Result, Tensor, bail};
 use super::gemm::{Rows, Store, Weight};
 use super::hwc::{B as BLOCK, Window, add_rows, blocked_len, matmul, matmul_into, split_rows, to_blocked};
 use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
+use super::scratch::{self, Scratch};
 use super::spatial::{Pad2d, SpatialConv};
 use super::{Activation, Chw, Fill, Frame, FrameRef, InputSlot, Layer, LayerReport, PadMode, Temporal};
 
@@ -46,6 +47,8 @@ pub struct TemporalConv {
     step: Option<ConvStep>,
     /// Activation fused from the layer after (applied by the step form).
     act: Option<Activation>,
+    /// A frame window's step outputs go to this thread's shared buffer (see [`Scratch`]).
+    scratch: Option<Scratch>,
 }
 
 /// The step form: the same weights laid out for channels-last frames, the pending outputs' partial
@@ -91,13 +94,15 @@ struct FrameWindow {
     /// Frames are kept in 16-channel blocks.
     blocked: bool,
     seen: usize,
+    /// Where outputs go: `out`, or this thread's scratch buffer.
     out: Vec<f32>,
+    scratch: Option<Scratch>,
 }
 
 impl FrameWindow {
-    fn new(k: usize, window: &Window) -> Self {
+    fn new(k: usize, window: &Window, scratch: Option<Scratch>) -> Self {
         let blocked = Window { pad: [0; 4], ..*window }.has_blocked_kernel();
-        FrameWindow { frames: vec![Vec::new(); k], blocked, ..Default::default() }
+        FrameWindow { frames: vec![Vec::new(); k], blocked, scratch, ..Default::default() }
     }
 
     /// The slot of input `t` (`in_hw`, `c` channels), padding included and zero: the interior
@@ -134,8 +139,8 @@ impl FrameWindow {
         });
     }
 
-    /// Compute output `j` into `out`: the bias plus every tap whose input is a frame (`frame_of`
-    /// maps an input index to a kept frame, or `None` for zero padding), then `act`.
+    /// Compute output `j`: the bias plus every tap whose input is a frame (`frame_of` maps an input
+    /// index to a kept frame, or `None` for zero padding), then `act`; the `len` values written.
     #[allow(clippy::too_many_arguments)]
     fn output(
         &mut self,
@@ -149,7 +154,7 @@ impl FrameWindow {
         c: usize,
         len: usize,
         frame_of: impl Fn(i64) -> Option<usize>,
-    ) {
+    ) -> &[f32] {
         let StepKind::Depthwise { taps } = st_kind else { unreachable!("frame windows are depthwise") };
         let mut terms: [(&[f32], &[f32]); MAX_WINDOW] = [(&[], &[]); MAX_WINDOW];
         let mut n = 0;
@@ -160,15 +165,24 @@ impl FrameWindow {
                 n += 1;
             }
         }
-        self.out.resize(len, 0.0);
+        let out: &mut [f32] = match self.scratch {
+            // SAFETY: the conv was given the slot because the next layer consumes its output before
+            // any other layer with the slot steps on this thread (`with_scratch_output`).
+            Some(slot) => unsafe { scratch::buffer(slot, len) },
+            None => {
+                self.out.resize(len, 0.0);
+                &mut self.out
+            }
+        };
         let [top, bottom, left, right] = window.pad;
         let valid = Window { pad: [0; 4], ..*window };
         let (ph, pw) = (h + top + bottom, w + left + right);
         if self.blocked {
-            valid.depthwise_sum_blocked(&terms[..n], Some(bias), act, ph, pw, c, &mut self.out);
+            valid.depthwise_sum_blocked(&terms[..n], Some(bias), act, ph, pw, c, out);
         } else {
-            valid.depthwise_sum(&terms[..n], Some(bias), act, ph, pw, c, &mut self.out);
+            valid.depthwise_sum(&terms[..n], Some(bias), act, ph, pw, c, out);
         }
+        out
     }
 }
 
@@ -344,7 +358,7 @@ impl TemporalConv {
             bail!("grouped convolutions other than depthwise have no step form");
         }
         let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
-        Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step: None, act: None })
+        Ok(TemporalConv { name: name.into(), taps, bias, stride, pad, fill, folded_bn: false, step: None, act: None, scratch: None })
     }
 
     /// A temporally pointwise (k = 1) convolution.
@@ -361,6 +375,14 @@ impl TemporalConv {
     /// Mark the bias as a BatchNorm folded in at load time.
     pub fn with_folded_bn(mut self) -> Self {
         self.folded_bn = true;
+        self
+    }
+
+    /// A depthwise conv's step outputs go to this thread's `slot` buffer instead of its own: they
+    /// are valid only until the next layer with that slot steps (see [`Scratch`]), so only for a
+    /// conv whose output the next layer consumes at once.
+    pub fn with_scratch_output(mut self, slot: Scratch) -> Self {
+        self.scratch = Some(slot);
         self
     }
 
@@ -410,12 +432,12 @@ impl TemporalConv {
         let js = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0)?;
         // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
         // still kept while such outputs are due.
-        fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+        let data = fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
             i if i >= 0 => Some(i as usize % k),
             _ if fill == Fill::Replicate => Some(0),
             _ => None,
         });
-        Some(FrameRef { data: &fw.out, shape })
+        Some(FrameRef { data, shape })
     }
 
     /// The step form, built on first use.
@@ -424,7 +446,7 @@ impl TemporalConv {
             let bias = self.bias.as_ref().map(|b| b.flatten_all()).transpose()?;
             let mut st = ConvStep::new(&self.taps, bias.as_ref(), self.k(), self.stride, self.pad.stream_before())?;
             if self.uses_frame_window() {
-                st.frames = Some(FrameWindow::new(self.k(), &st.window));
+                st.frames = Some(FrameWindow::new(self.k(), &st.window, self.scratch));
             }
             st.act = self.act;
             self.step = Some(st);
@@ -587,13 +609,13 @@ impl Layer for TemporalConv {
                 let st = self.step.as_mut().expect("checked above");
                 let fw = st.frames.as_mut().expect("checked above");
                 // Inputs past the end are padding: zeros, or (replicate) the last frame.
-                fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+                let data = fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
                     i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
                     i if i >= 0 => Some(i as usize % k),
                     _ if fill == Fill::Replicate => Some(0),
                     _ => None,
                 });
-                outs.push(Frame { data: fw.out.clone(), shape });
+                outs.push(Frame { data: data.to_vec(), shape });
             }
             fw_reset(self.step.as_mut().expect("checked above"));
             return Ok(outs);

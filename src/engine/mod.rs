@@ -23,6 +23,7 @@ pub mod pointwise;
 pub mod pool;
 pub mod relay;
 pub mod schedule;
+pub mod scratch;
 pub mod spatial;
 pub mod team;
 pub mod timing;

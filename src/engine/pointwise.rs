@@ -5,6 +5,7 @@ use candle_core::{D, Result, Tensor, bail};
 
 use super::hwc;
 use super::kernels::swish_in_place;
+use super::scratch::{self, Scratch};
 use super::spatial::{SpatialConv, SpatialPool};
 
 /// Swish through the vectorised kernel on CPU f32 tensors (a fresh output tensor), candle's silu
@@ -155,6 +156,8 @@ struct SeStep {
     out: Frame,
     /// Applied to the output (fused from the layer after).
     act: Option<Activation>,
+    /// Step outputs go to this thread's shared buffer instead of `out` (see [`Scratch`]).
+    scratch: Option<Scratch>,
 }
 
 impl SqueezeExcite {
@@ -186,8 +189,17 @@ impl SqueezeExcite {
             gate: vec![0.0; fc2.c_out()],
             out: Frame::default(),
             act: None,
+            scratch: None,
         };
         Ok(SqueezeExcite { name: name.into(), fc1, b1, fc2, b2, scope, step })
+    }
+
+    /// Step outputs go to this thread's `slot` buffer instead of the layer's own: valid only until
+    /// the next layer with that slot steps (see [`Scratch`]), so only where the next layer consumes
+    /// the output at once.
+    pub fn with_scratch_output(mut self, slot: Scratch) -> Self {
+        self.step.scratch = Some(slot);
+        self
     }
 
     fn excite(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
@@ -223,13 +235,21 @@ impl Layer for SqueezeExcite {
         st.hidden.iter_mut().for_each(|v| *v = v.max(0.0));
         hwc::matvec_bias(&st.w2, &st.hidden, &st.b2, &mut st.gate);
         st.gate.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
-        st.out.reshape_for(x.shape);
-        // Gate and activation in one pass, shared by the step's threads.
         let (c, pixels, gate, act) = (x.shape.c, x.shape.h * x.shape.w, &st.gate, st.act);
-        hwc::split_rows(&mut st.out.data, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
+        let out: &mut [f32] = match st.scratch {
+            // SAFETY: the layer was given the slot because the next layer consumes its output before
+            // any other layer with the slot steps on this thread (`with_scratch_output`).
+            Some(slot) => unsafe { scratch::buffer(slot, x.data.len()) },
+            None => {
+                st.out.reshape_for(x.shape);
+                &mut st.out.data
+            }
+        };
+        // Gate and activation in one pass, shared by the step's threads.
+        hwc::split_rows(out, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
             hwc::scale_channels(&x.data[rows.start * c..rows.end * c], gate, act, out);
         });
-        Ok(Some(st.out.as_ref()))
+        Ok(Some(FrameRef { data: out, shape: x.shape }))
     }
     fn fuse_activation(&mut self, act: Activation) -> bool {
         self.step.act = Some(act);

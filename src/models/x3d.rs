@@ -28,7 +28,7 @@ use candle_core::{D, Tensor};
 use crate::weights::BatchNorm;
 use crate::engine::{
     Chw, Delay, Frame, FrameRef, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
-    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, relay::Relay,
+    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, relay::Relay, scratch::Scratch,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{
@@ -313,9 +313,12 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
         b.inner,
         fill,
     )?
-    .with_folded_bn());
+    .with_folded_bn()
+    // Consumed at once by SE or conv_c, as SE's output is by conv_c: shared, hot buffers.
+    .with_scratch_output(Scratch::Depthwise));
     if let Some(se) = &b.se {
-        branch2.push(SqueezeExcite::new(format!("{n}.branch2.se"), &se.w1, &se.b1, &se.w2, &se.b2, se_scope)?);
+        let se = SqueezeExcite::new(format!("{n}.branch2.se"), &se.w1, &se.b1, &se.w2, &se.b2, se_scope)?;
+        branch2.push(se.with_scratch_output(Scratch::Excite));
     }
     branch2.push(Pointwise::swish());
     branch2.push(pointwise(&format!("{n}.branch2.c"), &b.c)?);
