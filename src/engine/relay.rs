@@ -46,7 +46,7 @@ pub struct Relay {
     steps: usize,
 }
 
-/// One stage's share of a step: its units, their running means, and its input.
+/// The second stage's share of a step: its units, their running means, and the frame in flight.
 struct Stage<'a, 'x> {
     units: &'a mut [Box<dyn Layer>],
     cost: &'a mut [f64],
@@ -80,16 +80,23 @@ impl Relay {
         self.held_at.is_some()
     }
 
-    /// Feed `x`: the first stage runs it through `units[..cut]` while the second takes the frame in
-    /// flight through the rest and hands the result to `emit`; what `emit` returned (false without
-    /// a call). Call it inside a [`team::session`] for the stages to run at once.
-    pub fn step(&mut self, units: &mut [Box<dyn Layer>], x: FrameRef<'_>, emit: &mut Emit<'_>) -> Result<bool> {
+    /// Feed the frame that `prepare` makes (e.g. converts; on the first stage's thread, its time
+    /// counted with the first unit's): the first stage runs it through `units[..cut]` while the
+    /// second takes the frame in flight through the rest and hands the result to `emit`; what
+    /// `emit` returned (false without a call). Call it inside a [`team::session`] for the stages to
+    /// run at once.
+    pub fn step<'x>(
+        &mut self,
+        units: &mut [Box<dyn Layer>],
+        prepare: impl FnOnce() -> Result<FrameRef<'x>> + Send,
+        emit: &mut Emit<'_>,
+    ) -> Result<bool> {
         assert_eq!(units.len() + 1, self.cost.len(), "a relay steps the units it was made for");
         let (cut, from) = (self.cut, self.held_at.unwrap_or(units.len()));
         if cut > from {
             // The first stage grew into units the frame in flight has yet to pass: it goes first.
             let emitted = self.drain(units, emit)?;
-            let front = run_chain(&mut units[..cut], x, None)?;
+            let front = run_chain(&mut units[..cut], prepare()?, None, Instant::now())?;
             self.held_at = front.map(|y| {
                 self.held.copy_from(y);
                 cut
@@ -99,7 +106,7 @@ impl Relay {
         let (front_units, back_units) = units.split_at_mut(from);
         let (front_cost, back_cost) = self.cost.split_at_mut(from);
         let (tail_cost, back_cost) = back_cost.split_last_mut().expect("the tail's cost is last");
-        let front = Mutex::new((Stage { units: &mut front_units[..cut], cost: &mut front_cost[..cut], input: Some(x) }, &mut self.next, false));
+        let front = Mutex::new((&mut front_units[..cut], &mut front_cost[..cut], Some(prepare), &mut self.next, false));
         let held = self.held_at.map(|_| self.held.as_ref());
         let back = Mutex::new((Stage { units: back_units, cost: back_cost, input: held }, emit, tail_cost, false));
         let failed: Mutex<Option<candle_core::Error>> = Mutex::new(None);
@@ -107,8 +114,10 @@ impl Relay {
         team::for_each_chunk(2, &|i| {
             if i == 0 {
                 let mut guard = front.lock().unwrap_or_else(|p| p.into_inner());
-                let (stage, next, staged) = &mut *guard;
-                match stage.run() {
+                let (units, cost, prepare, next, staged) = &mut *guard;
+                let start = Instant::now();
+                let prepare = prepare.take().expect("chunk 0 runs once");
+                match prepare().and_then(|x| run_chain(units, x, Some(cost), start)) {
                     Ok(Some(y)) => {
                         next.copy_from(y);
                         *staged = true;
@@ -133,7 +142,7 @@ impl Relay {
                 }
             }
         });
-        let staged = front.into_inner().unwrap_or_else(|p| p.into_inner()).2;
+        let staged = front.into_inner().unwrap_or_else(|p| p.into_inner()).4;
         let emitted = back.into_inner().unwrap_or_else(|p| p.into_inner()).3;
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             // The stream's state is no longer consistent; the caller resets it.
@@ -152,7 +161,7 @@ impl Relay {
     /// Take the frame in flight through the second stage; what `emit` returned (false without a call).
     pub fn drain(&mut self, units: &mut [Box<dyn Layer>], emit: &mut Emit<'_>) -> Result<bool> {
         let Some(from) = self.held_at.take() else { return Ok(false) };
-        match run_chain(&mut units[from..], self.held.as_ref(), None)? {
+        match run_chain(&mut units[from..], self.held.as_ref(), None, Instant::now())? {
             Some(y) => emit(y),
             None => Ok(false),
         }
@@ -178,18 +187,19 @@ impl Relay {
 impl Stage<'_, '_> {
     fn run(&mut self) -> Result<Option<FrameRef<'_>>> {
         match self.input {
-            Some(x) => run_chain(self.units, x, Some(self.cost)),
+            Some(x) => run_chain(self.units, x, Some(self.cost), Instant::now()),
             None => Ok(None),
         }
     }
 }
 
 /// Step `units` in order from `x`; the last output, or `None` when a unit emitted nothing (the rest
-/// then see nothing this step). With `cost`, each unit's time goes into its running mean.
-fn run_chain<'a>(units: &'a mut [Box<dyn Layer>], x: FrameRef<'a>, mut cost: Option<&mut [f64]>) -> Result<Option<FrameRef<'a>>> {
+/// then see nothing this step). With `cost`, each unit's time goes into its running mean, the first
+/// one's counted from `start`.
+fn run_chain<'a>(units: &'a mut [Box<dyn Layer>], x: FrameRef<'a>, mut cost: Option<&mut [f64]>, start: Instant) -> Result<Option<FrameRef<'a>>> {
     let mut y = x;
     for (i, unit) in units.iter_mut().enumerate() {
-        let t = Instant::now();
+        let t = if i == 0 { start } else { Instant::now() };
         let out = unit.step_frame(y)?;
         if let Some(cost) = cost.as_deref_mut() {
             average(&mut cost[i], t);
@@ -258,7 +268,7 @@ mod tests {
     /// The chain stepped plainly: the output of every step (None when it emitted nothing).
     fn reference() -> Vec<Option<Vec<f32>>> {
         let mut units = chain();
-        frames().iter().map(|f| run_chain(&mut units, f.as_ref(), None).unwrap().map(|y| y.data.to_vec())).collect()
+        frames().iter().map(|f| run_chain(&mut units, f.as_ref(), None, Instant::now()).unwrap().map(|y| y.data.to_vec())).collect()
     }
 
     /// The chain through a relay whose cut is set to `cuts[t]` before step t; the outputs of every
@@ -274,7 +284,7 @@ mod tests {
         let mut flags = Vec::new();
         for (f, &cut) in frames().iter().zip(cuts) {
             relay.cut = cut;
-            flags.push(relay.step(&mut units, f.as_ref(), &mut emit).unwrap());
+            flags.push(relay.step(&mut units, || Ok(f.as_ref()), &mut emit).unwrap());
         }
         flags.push(relay.drain(&mut units, &mut emit).unwrap());
         assert!(!relay.in_flight());

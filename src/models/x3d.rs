@@ -530,11 +530,11 @@ impl CoX3d {
         if frame.len() != 3 * s * s {
             bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
         }
-        self.input.set_planar(frame, Chw::new(3, s, s))?;
         if self.schedule == Schedule::Pipeline {
-            let head = &mut self.head;
+            let (input, head) = (&mut self.input, &mut self.head);
             let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
-            return match self.relay.step(self.backbone.units_mut()?, self.input.as_ref(), &mut emit) {
+            // The frame's conversion runs on the first stage's thread, beside the second stage.
+            return match self.relay.step(self.backbone.units_mut()?, move || channels_last(input, frame, s), &mut emit) {
                 Ok(out) => Ok(out),
                 Err(e) => {
                     // A stage failed half-way: the stream state is inconsistent.
@@ -543,7 +543,8 @@ impl CoX3d {
                 }
             };
         }
-        let Some(feat) = self.backbone.step_frame(self.input.as_ref())? else { return Ok(false) };
+        let x = channels_last(&mut self.input, frame, s)?;
+        let Some(feat) = self.backbone.step_frame(x)? else { return Ok(false) };
         Ok(Self::classify(&mut self.head, feat, probs)?)
     }
 
@@ -656,6 +657,12 @@ impl CoX3d {
     pub fn macs_per_step(&self) -> u64 {
         macs_of(&self.report())
     }
+}
+
+/// A planar `(3, s, s)` frame as the network's channels-last input.
+fn channels_last<'x>(input: &'x mut Frame, frame: &[f32], s: usize) -> candle_core::Result<FrameRef<'x>> {
+    input.set_planar(frame, Chw::new(3, s, s))?;
+    Ok(input.as_ref())
 }
 
 /// Multiply-accumulates of one step of a layer and its parts (every X3D layer emits once per step).
