@@ -479,7 +479,9 @@ fn lagged_outputs_keep_their_frames_and_the_last_is_drained() {
             })
             .collect()
     };
-    let cases: [(fn() -> Vec<anyhow::Result<Packet>>, (usize, usize, usize), Options); 3] = [
+    // (packets, (delay, receptive field, stride), options)
+    type Case = (fn() -> Vec<anyhow::Result<Packet>>, (usize, usize, usize), Options);
+    let cases: [Case; 3] = [
         (two_scenes, (2, 4, 1), opts()),
         (two_scenes, (0, 3, 1), Options { emit_transient: true, smooth: SmoothMode::Ema(0.5), hold: 2, ..opts() }),
         (dropped_and_repeated, (1, 2, 2), Options { emit_transient: true, ..opts() }),
