@@ -116,7 +116,7 @@ pub fn apply_threads(cli: &Cli) {
 /// `--schedule`: how the network shares a step between its threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleArg {
-    /// pipeline for files on two threads; split for live streams (no lag), one thread, and three or
+    /// The pipeline for files on two threads; split for live streams (no lag), one thread, and three or
     /// more (the pipeline has two stages)
     Auto,
     /// Every operation split between the threads; each output on its frame's step
