@@ -224,22 +224,17 @@ pub fn run(
             }
         }
     }
-    // The outputs still in flight belong to the last steps (an interrupted run still reports them).
+    // The output still in flight belongs to the last step (an interrupted run still reports it).
     if failure.is_none() && shape.lag > 0 {
-        while recent.len() > 1 {
-            recent.pop_front();
-        }
         let t0 = Instant::now();
-        match model.drain(&mut probs) {
-            Ok(true) => {
-                let origin = recent.back().copied().expect("a drained output follows a step");
-                match reporter.output(&probs, origin, t0.elapsed().as_secs_f64() * 1e3, sinks) {
-                    Ok(written) => written?,
-                    Err(e) => failure = Some(e),
-                }
-            }
-            Ok(false) => {}
-            Err(e) => failure = Some(e.context("draining the model's last output failed")),
+        match (model.drain(&mut probs), recent.back().copied()) {
+            (Ok(true), None) => failure = Some(anyhow::anyhow!("the model drained an output before any step")),
+            (Ok(true), Some(origin)) => match reporter.output(&probs, origin, t0.elapsed().as_secs_f64() * 1e3, sinks) {
+                Ok(written) => written?,
+                Err(e) => failure = Some(e),
+            },
+            (Ok(false), _) => {}
+            (Err(e), _) => failure = Some(e.context("draining the model's last output failed")),
         }
     }
 

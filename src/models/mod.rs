@@ -65,7 +65,7 @@ impl From<crate::engine::Temporal> for StreamShape {
 }
 
 /// How a model shares a step between its threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     /// Every operation split between the threads: an output comes on the step of its newest frame.
     Split,
