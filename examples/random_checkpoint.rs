@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use coinfer::models::{ModelOptions, RandomWeights, WeightSource, x3d};
+use coinfer::models::{ModelOptions, RandomWeights, WeightSource, registry};
 
 /// Hands out random tensors and remembers them under their names.
 struct Recording {
@@ -28,14 +28,8 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: random_checkpoint MODEL OUT.safetensors");
     };
     let mut rec = Recording { random: RandomWeights::new(1), taken: HashMap::new() };
-    match model.as_str() {
-        "i3d" => {
-            coinfer::models::i3d::build(&ModelOptions::default(), &mut rec)?;
-        }
-        name => {
-            x3d::build(name, &ModelOptions::default(), &mut rec)?;
-        }
-    }
+    let entry = registry::find(model)?;
+    (entry.family.build)(entry.name, &ModelOptions::default(), &mut rec)?;
     candle_core::safetensors::save(&rec.taken, out)?;
     eprintln!("{} tensors written to {out}", rec.taken.len());
     Ok(())

@@ -1,6 +1,7 @@
-//! FLOP counting by walking the layers the engine runs (no table of numbers).
+//! FLOP and MAC counting by walking the layers the engine runs (no table of numbers): one walk over
+//! a layer tree ([`leaves`]) serves the FLOP table, a model's MACs per step and the MACs of one step.
 //!
-//! Two conventions (models-x3d-slowfast.md §3.1):
+//! Two conventions (docs/performance.md, "Counting operations"):
 //! - `Macs`: true multiply-accumulates, every layer counted once (convolutions and linear layers).
 //! - `Paper`: the ptflops rules behind the published CoX3D/X3D numbers: conv/linear MACs plus biases,
 //!   2 per element for BatchNorm, 1 per element for ReLU, 1 per input element for pooling. Its
@@ -51,13 +52,25 @@ impl Totals {
     }
 }
 
-struct Leaf<'a> {
-    report: &'a LayerReport,
-    path: String,
-    /// Composite temporal shape from the network input to this layer's input.
-    upstream: Temporal,
-    frames_in: usize,
-    frames_out: usize,
+/// A layer that computes (a leaf of a layer tree), where it sits in the network.
+pub struct Leaf<'a> {
+    pub report: &'a LayerReport,
+    /// Names from the root down, `/`-separated.
+    pub path: String,
+    /// Composite temporal shape from the network input to this layer's input: its inputs arrive on
+    /// steps `upstream.delay() + i·upstream.stride` (docs/continual.md, "Temporal shape").
+    pub upstream: Temporal,
+    /// Frames into and out of this layer in a regular clip of the length given to [`leaves`].
+    pub frames_in: usize,
+    pub frames_out: usize,
+}
+
+/// The leaves of `report` in execution order; a sequential container composes its children, a
+/// parallel one feeds each the same input.
+pub fn leaves(report: &LayerReport, clip_frames: usize) -> Vec<Leaf<'_>> {
+    let mut out = Vec::new();
+    collect(report, "", Temporal::POINTWISE, clip_frames, &mut out);
+    out
 }
 
 fn collect<'a>(r: &'a LayerReport, prefix: &str, upstream: Temporal, frames: usize, out: &mut Vec<Leaf<'a>>) -> usize {
@@ -94,6 +107,36 @@ fn collect<'a>(r: &'a LayerReport, prefix: &str, upstream: Temporal, frames: usi
             frames_out
         }
     }
+}
+
+/// Multiply-accumulates per input frame in steady state, averaged over a stride period: each layer
+/// computes each output once (continual convs skip taps into the virtual past and compute every
+/// other tap exactly once; docs/continual.md, "Pending sums").
+pub fn macs_per_step(report: &LayerReport) -> f64 {
+    leaves(report, 0)
+        .iter()
+        .map(|l| l.report.macs_per_output as f64 / (l.upstream.stride * l.report.temporal.stride) as f64)
+        .sum()
+}
+
+/// Multiply-accumulates the continual network performs on step `t` of a fresh stream (taps of
+/// outputs that will be emitted, i.e. output index ≥ 0; flushes not included).
+pub fn macs_at_step(report: &LayerReport, t: usize) -> u64 {
+    let mut total = 0u64;
+    for leaf in leaves(report, 0) {
+        let (r, stride, delay) = (leaf.report, leaf.upstream.stride, leaf.upstream.delay());
+        if r.macs_per_output == 0 || t < delay || !(t - delay).is_multiple_of(stride) {
+            continue;
+        }
+        let i = ((t - delay) / stride) as i64;
+        let (k, s, p) = (r.temporal.receptive_field as i64, r.temporal.stride as i64, r.temporal.padding as i64);
+        // Outputs j with j·s − p ≤ i ≤ j·s − p + k − 1, j ≥ 0.
+        let hi = (i + p).div_euclid(s);
+        let lo = (i + p - k + 1 + s - 1).div_euclid(s).max(0);
+        let taps = (hi - lo + 1).max(0) as u64;
+        total += taps * r.macs_per_output / k as u64;
+    }
+    total
 }
 
 /// Operations of one leaf: `(per emitted output, per arriving input frame)`.
@@ -135,8 +178,7 @@ fn leaf_ops(r: &LayerReport, conv: Convention, artefacts: bool) -> (f64, f64) {
 
 /// Count a network described by `report` for a regular clip of `clip_frames` frames.
 pub fn count(report: &LayerReport, clip_frames: usize, conv: Convention) -> Totals {
-    let mut leaves = Vec::new();
-    collect(report, "", Temporal::POINTWISE, clip_frames, &mut leaves);
+    let leaves = leaves(report, clip_frames);
     let net = report.temporal;
     let period = net.stride.max(1);
     let mut layers = Vec::new();

@@ -1,4 +1,4 @@
-//! `coinfer flops` against the published numbers (models-x3d-slowfast.md §3.2, models-i3d.md §4),
+//! `coinfer flops` against the published numbers (docs/performance.md, "Counting operations"),
 //! counted by walking the built networks.
 
 use coinfer::cli::flops::count;
@@ -39,7 +39,7 @@ fn x3d_paper_convention_reproduces_the_published_numbers() {
 
 #[test]
 fn x3d_true_macs() {
-    // conv+linear MACs only (§3.2 last columns): clip and continual step.
+    // conv+linear MACs only (the published tables' last columns): clip and continual step.
     for (model, clip, step) in [("x3d-xs", 0.605, 0.1527), ("x3d-s", 1.963, 0.1527), ("x3d-m", 4.732, 0.2975), ("x3d-l", 18.368, 1.1499)] {
         let (rec, _) = count(model, Convention::Macs, None).unwrap();
         assert!(close(rec.regular_clip_gflops, clip, 0.0005), "{model} {}", rec.regular_clip_gflops);
@@ -64,7 +64,7 @@ fn json_shape_is_stable() {
 
 #[test]
 fn i3d_counts_match_the_spec() {
-    // models-i3d.md §4.2/§4.3: MACs per 64-frame clip, per frame, and the emitting step.
+    // MACs per 64-frame clip, per frame, and the emitting step.
     let (rec, totals) = count("i3d", Convention::Macs, None).unwrap();
     assert_eq!(rec.clip_frames, 64);
     assert!(close(rec.regular_clip_gflops, 111.153, 0.0005), "{}", rec.regular_clip_gflops);

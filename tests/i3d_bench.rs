@@ -27,7 +27,7 @@ fn frames() -> Tensor {
 #[ignore]
 fn continual_throughput() {
     let s = Instant::now();
-    i3d::describe(&ModelOptions::default()).unwrap();
+    coinfer::models::describe("i3d", &ModelOptions::default()).unwrap();
     eprintln!("describe (network over zero weights): {:.0} ms", s.elapsed().as_secs_f64() * 1e3);
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join(i3d::DEFAULT_WEIGHTS);
     let s = Instant::now();

@@ -1,11 +1,11 @@
-//! CoI3D with random weights: TF 'SAME' pads (models-i3d.md §2.2), the emission schedule (§3.4, S5) and
-//! the exact equivalences S1–S3 of §3.6 between the continual stream and the clip network, plus the
-//! cost walk against §4. Statements that do not depend on the frame size run on small frames.
+//! CoI3D with random weights: TF 'SAME' pads (docs/continual.md, "Padding and fill"), the emission
+//! schedule ("Emission") and the exact equivalences S1–S3 ("Equivalence") between the continual stream
+//! and the clip network, plus the cost walk (docs/performance.md, "Counting operations"). Statements that do not depend on the frame size run on small frames.
 
 use candle_core::{Device, Tensor};
 use coinfer::engine::PadMode;
 use coinfer::engine::schedule::tf_same_pads;
-use coinfer::models::i3d::{self, CoI3d, I3dConfig};
+use coinfer::models::i3d::{CoI3d, I3dConfig};
 use coinfer::models::{Fill, RandomWeights, StreamModel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -42,7 +42,7 @@ fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
     assert!(d <= 1e-4 * scale.max(1.0), "{what}: max |diff| {d} (scale {scale})");
 }
 
-/// §2.2: temporal pads of the three strided layers for the spec's clip lengths, from the lengths each
+/// Temporal pads of the three strided layers for the spec's clip lengths, from the lengths each
 /// layer sees (T, ⌈T/2⌉, ⌈T/4⌉), and the spatial pads at 224.
 #[test]
 fn tf_same_pads_match_the_spec_table() {
@@ -98,7 +98,7 @@ fn regular_forward_lengths_follow_tf_same() {
     assert_eq!(coinfer::error::kind_of(&err), coinfer::error::ErrorKind::Data, "{err:#}");
 }
 
-/// §3.4: stride 8, delay 62, receptive field 107, composed start padding 44; outputs exactly on steps
+/// Stride 8, delay 62, receptive field 107, composed start padding 44; outputs exactly on steps
 /// 62 + 8l (S5), and the stream model's probabilities come on the same steps.
 #[test]
 fn emission_schedule() {
@@ -233,17 +233,17 @@ fn model_pool(size: usize, seed: u64, pool: usize) -> CoI3d {
     CoI3d::new(&mut RandomWeights::new(seed), &I3dConfig { size, pool, fill: Fill::Zeros }).unwrap()
 }
 
-/// §4: the cost walk over the layer report at 224²: 1.7368 G MAC per frame in steady state, the
-/// per-step costs of §4.3 and the 111.153 G of a 64-frame clip (7 logit positions, not 8).
+/// The cost walk over the layer report at 224²: 1.7368 G MAC per frame in steady state, the
+/// published per-step costs and the 111.153 G of a 64-frame clip (7 logit positions, not 8).
 #[test]
 fn costs_match_the_spec() {
-    let desc = i3d::describe(&Default::default()).unwrap();
+    let desc = coinfer::models::describe("i3d", &Default::default()).unwrap();
     let m = model(224, 14);
     let report = m.report();
-    let per_frame = i3d::macs_per_frame(&report);
+    let per_frame = coinfer::flops::macs_per_step(&report);
     assert!((per_frame / 1e9 - 1.7368).abs() < 5e-5, "per frame {per_frame}");
     assert_eq!(desc.macs_per_step, per_frame);
-    let g = |t| i3d::macs_at_step(&report, t) as f64 / 1e9;
+    let g = |t| coinfer::flops::macs_at_step(&report, t) as f64 / 1e9;
     // Steady state: odd, ≡ 0 (mod 4), ≡ 2 (mod 8), ≡ 6 (mod 8, emitting).
     for (t, expect) in [(201, 0.354), (200, 2.484), (202, 3.639), (206, 3.872)] {
         assert!((g(t) - expect).abs() < 5e-4, "step {t}: {} G, spec {expect}", g(t));
@@ -256,7 +256,7 @@ fn costs_match_the_spec() {
     assert_eq!((desc.shape.delay, desc.shape.stride, desc.shape.receptive_field), (62, 8, 107));
 }
 
-/// Spec §3.5: the replicate fill changes only the transient (steps 62 … 102); from step 110 on the
+/// The replicate fill changes only the transient (steps 62 … 102); from step 110 on the
 /// outputs equal the zero-fill stream's.
 #[test]
 fn fills_differ_only_in_the_transient() {

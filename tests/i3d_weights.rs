@@ -1,11 +1,11 @@
-//! The bundled I3D checkpoint against the tensor table of models-i3d.md §1.5 (230 tensors, OIDHW
+//! The bundled I3D checkpoint against the tensor table of docs/models.md, "I3D" (230 tensors, OIDHW
 //! kernels, 12,689,984 learnable scalars, no BatchNorm scale), and the model consuming all of it.
 
 use candle_core::Device;
 use coinfer::models::ModelOptions;
 use coinfer::models::i3d;
 
-/// Spec §1.5: unit, conv kernel OIDHW, BN channels (transcribed from the table).
+/// Unit, conv kernel OIDHW, BN channels (transcribed from the table).
 const UNITS: [(&str, [usize; 5], usize); 57] = [
     ("Conv3d_1a_7x7", [64, 3, 7, 7, 7], 64),
     ("Conv3d_2b_1x1", [64, 64, 1, 1, 1], 64),
@@ -122,12 +122,12 @@ fn default_weights_are_found() {
     // Without the override, the bundled file of this crate (tests run from target/…/deps).
     unsafe { std::env::remove_var(i3d::WEIGHTS_DIR_ENV) };
     assert_eq!(i3d::default_weights(), weights_file());
-    let desc = i3d::describe(&ModelOptions::default()).unwrap();
+    let desc = coinfer::models::describe("i3d", &ModelOptions::default()).unwrap();
     assert!(desc.weights_present && desc.weights == weights_file());
     // The override names a folder; a missing file there is reported, not replaced by another.
     unsafe { std::env::set_var(i3d::WEIGHTS_DIR_ENV, "/nonexistent-dir") };
     let expect = std::path::Path::new("/nonexistent-dir").join("i3d-kinetics400-rgb.safetensors");
     assert_eq!(i3d::default_weights(), expect);
-    assert!(!i3d::describe(&ModelOptions::default()).unwrap().weights_present);
+    assert!(!coinfer::models::describe("i3d", &ModelOptions::default()).unwrap().weights_present);
     unsafe { std::env::remove_var(i3d::WEIGHTS_DIR_ENV) };
 }

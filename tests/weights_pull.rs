@@ -296,3 +296,27 @@ fn cli_arguments_parse() {
     assert_eq!(dir.unwrap(), Path::new("/tmp/x"));
     assert!(Cli::try_parse_from(["coinfer", "pull", "x3d-s", "--layout", "caffe"]).is_err());
 }
+
+/// `weights pull` offers only what a model can run: every published checkpoint belongs to a
+/// registered model that builds (laid out over zero weights), and its default checkpoint is the file
+/// that model reads by default.
+#[test]
+fn every_pullable_checkpoint_names_a_runnable_model() {
+    use coinfer::models::{self, ModelOptions, registry};
+    use coinfer::weights::pull::{official, pullable};
+    let all = pullable();
+    assert!(!all.is_empty());
+    for (name, checkpoint) in &all {
+        assert!(models::names().contains(name), "{name}");
+        let desc = models::describe(name, &ModelOptions::default()).unwrap();
+        assert_eq!(desc.spec.name, *name);
+        let (_, default) = official(name, None).unwrap();
+        let file = checkpoint.url.rsplit('/').next().unwrap();
+        if std::ptr::eq(default, *checkpoint) {
+            assert_eq!(desc.weights.file_name().unwrap().to_str().unwrap(), file, "{name}");
+        }
+    }
+    // Each model's checkpoints, and only those, are offered.
+    let offered: usize = registry::MODELS.iter().map(|m| m.checkpoints.len()).sum();
+    assert_eq!(all.len(), offered);
+}

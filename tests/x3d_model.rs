@@ -1,10 +1,12 @@
-//! Model-level facts of X3D / CoX3D with random weights (models-x3d-slowfast.md §2.7, §2.8, §8):
+//! Model-level facts of X3D / CoX3D with random weights (docs/continual.md, "Temporal shape" and
+//! "Equivalence"; docs/models.md, "X3D"):
 //! the delay / receptive-field table, the equivalence statements between the continual step path and
 //! the regular clip path, steady-state independence, and the published sizes and costs.
 
 use candle_core::{Device, Tensor};
 use coinfer::engine::{PadMode, SeScope};
-use coinfer::models::x3d::{self, CoX3d, X3dConfig, X3dLayout, X3dWeights};
+use coinfer::models::x3d::{self, CoX3d, X3dConfig, X3dWeights};
+use coinfer::weights::Layout;
 use coinfer::models::{Fill, ModelOptions, RandomWeights, StreamModel, WeightSource};
 
 /// A small X3D with every structural feature of the real ones: a projection shortcut with stride in
@@ -52,7 +54,7 @@ fn run(m: &mut CoX3d, x: &Tensor) -> Vec<(usize, Tensor)> {
 
 #[test]
 fn delay_and_receptive_field_table() {
-    // §2.7: (variant, T_pool, delay d, receptive field R).
+    // (variant, T_pool, delay d, receptive field R).
     let table = [
         ("x3d-xs", 4, 31, 60),
         ("x3d-s", 13, 40, 69),
@@ -67,11 +69,11 @@ fn delay_and_receptive_field_table() {
         let m = x3d::build(variant, &opts, &mut RandomWeights::new(1)).unwrap();
         let shape = m.shape();
         assert_eq!((shape.delay, shape.receptive_field, shape.stride), (d, r, 1), "{variant}_{pool}");
-        let desc = x3d::describe(variant, &opts).unwrap();
+        let desc = coinfer::models::describe(variant, &opts).unwrap();
         assert_eq!(desc.shape, shape, "{variant}_{pool} describe");
     }
     // The default head window is the training clip length.
-    let d = x3d::describe("x3d-s", &ModelOptions::default()).unwrap();
+    let d = coinfer::models::describe("x3d-s", &ModelOptions::default()).unwrap();
     assert_eq!((d.shape.delay, d.shape.receptive_field), (40, 69));
 }
 
@@ -85,7 +87,7 @@ fn first_output_is_emitted_on_step_delay() {
     assert_eq!(at, (d..d + 4).collect::<Vec<_>>());
 }
 
-/// §2.8 statement 2: with zero fill and frame-wise SE, stepping a clip and flushing gives exactly the
+/// Equivalence statement 2: with zero fill and frame-wise SE, stepping a clip and flushing gives exactly the
 /// regular (zero-padded) network's per-position outputs.
 #[test]
 fn one_clip_flush_equals_regular_forward() {
@@ -107,7 +109,7 @@ fn one_clip_flush_equals_regular_forward() {
     }
 }
 
-/// §2.8 statement 3: every output of a zero-filled stream is the head applied to the T_pool backbone
+/// Equivalence statement 3: every output of a zero-filled stream is the head applied to the T_pool backbone
 /// positions ending d_b steps back, the backbone being run on the whole start-padded prefix.
 #[test]
 fn stream_outputs_equal_the_prefix_oracle() {
@@ -130,7 +132,7 @@ fn stream_outputs_equal_the_prefix_oracle() {
     }
 }
 
-/// §2.8 statement 4: from step R−1 on, whatever the fill, each output is the padding-free network
+/// Equivalence statement 4: from step R−1 on, whatever the fill, each output is the padding-free network
 /// on the last R frames.
 #[test]
 fn steady_state_equals_the_valid_network() {
@@ -217,7 +219,7 @@ impl WeightSource for Recorder {
     }
 }
 
-/// §1.2/§1.4/§1.6: tensor counts and learnable scalars of the official variants in both layouts.
+/// Tensor counts and learnable scalars of the official variants in both layouts.
 #[test]
 fn checkpoint_sizes_match_the_published_models() {
     // (variant, entries without num_batches_tracked, learnable scalars)
@@ -232,7 +234,7 @@ fn checkpoint_sizes_match_the_published_models() {
     let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
     let names = ["blocks.0.conv.conv_t.weight", "blocks.1.res_blocks.0.branch1_conv.weight"];
     let mut ptv = X3dWeights::new(&names, &mut rec).unwrap();
-    assert_eq!(ptv.layout(), X3dLayout::PyTorchVideo);
+    assert_eq!(ptv.layout(), Layout::Hub);
     let m = x3d::build("x3d-s", &ModelOptions::default(), &mut ptv).unwrap();
     assert_eq!(rec.names.len(), 480);
     assert_eq!(m.num_params(), 3_794_322); // the synthesised identity BN is counted as loaded
@@ -251,7 +253,7 @@ fn checkpoint_sizes_match_the_published_models() {
         assert!(rec.names.iter().any(|r| r == n), "{n} not requested");
     }
     assert!(!rec.names.iter().any(|r| r.starts_with("blocks.1.res_blocks.0.branch1_norm")));
-    assert!(X3dLayout::detect(&["foo.weight"]).is_err());
+    assert!(x3d::detect_layout(&["foo.weight"]).is_err());
 
     // A hub checkpoint already renamed to pyslowfast names: the s2 shortcut BN is the identity too;
     // with its BN present, or only partly absent, every BN tensor is asked for.
@@ -265,20 +267,20 @@ fn checkpoint_sizes_match_the_published_models() {
         let names: Vec<String> = base.iter().cloned().chain(extra).collect();
         let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
         let mut ws = X3dWeights::new(&names, &mut rec).unwrap();
-        assert_eq!(ws.layout(), X3dLayout::PySlowFast);
+        assert_eq!(ws.layout(), Layout::Pyslowfast);
         x3d::build("x3d-xs", &ModelOptions::default(), &mut ws).unwrap();
         assert_eq!(rec.names.len(), if identity { 480 } else { 484 });
         assert_eq!(rec.names.iter().any(|n| n.starts_with("s2.pathway0_res0.branch1_bn")), !identity);
     }
-    assert_eq!(X3dLayout::detect(&["s1.pathway0_stem.conv_xy.weight"]).unwrap(), X3dLayout::PySlowFast);
+    assert_eq!(x3d::detect_layout(&["s1.pathway0_stem.conv_xy.weight"]).unwrap(), Layout::Pyslowfast);
 }
 
-/// §3.1/§3.2: conv + linear multiply-accumulates of one CoX3D step (ptflops convention without
+/// docs/performance.md, "Counting operations": conv + linear multiply-accumulates of one CoX3D step (ptflops convention without
 /// BN/ReLU/pool counts) — 0.1527 G for S, 0.2975 G for M, 1.1499 G for L.
 #[test]
 fn macs_per_step_match_the_published_counts() {
     for (variant, gmacs) in [("x3d-s", 0.1527), ("x3d-m", 0.2975), ("x3d-l", 1.1499)] {
-        let d = x3d::describe(variant, &ModelOptions::default()).unwrap();
+        let d = coinfer::models::describe(variant, &ModelOptions::default()).unwrap();
         let got = d.macs_per_step / 1e9;
         assert!((got - gmacs).abs() < 0.00051, "{variant}: {got} G");
     }
@@ -401,7 +403,7 @@ fn pipelined_steps_give_the_same_outputs_one_step_later() {
     piped.set_schedule(Schedule::Split).unwrap();
     assert_eq!(piped.shape(), split.shape());
 
-    // A flush drains the output in flight first (§2.8 statement 2 under the pipeline schedule).
+    // A flush drains the output in flight first (equivalence statement 2 under the pipeline schedule).
     let mut m = model(tiny(4), Fill::Zeros, 11);
     let mut p = model(tiny(4), Fill::Zeros, 11);
     p.set_schedule(Schedule::Pipeline).unwrap();
@@ -413,5 +415,37 @@ fn pipelined_steps_give_the_same_outputs_one_step_later() {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(max_diff(g, w), 0.0);
+    }
+}
+
+/// The key map from the pyslowfast names to the PyTorchVideo hub names (docs/models.md, "Checkpoint
+/// layouts"): PTV's stem names are swapped (`conv_t` holds the spatial 1×3×3 conv, `conv_xy` the
+/// temporal 5×1×1 one), and names without a counterpart map to nothing.
+#[test]
+fn hub_key_map() {
+    let rows = [
+        ("blocks.0.conv.conv_t.weight", "s1.pathway0_stem.conv_xy.weight"),
+        ("blocks.0.conv.conv_xy.weight", "s1.pathway0_stem.conv.weight"),
+        ("blocks.0.norm.running_var", "s1.pathway0_stem.bn.running_var"),
+        ("blocks.1.res_blocks.0.branch1_conv.weight", "s2.pathway0_res0.branch1.weight"),
+        ("blocks.2.res_blocks.0.branch1_norm.bias", "s3.pathway0_res0.branch1_bn.bias"),
+        ("blocks.3.res_blocks.10.branch2.conv_a.weight", "s4.pathway0_res10.branch2.a.weight"),
+        ("blocks.3.res_blocks.10.branch2.norm_a.weight", "s4.pathway0_res10.branch2.a_bn.weight"),
+        ("blocks.4.res_blocks.6.branch2.conv_b.weight", "s5.pathway0_res6.branch2.b.weight"),
+        ("blocks.4.res_blocks.6.branch2.norm_b.0.running_mean", "s5.pathway0_res6.branch2.b_bn.running_mean"),
+        ("blocks.4.res_blocks.6.branch2.norm_b.1.block.0.weight", "s5.pathway0_res6.branch2.se.fc1.weight"),
+        ("blocks.4.res_blocks.6.branch2.norm_b.1.block.2.bias", "s5.pathway0_res6.branch2.se.fc2.bias"),
+        ("blocks.1.res_blocks.2.branch2.conv_c.weight", "s2.pathway0_res2.branch2.c.weight"),
+        ("blocks.5.pool.pre_conv.weight", "head.conv_5.weight"),
+        ("blocks.5.pool.pre_norm.bias", "head.conv_5_bn.bias"),
+        ("blocks.5.pool.post_conv.weight", "head.lin_5.weight"),
+        ("blocks.5.proj.weight", "head.projection.weight"),
+        ("blocks.5.proj.bias", "head.projection.bias"),
+    ];
+    for (hub, pyslowfast) in rows {
+        assert_eq!(x3d::hub_name(pyslowfast).as_deref(), Some(hub), "{pyslowfast}");
+    }
+    for n in ["head.fc.weight", "s2.pathway0_resx", "s1.pathway0_stem.relu.weight", "s2.pathway0_res0.branch2.d.weight", "blocks.0.conv.conv_t.weight"] {
+        assert_eq!(x3d::hub_name(n), None, "{n}");
     }
 }

@@ -1,27 +1,24 @@
 //! DeepMind I3D (Inception-v1, RGB, Kinetics-400) in regular and continual form (CoI3D),
-//! built from the continual engine (models-i3d.md §1–§3).
+//! built from the continual engine (docs/models.md, "I3D").
 //!
 //! One set of layers serves both forms: `forward_logits` runs a clip with TensorFlow 'SAME' padding
-//! (the reference model, `PadMode::Full`) or the oracles of spec §3.6 (`StartOnly`, `Valid`);
+//! (the reference model, `PadMode::Full`) or the clip oracles `StartOnly`, `Valid` (docs/continual.md,
+//! "Equivalence");
 //! `step_logits` feeds one frame and returns the logits of a temporal position every 8 frames, from
 //! step 62 on. The streaming model averages the logits of the last `pool` positions before the softmax.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 
-use super::{
-    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource, softmax_mean,
+use super::classifier::{Architecture, ContinualClassifier, Parts};
+use super::{Fill, ModelOptions, ModelSpec, Normalize, StreamModel, WeightSource};
+use crate::engine::{
+    Frame, Layer, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool, TemporalConv, TemporalPad, TemporalPool,
+    schedule::tf_same_pads, spatial::Pad2d,
 };
 use crate::weights::BatchNorm;
-use crate::engine::schedule::tf_same_pads;
-use crate::engine::spatial::Pad2d;
-use crate::engine::{
-    Chw, Frame, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool,
-    Temporal, TemporalConv, TemporalPad, TemporalPool,
-};
 use crate::error::{ErrorKind, classified};
 
 /// Registry name.
@@ -31,17 +28,17 @@ pub const NAME: &str = "i3d";
 pub const DEFAULT_WEIGHTS: &str = "weights/i3d-kinetics400-rgb.safetensors";
 /// Directory that overrides where the bundled weights are looked for.
 pub const WEIGHTS_DIR_ENV: &str = "COINFER_WEIGHTS_DIR";
-/// Side of the square input the checkpoint was trained on; the head's 7×7 pool needs it (spec §1.3).
+/// Side of the square input the checkpoint was trained on; the head's 7×7 pool needs it (docs/models.md, "I3D").
 pub const CROP: usize = 224;
 pub const NUM_CLASSES: usize = 400;
 /// Default head window in emitted positions. Positions come every 8 frames, so 3 positions turn over
 /// completely within 24 frames (0.96 s at 25 fps): a live label follows a change of action within about
 /// a second, while still smoothing over three positions (as many as a regular 32-frame clip averages).
-/// `--pool 7` gives the span of a regular 64-frame clip (spec §3.4).
+/// `--pool 7` gives the span of a regular 64-frame clip.
 pub const DEFAULT_POOL: usize = 3;
-/// BatchNorm epsilon of Sonnet v1 (spec §1.2).
+/// BatchNorm epsilon of Sonnet v1.
 const BN_EPS: f64 = 1e-3;
-/// Shortest clip with one logit position (spec §1.3).
+/// Shortest clip with one logit position (docs/models.md, "I3D").
 pub const MIN_CLIP: usize = 9;
 
 /// Endpoint names of the regular network in order (TF names); each is one stage of [`CoI3d`]'s network.
@@ -65,7 +62,7 @@ pub const ENDPOINTS: [&str; 17] = [
     "Logits",
 ];
 
-/// Inception module channels `(c0, c1a, c1b, c2a, c2b, c3)` (spec §1.4).
+/// Inception module channels `(c0, c1a, c1b, c2a, c2b, c3)` (docs/models.md, "I3D").
 const MIXED: [(&str, [usize; 6]); 9] = [
     ("Mixed_3b", [64, 96, 128, 16, 32, 32]),
     ("Mixed_3c", [128, 128, 192, 32, 96, 64]),
@@ -102,7 +99,7 @@ pub fn weights_path(opts: &ModelOptions) -> PathBuf {
     opts.weights.clone().unwrap_or_else(default_weights)
 }
 
-/// What the preprocessing needs (spec §5.1).
+/// What the preprocessing needs (docs/models.md, "Preprocessing").
 pub fn spec() -> ModelSpec {
     ModelSpec {
         name: NAME.to_string(),
@@ -122,33 +119,7 @@ fn pool_window(opts: &ModelOptions) -> anyhow::Result<usize> {
     }
 }
 
-/// Describe the model without reading the checkpoint (the network is laid out over zero weights to
-/// read its temporal shape and cost from the same layers that run).
-pub fn describe(opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
-    let pool = pool_window(opts)?;
-    let net = CoI3d::new(&mut ZeroWeights, &I3dConfig { size: CROP, pool, fill: opts.fill })?;
-    let weights = weights_path(opts);
-    let shape = net.shape();
-    let macs = macs_per_frame(&net.report());
-    let summary = format!(
-        "DeepMind I3D (Inception-v1, RGB, Kinetics-400, 12.7 M parameters), continual: one prediction every \
-         {} frames from frame {}, receptive field {} frames, head mean over {pool} positions, {:.2} GMAC/frame",
-        shape.stride,
-        shape.delay + 1,
-        shape.receptive_field,
-        macs / 1e9,
-    );
-    Ok(ModelDescription {
-        spec: spec(),
-        shape,
-        macs_per_step: macs,
-        weights_present: weights.is_file(),
-        weights,
-        summary,
-    })
-}
-
-/// Build the continual model over `weights` (canonical names of spec §1.5).
+/// Build the continual model over `weights` (the names of the bundled checkpoint; docs/models.md, "I3D").
 pub fn build(opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Result<CoI3d> {
     let pool = pool_window(opts)?;
     CoI3d::new(weights, &I3dConfig { size: CROP, pool, fill: opts.fill })
@@ -192,20 +163,13 @@ impl Default for I3dConfig {
     }
 }
 
-/// I3D: the regular clip network and its continual stream over the same folded weights.
-pub struct CoI3d {
-    spec: ModelSpec,
+/// I3D: the regular clip network and its continual stream over the same folded weights, in the
+/// shared streaming classifier (backbone: the stages up to `Mixed_5c`; head: `Logits`).
+pub type CoI3d = ContinualClassifier<I3d>;
+
+/// What is I3D's own in a [`CoI3d`].
+pub struct I3d {
     config: I3dConfig,
-    /// One stage per entry of [`ENDPOINTS`].
-    net: Sequential,
-    /// Logits `(400,)` of the last `pool` emitted positions, oldest first (rows reused).
-    recent: VecDeque<Vec<f32>>,
-    /// Frames fed since the last reset.
-    steps: usize,
-    /// The step input, channels-last.
-    input: Frame,
-    /// Mean logits of the head window.
-    mean: Vec<f32>,
 }
 
 impl CoI3d {
@@ -216,36 +180,20 @@ impl CoI3d {
         if config.size < 32 {
             bail!("I3D needs frames of at least 32×32, got {}", config.size);
         }
-        let net = Builder { weights, fill: config.fill }.network(config.size)?;
+        let (backbone, head) = Builder { weights, fill: config.fill }.network(config.size)?;
         let mut spec = spec();
         spec.crop = config.size;
-        Ok(CoI3d {
-            spec,
-            config: *config,
-            net,
-            recent: VecDeque::with_capacity(config.pool),
-            steps: 0,
-            input: Frame::default(),
-            mean: vec![0.0; NUM_CLASSES],
-        })
+        let arch = I3d { config: *config };
+        // Positions come every 8 frames: the head window averages the logits of the last `pool`.
+        ContinualClassifier::from_parts(Parts { spec, arch, backbone, head, logit_window: Some(config.pool), pipeline: false })
     }
 
     pub fn config(&self) -> &I3dConfig {
-        &self.config
-    }
-
-    /// Temporal shape of the whole network (stride 8, receptive field 107, start padding 44).
-    pub fn temporal(&self) -> Temporal {
-        self.net.temporal()
-    }
-
-    /// Layer tree with shapes and costs for one `(3, size, size)` frame.
-    pub fn report(&self) -> LayerReport {
-        self.net.report(Chw::new(3, self.config.size, self.config.size))
+        &self.arch.config
     }
 
     fn check_clip(&self, clip: &Tensor) -> anyhow::Result<usize> {
-        let s = self.config.size;
+        let s = self.config().size;
         match clip.dims() {
             &[t, 3, h, w] if h == s && w == s => Ok(t),
             d => Err(classified(
@@ -267,7 +215,8 @@ impl CoI3d {
         }
         let mut x = clip.to_dtype(DType::F32)?.contiguous()?;
         let mut out = Vec::with_capacity(ENDPOINTS.len());
-        for (name, layer) in ENDPOINTS.iter().zip(self.net.layers()) {
+        let stages = self.backbone_layers().layers().iter().map(|l| l.as_ref()).chain([self.head()]);
+        for (name, layer) in ENDPOINTS.iter().zip(stages) {
             x = layer.forward(&x, mode).with_context(|| format!("I3D {name} on a clip of {t} frames"))?;
             out.push((*name, x.clone()));
         }
@@ -288,7 +237,7 @@ impl CoI3d {
     }
 
     fn as_frame(&self, frame: &Tensor) -> anyhow::Result<Tensor> {
-        let s = self.config.size;
+        let s = self.config().size;
         let f = match frame.dims() {
             &[3, h, w] if h == s && w == s => frame.unsqueeze(0)?,
             &[1, 3, h, w] if h == s && w == s => frame.clone(),
@@ -297,119 +246,50 @@ impl CoI3d {
         Ok(f.to_dtype(DType::F32)?.contiguous()?)
     }
 
-    /// Remember an emitted position's logits for the head window.
-    fn remember(&mut self, logits: &[f32]) -> anyhow::Result<()> {
-        if logits.len() != NUM_CLASSES {
-            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", logits.len());
-        }
-        let mut row = match self.recent.len() == self.config.pool {
-            true => self.recent.pop_front().expect("window is full"),
-            false => Vec::with_capacity(NUM_CLASSES),
-        };
-        row.clear();
-        row.extend_from_slice(logits);
-        self.recent.push_back(row);
-        Ok(())
-    }
-
     /// Feed one frame `(3, size, size)` (or `(1, 3, size, size)`); the logits `(400,)` of the temporal
-    /// position this step completes, on steps 62 + 8l.
+    /// position this step completes, on steps 62 + 8l (they join the head window).
     pub fn step_logits(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
         let x = Frame::from_tensor(&self.as_frame(frame)?)?;
-        self.steps += 1;
-        let Some(y) = self.net.step_frame(x.as_ref())? else { return Ok(None) };
+        let Some(feat) = self.backbone.step_frame(x.as_ref())? else { return Ok(None) };
+        let Some(y) = self.head.step_frame(feat)? else { return Ok(None) };
         let logits = y.data.to_vec();
-        self.remember(&logits)?;
+        if let Some(window) = &mut self.window {
+            window.push(&logits);
+        }
         Ok(Some(Tensor::from_vec(logits, NUM_CLASSES, &Device::Cpu)?))
     }
 
-    /// End a finite stream: each layer processes its TF end padding for the frames it saw (spec §3.5);
-    /// the logits of the positions that completes. Call `reset` before streaming again.
+    /// End a finite stream: each layer processes its TF end padding for the frames it saw
+    /// (docs/continual.md, "Padding and fill"); the logits of the positions that completes. Call
+    /// `reset` before streaming again.
     pub fn flush_logits(&mut self) -> anyhow::Result<Vec<Tensor>> {
-        let outs = self.net.flush_frames()?;
-        outs.into_iter()
-            .map(|y| {
-                self.remember(&y.data)?;
-                Ok(Tensor::from_vec(y.data, NUM_CLASSES, &Device::Cpu)?)
-            })
-            .collect()
-    }
-
-    /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), into `out`;
-    /// false before the first position.
-    fn mean_logits(&self, out: &mut [f32]) -> bool {
-        if self.recent.is_empty() {
-            return false;
-        }
-        out.fill(0.0);
-        for row in &self.recent {
-            out.iter_mut().zip(row).for_each(|(m, &v)| *m += v);
-        }
-        let inv = 1.0 / self.recent.len() as f32;
-        out.iter_mut().for_each(|m| *m *= inv);
-        true
+        let outs = self.flush_logit_frames()?;
+        outs.into_iter().map(|y| Ok(Tensor::from_vec(y.data, NUM_CLASSES, &Device::Cpu)?)).collect()
     }
 
     /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), `(400,)`.
-    pub fn pooled_logits(&self) -> anyhow::Result<Option<Tensor>> {
-        let mut mean = vec![0.0; NUM_CLASSES];
-        if !self.mean_logits(&mut mean) {
+    pub fn pooled_logits(&mut self) -> anyhow::Result<Option<Tensor>> {
+        let mean = self.window.as_mut().map(|w| w.mean().to_vec()).unwrap_or_default();
+        if mean.is_empty() {
             return Ok(None);
         }
         Ok(Some(Tensor::from_vec(mean, NUM_CLASSES, &Device::Cpu)?))
     }
-
-    fn step_in_session(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let s = self.config.size;        if frame.len() != 3 * s * s {
-            bail!("I3D expects a frame of shape (3, {s}, {s}), got {} values", frame.len());
-        }
-        self.input.set_planar(frame, Chw::new(3, s, s))?;
-        self.steps += 1;
-        let Some(y) = self.net.step_frame(self.input.as_ref())? else { return Ok(false) };
-        // Copy out of the network's buffer before the window (which borrows self) takes it.
-        if y.data.len() != NUM_CLASSES {
-            bail!("I3D emitted {} logits, expected {NUM_CLASSES}", y.data.len());
-        }
-        let mut mean = std::mem::take(&mut self.mean);
-        mean.copy_from_slice(y.data);
-        self.remember(&mean)?;
-        self.mean_logits(&mut mean);
-        softmax_mean(&mean, NUM_CLASSES, probs);
-        self.mean = mean;
-        Ok(true)
-    }
-
-    /// Frames fed since the last reset.
-    pub fn steps(&self) -> usize {
-        self.steps
-    }
 }
 
-impl StreamModel for CoI3d {
-    fn spec(&self) -> &ModelSpec {
-        &self.spec
+impl Architecture for I3d {
+    fn build(_name: &str, opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Result<CoI3d> {
+        build(opts, weights)
     }
 
-    fn shape(&self) -> StreamShape {
-        self.temporal().into()
-    }
-
-    /// Softmax of the mean logits of the last `pool` positions, on emitting steps. During the first
-    /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
-    /// the first position (step 62) rather than `pool − 1` positions later.
-    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.step_in_session(frame, probs))
-    }
-
-    fn reset(&mut self) {
-        self.net.reset();
-        self.recent.clear();
-        self.steps = 0;
+    /// One published layout: the canonical names are the checkpoint's.
+    fn checkpoint<'a>(_names: &[String], store: &'a mut crate::weights::TensorStore) -> anyhow::Result<Box<dyn WeightSource + 'a>> {
+        Ok(Box::new(store))
     }
 
     /// The regular I3D: softmax of the logits averaged over the clip's positions.
-    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(candle_nn::ops::softmax(&self.forward_mean(clip)?, 0)?)
+    fn forward_clip(model: &CoI3d, clip: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(candle_nn::ops::softmax(&model.forward_mean(clip)?, 0)?)
     }
 
     /// The 64-frame clip the regular network was evaluated on.
@@ -417,12 +297,21 @@ impl StreamModel for CoI3d {
         64
     }
 
-    fn report(&self) -> LayerReport {
-        CoI3d::report(self)
+    fn summary(model: &CoI3d) -> String {
+        let shape = model.shape();
+        format!(
+            "DeepMind I3D (Inception-v1, RGB, Kinetics-400, 12.7 M parameters), continual: one prediction every \
+             {} frames from frame {}, receptive field {} frames, head mean over {} positions, {:.2} GMAC/frame",
+            shape.stride,
+            shape.delay + 1,
+            shape.receptive_field,
+            model.config().pool,
+            model.macs_per_step() / 1e9,
+        )
     }
 }
 
-/// Lays out the network of spec §1.3 with TF 'SAME' pads, folding each BatchNorm into its conv.
+/// Lays out the network (docs/models.md, "I3D") with TF 'SAME' pads, folding each BatchNorm into its conv.
 struct Builder<'a> {
     weights: &'a mut dyn WeightSource,
     fill: Fill,
@@ -451,7 +340,7 @@ impl Builder<'_> {
         let conv = if kt == 1 && ks == 1 && s == (1, 1) {
             TemporalConv::pointwise(name, &w, Some(&b))?
         } else {
-            // Temporal start pad: what TF uses for even input lengths (the stream's fixed phase, §3.1).
+            // Temporal start pad: what TF uses for even input lengths (the stream's fixed phase; docs/continual.md, "Padding and fill").
             let stream_before = tf_same_pads(2 * s.0, kt, s.0).0;
             let pad = TemporalPad::TfSame { stream_before };
             TemporalConv::new(name, &w, Some(&b), s.0, pad, s.1, same_2d(n, ks, s.1), 1, self.fill)?
@@ -471,8 +360,8 @@ impl Builder<'_> {
         Ok(Box::new(TemporalPool::new(name, PoolKind::Max, k.0, s.0, pad, Some(spatial), self.fill)?))
     }
 
-    /// Inception module (spec §1.4); the Parallel container delays Branch_0 by one step to meet the
-    /// k = 3 branches (§3.3).
+    /// Inception module; the Parallel container delays Branch_0 by one step to meet the k = 3
+    /// branches (docs/continual.md, "Temporal shape").
     fn mixed(&mut self, name: &str, c_in: usize, c: [usize; 6], n: usize) -> anyhow::Result<(Box<dyn Layer>, usize)> {
         let [c0, c1a, c1b, c2a, c2b, c3] = c;
         let b0 = self.unit(&format!("{name}.Branch_0.Conv3d_0a_1x1"), c_in, c0, (1, 1), (1, 1), n)?;
@@ -501,7 +390,8 @@ impl Builder<'_> {
         Ok((Box::new(Parallel::new(name, branches, Reduce::Concat)?), c0 + c1b + c2b + c3))
     }
 
-    fn network(mut self, size: usize) -> anyhow::Result<Sequential> {
+    /// The stages up to `Mixed_5c`, and the `Logits` head.
+    fn network(mut self, size: usize) -> anyhow::Result<(Sequential, Sequential)> {
         let mut stages: Vec<Box<dyn Layer>> = Vec::with_capacity(ENDPOINTS.len());
         let mut n = size;
         stages.push(Box::new(self.unit("Conv3d_1a_7x7", 3, 64, (7, 7), (2, 2), n)?));
@@ -544,75 +434,7 @@ impl Builder<'_> {
         let w = self.weights.take("Logits.Conv3d_0c_1x1.conv.weight", &[NUM_CLASSES, c, 1, 1, 1])?;
         let b = self.weights.take("Logits.Conv3d_0c_1x1.conv.bias", &[NUM_CLASSES])?;
         let classifier = TemporalConv::pointwise("Logits.Conv3d_0c_1x1", &w, Some(&b))?;
-        stages.push(Box::new(Sequential::new("Logits", vec![Box::new(avg), Box::new(classifier)])));
-        Ok(Sequential::new("InceptionI3d", stages))
+        let head = Sequential::new("Logits", vec![Box::new(avg), Box::new(classifier)]);
+        Ok((Sequential::new("InceptionI3d", stages), head))
     }
-}
-
-/// Zero tensors of the requested shapes: lays the network out for `describe` without a checkpoint.
-struct ZeroWeights;
-
-impl WeightSource for ZeroWeights {
-    fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
-        Ok(Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
-    }
-}
-
-/// A layer's clock in network steps: its inputs arrive on steps `delay + i·stride`.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    stride: usize,
-    delay: usize,
-}
-
-impl Clock {
-    fn after(self, t: Temporal) -> Clock {
-        Clock { stride: self.stride * t.stride, delay: self.delay + t.delay() * self.stride }
-    }
-}
-
-/// Visit every leaf of a report with the clock of its input.
-fn walk(r: &LayerReport, clock: Clock, f: &mut dyn FnMut(&LayerReport, Clock)) {
-    if r.kind == "sequential" {
-        let mut c = clock;
-        for child in &r.children {
-            walk(child, c, f);
-            c = c.after(child.temporal);
-        }
-    } else if r.kind.starts_with("parallel") {
-        for child in &r.children {
-            walk(child, clock, f);
-        }
-    } else {
-        f(r, clock);
-    }
-}
-
-/// Multiply-accumulates per input frame in steady state: each layer computes each output once
-/// (continual convs skip taps into the virtual past and compute every other tap exactly once).
-pub fn macs_per_frame(report: &LayerReport) -> f64 {
-    let mut total = 0.0;
-    walk(report, Clock { stride: 1, delay: 0 }, &mut |r, c| {
-        total += r.macs_per_output as f64 / (c.stride * r.temporal.stride) as f64;
-    });
-    total
-}
-
-/// Multiply-accumulates the continual network performs on step `t` of a fresh stream (taps of
-/// outputs that will be emitted, i.e. output index ≥ 0; flushes not included).
-pub fn macs_at_step(report: &LayerReport, t: usize) -> u64 {
-    let mut total = 0u64;
-    walk(report, Clock { stride: 1, delay: 0 }, &mut |r, c| {
-        if r.macs_per_output == 0 || t < c.delay || !(t - c.delay).is_multiple_of(c.stride) {
-            return;
-        }
-        let i = ((t - c.delay) / c.stride) as i64;
-        let (k, s, p) = (r.temporal.receptive_field as i64, r.temporal.stride as i64, r.temporal.padding as i64);
-        // Outputs j with j·s − p ≤ i ≤ j·s − p + k − 1, j ≥ 0.
-        let hi = (i + p).div_euclid(s);
-        let lo = (i + p - k + 1 + s - 1).div_euclid(s).max(0);
-        let taps = (hi - lo + 1).max(0) as u64;
-        total += taps * r.macs_per_output / k as u64;
-    });
-    total
 }

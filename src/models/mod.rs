@@ -3,11 +3,14 @@
 //! A model consumes one preprocessed frame per step (on its own timeline, `ModelSpec::fps`) and emits
 //! class probabilities whenever its continual network produces an output.
 
+pub mod classifier;
 pub mod i3d;
+pub mod registry;
+pub mod x3d;
 
 use candle_core::Tensor;
 
-pub mod x3d;
+pub use classifier::{Architecture, ContinualClassifier};
 
 /// How a uint8 RGB frame becomes the network's float input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -161,43 +164,32 @@ pub struct ModelDescription {
 
 /// Names of the built-in models, default first.
 pub fn names() -> Vec<&'static str> {
-    let mut names = vec![i3d::NAME];
-    names.extend(x3d::variants());
-    names
+    registry::MODELS.iter().map(|m| m.name).collect()
 }
 
 /// The model `coinfer` runs when none is named.
-pub const DEFAULT_MODEL: &str = "i3d";
-
-/// The family a registry name belongs to.
-enum Family {
-    I3d,
-    X3d,
-}
-
-fn family(name: &str) -> anyhow::Result<Family> {
-    let name = name.strip_prefix("co").unwrap_or(name);
-    if name == i3d::NAME {
-        return Ok(Family::I3d);
-    }
-    if x3d::variants().contains(&name) {
-        return Ok(Family::X3d);
-    }
-    Err(unknown_model(name))
-}
+pub const DEFAULT_MODEL: &str = registry::MODELS[0].name;
 
 /// Describe a built-in model without loading its weights.
 pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
-    match family(name)? {
-        Family::I3d => i3d::describe(opts),
-        Family::X3d => x3d::describe(name, opts),
-    }
+    let entry = registry::find(name)?;
+    let outline = (entry.family.outline)(entry.name, opts)?;
+    let weights = entry.weights_path(opts)?;
+    Ok(ModelDescription {
+        spec: outline.spec,
+        shape: outline.shape,
+        macs_per_step: outline.macs_per_step,
+        weights_present: weights.is_file(),
+        weights,
+        summary: outline.summary,
+    })
 }
 
 /// Build a built-in model with its weights (the default file, or `opts.weights`), ready to stream.
 pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
-    let desc = describe(name, opts)?;
-    let path = &desc.weights;
+    let entry = registry::find(name)?;
+    let path = entry.weights_path(opts)?;
+    let name = entry.name;
     if !path.is_file() {
         return Err(crate::error::classified(
             crate::error::ErrorKind::NoInput,
@@ -207,15 +199,12 @@ pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamMo
             ),
         ));
     }
-    let mut store = crate::weights::load(path, &candle_core::Device::Cpu)?;
+    let mut store = crate::weights::load(&path, &candle_core::Device::Cpu)?;
     store.ignore(|n| n.ends_with("num_batches_tracked"));
-    let model: Box<dyn StreamModel> = match family(name)? {
-        Family::I3d => Box::new(i3d::build(opts, &mut store)?),
-        Family::X3d => {
-            let names = store.names().to_vec();
-            let mut source = x3d::X3dWeights::new(&names, &mut store)?;
-            Box::new(x3d::build(name, opts, &mut source)?)
-        }
+    let names = store.names().to_vec();
+    let model = {
+        let mut source = (entry.family.checkpoint)(&names, &mut store)?;
+        (entry.family.build)(name, opts, &mut *source)?
     };
     store.finish().map_err(|e| {
         crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display()))
@@ -225,11 +214,8 @@ pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamMo
 
 /// Build a built-in model with deterministic random weights (FLOP counts, benchmarks, tests).
 pub fn build_random(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
-    let mut random = RandomWeights::new(0);
-    Ok(match family(name)? {
-        Family::I3d => Box::new(i3d::build(opts, &mut random)?),
-        Family::X3d => Box::new(x3d::build(name, opts, &mut random)?),
-    })
+    let entry = registry::find(name)?;
+    (entry.family.build)(entry.name, opts, &mut RandomWeights::new(0))
 }
 
 impl WeightSource for crate::weights::TensorStore {
@@ -238,18 +224,17 @@ impl WeightSource for crate::weights::TensorStore {
     }
 }
 
-fn unknown_model(name: &str) -> anyhow::Error {
-    crate::error::classified(
-        crate::error::ErrorKind::Usage,
-        format!("unknown model '{name}' (known: {})", names().join(", ")),
-    )
-}
-
 /// Where a model builder gets its tensors: a checkpoint (strict: names and shapes are checked) or
 /// random values for tests, benchmarks and FLOP counts.
 pub trait WeightSource {
     /// The tensor `name` with exactly `shape`, as f32 on the CPU.
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor>;
+}
+
+impl<W: WeightSource + ?Sized> WeightSource for &mut W {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        (**self).take(name, shape)
+    }
 }
 
 /// Deterministic random weights with plausible magnitudes: BatchNorm variances are positive, scales
@@ -290,6 +275,38 @@ impl WeightSource for RandomWeights {
         };
         let data: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * self.next()).collect();
         Ok(Tensor::from_vec(data, shape, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// Zeros of every requested shape: enough to lay a network out and read its shape and costs
+/// without a checkpoint.
+pub struct ZeroWeights;
+
+impl WeightSource for ZeroWeights {
+    fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        Ok(Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// Counts the learnable scalars taken through it (running statistics are not learnable).
+pub struct CountingSource<'a> {
+    pub inner: &'a mut dyn WeightSource,
+    pub learnable: usize,
+}
+
+impl<'a> CountingSource<'a> {
+    pub fn new(inner: &'a mut dyn WeightSource) -> Self {
+        CountingSource { inner, learnable: 0 }
+    }
+}
+
+impl WeightSource for CountingSource<'_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        let t = self.inner.take(name, shape)?;
+        if !name.ends_with("running_mean") && !name.ends_with("running_var") {
+            self.learnable += shape.iter().product::<usize>();
+        }
+        Ok(t)
     }
 }
 

@@ -1,9 +1,11 @@
 //! X3D-XS/S/M/L (Feichtenhofer 2020) and its continual form CoX3D (Hedegaard & Iosifidis 2022).
 //!
 //! One definition, two paths: the network is built once from engine layers, named like the
-//! pyslowfast checkpoint (models-x3d-slowfast.md §1.4), with every BatchNorm folded into the conv
-//! before it (§2.6). `forward_clip` is the regular X3D (clip-wise squeeze-excitation), `step` the
-//! continual CoX3D (frame-wise squeeze-excitation, §2.4), over the same weights.
+//! pyslowfast checkpoint (docs/models.md, "X3D"), with every BatchNorm folded into the conv before it
+//! (docs/continual.md, "BatchNorm folding"). `forward_clip` is the regular X3D (clip-wise
+//! squeeze-excitation), `step` the continual CoX3D (frame-wise squeeze-excitation; docs/continual.md,
+//! "Squeeze-excitation"), over the same weights. The stream plumbing is the shared
+//! [`ContinualClassifier`]; this file is the config, the builder and the checkpoint key map.
 //!
 //! ```text
 //! stem   s1.pathway0_stem   conv_xy 1×3×3 /2 (3→w0) · conv 5×1×1 depthwise · bn · relu
@@ -25,18 +27,16 @@
 use anyhow::{Context, bail};
 use candle_core::{D, Tensor};
 
-use crate::weights::BatchNorm;
 use crate::engine::{
-    Chw, Delay, Frame, FrameRef, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
-    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, relay::Relay, scratch::Scratch,
+    Delay, Layer, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv,
+    TemporalPad, TemporalPool, scratch::Scratch,
 };
 use crate::error::{ErrorKind, classified};
-use crate::models::{
-    Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, Schedule, StreamModel, StreamShape, WeightSource,
-    softmax_mean,
-};
+use crate::models::classifier::{Architecture, ContinualClassifier, Parts};
+use crate::models::{CountingSource, Fill, ModelOptions, ModelSpec, Normalize, StreamModel, WeightSource};
+use crate::weights::{BatchNorm, Layout};
 
-/// BatchNorm epsilon of every X3D BN (§0).
+/// BatchNorm epsilon of every X3D BN.
 const BN_EPS: f64 = 1e-5;
 /// Spatial stride of the stem and of block 0 of every stage.
 const SPATIAL_STRIDE: usize = 2;
@@ -54,7 +54,7 @@ pub struct X3dConfig {
     /// `X3D.WIDTH_FACTOR`.
     pub width_factor: f64,
     /// Blocks per stage s2..s5: `ceil(DEPTH_FACTOR · [1, 2, 5, 3])`, hard-coded for the official
-    /// variants because 2.2 × 5 must give 11 (§7.13).
+    /// variants because 2.2 × 5 must give 11 (a float `ceil` would give 12).
     pub blocks: [usize; 4],
     /// `X3D.BOTTLENECK_FACTOR`: inner width = `int(factor · out)`.
     pub bottleneck_factor: f64,
@@ -72,7 +72,7 @@ pub struct X3dConfig {
 }
 
 impl X3dConfig {
-    /// The four official Kinetics-400 variants (§1.1).
+    /// The four official Kinetics-400 variants (docs/models.md, "X3D").
     pub fn variant(name: &str) -> anyhow::Result<Self> {
         let canonical = name.to_ascii_lowercase();
         let short = canonical.strip_prefix("co").unwrap_or(&canonical);
@@ -108,7 +108,7 @@ impl X3dConfig {
         round_width(self.dim_c1 as f64, self.width_factor, 8, 8)
     }
 
-    /// `(din, dout, inner, se_hidden)` of each stage s2..s5 (§1.2).
+    /// `(din, dout, inner, se_hidden)` of each stage s2..s5.
     pub fn stage_dims(&self) -> [(usize, usize, usize, usize); 4] {
         let mut base = self.dim_c1;
         let mut din = self.stem_width();
@@ -398,23 +398,18 @@ fn positions(logits: &Tensor) -> candle_core::Result<Tensor> {
 // ------------------------------------------------------------------------------------------------
 // The model.
 
-/// X3D / CoX3D over one set of folded weights.
-pub struct CoX3d {
+/// X3D / CoX3D over one set of folded weights: the shared streaming classifier around the X3D layers.
+pub type CoX3d = ContinualClassifier<X3d>;
+
+/// What is X3D's own in a [`CoX3d`]: the config and the clip-wise SE backbone of the regular network.
+pub struct X3d {
     config: X3dConfig,
-    spec: ModelSpec,
+    /// Head window T_pool in backbone positions.
     pool: usize,
-    /// Frame-wise SE: the streaming network (its clip path is `F_fw` of §2.8).
-    backbone: Sequential,
     /// Clip-wise SE: the regular X3D backbone (clip path only).
     clip_backbone: Sequential,
-    head: Sequential,
+    /// Learnable scalars loaded.
     params: usize,
-    /// The step input, channels-last.
-    input: Frame,
-    schedule: Schedule,
-    /// The two-stage pipeline over the backbone's units and the head, used under
-    /// [`Schedule::Pipeline`] (kept across switches: it holds the measured balance).
-    relay: Relay,
 }
 
 impl CoX3d {
@@ -424,10 +419,11 @@ impl CoX3d {
         if pool == 0 {
             return Err(classified(ErrorKind::Usage, "--pool must be at least 1"));
         }
-        let mut counting = CountingSource { inner: ws, learnable: 0 };
+        let mut counting = CountingSource::new(ws);
         let params = load(&config, &mut counting).with_context(|| format!("loading {} weights", config.name))?;
         let learnable = counting.learnable;
         let clip_backbone = backbone(&params, SeScope::Clip, fill, &config)?;
+        // Frame-wise SE: the streaming network (its clip path is `F_fw`; docs/continual.md, "Squeeze-excitation").
         let stream_backbone = backbone(&params, SeScope::Frame, fill, &config)?;
         let head = head(&config, &params, pool)?;
         let spec = ModelSpec {
@@ -438,56 +434,30 @@ impl CoX3d {
             normalize: Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] },
             num_classes: config.num_classes,
         };
-        // The first cut balances multiply-accumulates; measured times take over.
-        let b = stream_backbone.report(Chw::new(3, config.crop, config.crop));
-        let mut estimate: Vec<f64> = b.children.iter().map(|r| macs_of(r) as f64).collect();
-        estimate.push(macs_of(&head.report(b.output)) as f64);
-        let mut relay = Relay::new(&estimate);
-        relay.reserve(b.children.iter().map(|r| r.output.numel()).max().unwrap_or(0));
-        Ok(CoX3d {
-            config,
-            spec,
-            pool,
-            backbone: stream_backbone,
-            clip_backbone,
-            head,
-            params: learnable,
-            input: Frame::default(),
-            schedule: Schedule::Split,
-            relay,
-        })
+        let arch = X3d { config, pool, clip_backbone, params: learnable };
+        ContinualClassifier::from_parts(Parts { spec, arch, backbone: stream_backbone, head, logit_window: None, pipeline: true })
     }
 
     pub fn config(&self) -> &X3dConfig {
-        &self.config
+        &self.arch.config
     }
 
     /// Head window T_pool in backbone positions.
     pub fn pool(&self) -> usize {
-        self.pool
+        self.arch.pool
     }
 
     /// Learnable scalars loaded (conv/linear weights and biases, BN scale and shift).
     pub fn num_params(&self) -> usize {
-        self.params
+        self.arch.params
     }
 
     /// Stem..s5 with frame-wise SE (`B_fw`), or clip-wise SE (`B`, clip path only).
     pub fn backbone(&self, se: SeScope) -> &dyn Layer {
         match se {
-            SeScope::Frame => &self.backbone,
-            SeScope::Clip => &self.clip_backbone,
+            SeScope::Frame => self.backbone_layers(),
+            SeScope::Clip => &self.arch.clip_backbone,
         }
-    }
-
-    /// conv_5 .. projection (`H_T`), producing logits `(N, classes, H, W)`.
-    pub fn head(&self) -> &dyn Layer {
-        &self.head
-    }
-
-    /// Temporal shape of the whole continual network (backbone then head).
-    pub fn temporal(&self) -> Temporal {
-        self.backbone.temporal().then(self.head.temporal())
     }
 
     /// Logits of the regular network on a clip `(T, 3, S, S)` with temporal padding `mode`:
@@ -498,18 +468,15 @@ impl CoX3d {
             bail!("a clip must have 3 channels, got {c}");
         }
         // The head pools a fixed window sized for the train crop; larger frames give more positions.
-        let s = self.config.crop;
+        let (name, s) = (&self.config().name, self.config().crop);
         if h < s || w < s {
-            bail!(
-                "{}: clip frames of {h}x{w} are smaller than the {s}x{s} crop the head is sized for",
-                self.config.name
-            );
+            bail!("{name}: clip frames of {h}x{w} are smaller than the {s}x{s} crop the head is sized for");
         }
-        if t < self.pool {
-            bail!("a clip of {t} frames is shorter than the head window {}", self.pool);
+        if t < self.pool() {
+            bail!("a clip of {t} frames is shorter than the head window {}", self.pool());
         }
         let feats = self.backbone(se).forward(clip, mode)?;
-        Ok(positions(&self.head.forward(&feats, mode)?)?)
+        Ok(positions(&self.head().forward(&feats, mode)?)?)
     }
 
     /// The regular X3D on a clip `(T, 3, S, S)` (zero-padded convs): class probabilities
@@ -519,227 +486,54 @@ impl CoX3d {
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?.mean(0)?)
     }
 
-    /// One frame of the stream, planar `(3, S, S)` values; on an output, the class probabilities
-    /// (softmax per head position, then mean) go to `probs` and this returns true.
-    pub fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.step_in_session(frame, probs))
-    }
-
-    fn step_in_session(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let s = self.config.crop;
-        if frame.len() != 3 * s * s {
-            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
-        }
-        if self.schedule == Schedule::Pipeline {
-            let (input, head) = (&mut self.input, &mut self.head);
-            let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
-            // The frame's conversion runs on the first stage's thread, beside the second stage.
-            return match self.relay.step(self.backbone.units_mut()?, move || channels_last(input, frame, s), &mut emit) {
-                Ok(out) => Ok(out),
-                Err(e) => {
-                    // A stage failed half-way: the stream state is inconsistent.
-                    self.reset();
-                    Err(e.into())
-                }
-            };
-        }
-        let x = channels_last(&mut self.input, frame, s)?;
-        let Some(feat) = self.backbone.step_frame(x)? else { return Ok(false) };
-        Ok(Self::classify(&mut self.head, feat, probs)?)
-    }
-
-    /// The head on a backbone output; the class probabilities into `probs` when it emits.
-    fn classify(head: &mut Sequential, feat: FrameRef<'_>, probs: &mut Vec<f32>) -> candle_core::Result<bool> {
-        let Some(logits) = head.step_frame(feat)? else { return Ok(false) };
-        softmax_mean(logits.data, logits.shape.c, probs);
-        Ok(true)
-    }
-
-    /// Under [`Schedule::Pipeline`], the output of the last frame, still in flight (see
-    /// [`StreamModel::drain`]).
-    pub fn drain(&mut self, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let (relay, head) = (&mut self.relay, &mut self.head);
-        let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
-        let layers = self.backbone.units_mut()?;
-        Ok(crate::engine::team::session(|| relay.drain(layers, &mut emit))?)
-    }
-
-    /// Switch between splitting every operation across the threads and the two-stage pipeline (with
-    /// no output in flight).
-    pub fn set_schedule(&mut self, schedule: Schedule) -> anyhow::Result<()> {
-        if self.relay.in_flight() {
-            bail!("{}: the schedule changes only between streams (drain or reset first)", self.config.name);
-        }
-        self.schedule = schedule;
-        Ok(())
-    }
-
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
-    }
-
-    /// [`CoX3d::step_planar`] on a `(3, S, S)` tensor; the probabilities `(classes,)` when emitted.
-    pub fn step(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        StreamModel::step(self, frame)
-    }
-
-    fn prime_in_session(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        let s = self.config.crop;
-        if n == 0 {
-            return Ok(false);
-        }
-        // A warm-up starts a stream: nothing of an earlier one stays in flight.
-        self.relay.reset();
-        if !self.backbone.preserves_constant() {
-            // The backbone's outputs differ during the warm-up (zero fill): step them all.
-            let mut out = false;
-            for _ in 0..n {
-                out = CoX3d::step_planar(self, frame, probs)?;
-            }
-            return Ok(out);
-        }
-        if frame.len() != 3 * s * s {
-            bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.config.name, frame.len());
-        }
-        self.input.set_planar(frame, Chw::new(3, s, s))?;
-        let (count, feat) = self.backbone.prime(self.input.as_ref(), n)?;
-        let Some(feat) = feat.filter(|_| count > 0) else { return Ok(false) };
-        let (_, logits) = self.head.prime(feat, count)?;
-        match logits {
-            Some(logits) => {
-                softmax_mean(logits.data, logits.shape.c, probs);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// End of a finite stream: every layer processes its end padding; the probabilities of the
-    /// outputs this completes, in order. Call `reset` before streaming again.
+    /// End of a finite stream: the output still in flight (under `Schedule::Pipeline`), then every
+    /// layer processes its end padding; the probabilities of the outputs this completes, in order.
+    /// Call `reset` before streaming again.
     pub fn flush(&mut self) -> anyhow::Result<Vec<Tensor>> {
         let mut in_flight = Vec::new();
         let drained = self.drain(&mut in_flight)?.then(|| Tensor::new(in_flight.as_slice(), &candle_core::Device::Cpu));
-        let mut logits = Vec::new();
-        for feat in self.backbone.flush()? {
-            logits.extend(self.head.step(&feat)?);
-        }
-        logits.extend(self.head.flush()?);
         let mut probs: Vec<Tensor> = drained.transpose()?.into_iter().collect();
-        for l in &logits {
-            probs.push(probabilities(l)?);
+        for logits in self.flush_logit_frames()? {
+            probs.push(probabilities(&logits.to_tensor()?)?);
         }
         Ok(probs)
     }
-
-    pub fn reset(&mut self) {
-        self.relay.reset();
-        self.backbone.reset();
-        self.head.reset();
-    }
-
-    /// Shapes and multiply-accumulates of one step, layer by layer.
-    pub fn report(&self) -> LayerReport {
-        let input = Chw::new(3, self.config.crop, self.config.crop);
-        let b = self.backbone.report(input);
-        let h = self.head.report(b.output);
-        LayerReport {
-            name: self.config.name.clone(),
-            kind: "sequential",
-            input,
-            output: h.output,
-            temporal: self.temporal(),
-            children: vec![b, h],
-            ..Default::default()
-        }
-    }
-
-    /// Multiply-accumulates of one continual step (every layer emits once per step: no stride).
-    pub fn macs_per_step(&self) -> u64 {
-        macs_of(&self.report())
-    }
 }
 
-/// A planar `(3, s, s)` frame as the network's channels-last input.
-fn channels_last<'x>(input: &'x mut Frame, frame: &[f32], s: usize) -> candle_core::Result<FrameRef<'x>> {
-    input.set_planar(frame, Chw::new(3, s, s))?;
-    Ok(input.as_ref())
-}
-
-/// Multiply-accumulates of one step of a layer and its parts (every X3D layer emits once per step).
-fn macs_of(r: &LayerReport) -> u64 {
-    r.macs_per_output + r.children.iter().map(macs_of).sum::<u64>()
-}
-
-impl StreamModel for CoX3d {
-    fn spec(&self) -> &ModelSpec {
-        &self.spec
+impl Architecture for X3d {
+    fn build(name: &str, opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Result<CoX3d> {
+        build(name, opts, weights)
     }
 
-    fn shape(&self) -> StreamShape {
-        StreamShape { lag: (self.schedule == Schedule::Pipeline) as usize, ..self.temporal().into() }
-    }
-
-    fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        CoX3d::step_planar(self, frame, probs)
-    }
-
-    fn set_schedule(&mut self, schedule: Schedule) -> anyhow::Result<()> {
-        CoX3d::set_schedule(self, schedule)
-    }
-
-    fn schedule(&self) -> Schedule {
-        CoX3d::schedule(self)
-    }
-
-    fn drain(&mut self, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        CoX3d::drain(self, probs)
-    }
-
-    /// Each layer sees its copies once (see `Layer::prime`).
-    fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.prime_in_session(frame, n, probs))
-    }
-
-    fn reset(&mut self) {
-        CoX3d::reset(self)
+    fn checkpoint<'a>(names: &[String], store: &'a mut crate::weights::TensorStore) -> anyhow::Result<Box<dyn WeightSource + 'a>> {
+        Ok(Box::new(X3dWeights::new(names, store)?))
     }
 
     /// The published regular X3D: squeeze-excitation pooled over the whole clip.
-    fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
-        CoX3d::forward_clip(self, clip, SeScope::Clip)
+    fn forward_clip(model: &CoX3d, clip: &Tensor) -> anyhow::Result<Tensor> {
+        model.forward_clip(clip, SeScope::Clip)
     }
 
     fn clip_frames(&self) -> usize {
         self.config.num_frames
     }
 
-    fn report(&self) -> LayerReport {
-        CoX3d::report(self)
-    }
-}
-
-/// Counts learnable scalars as they are loaded (running statistics are not learnable).
-struct CountingSource<'a> {
-    inner: &'a mut dyn WeightSource,
-    learnable: usize,
-}
-
-impl WeightSource for CountingSource<'_> {
-    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
-        let t = self.inner.take(name, shape)?;
-        if !name.ends_with("running_mean") && !name.ends_with("running_var") {
-            self.learnable += shape.iter().product::<usize>();
-        }
-        Ok(t)
-    }
-}
-
-/// Zeros of every requested shape: enough to build the network and read its shape and costs.
-struct ShapeOnly;
-
-impl WeightSource for ShapeOnly {
-    fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
-        Ok(Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)?)
+    fn summary(model: &CoX3d) -> String {
+        let (cfg, shape) = (model.config(), model.shape());
+        let n_blocks: usize = cfg.blocks.iter().sum();
+        let variant = cfg.name.trim_start_matches("x3d-").to_uppercase();
+        format!(
+            "CoX3D-{variant}_{}: X3D-{variant} ({n_blocks} blocks, {:.2} M params) frame by frame at {} fps, {}x{}, \
+             first output after {} frames, steady after {}, {:.3} GMAC/frame",
+            model.pool(),
+            model.num_params() as f64 / 1e6,
+            model.spec().fps,
+            cfg.crop,
+            cfg.crop,
+            shape.delay + 1,
+            shape.receptive_field,
+            model.macs_per_step() / 1e9,
+        )
     }
 }
 
@@ -749,86 +543,34 @@ pub fn build(variant: &str, opts: &ModelOptions, weights: &mut dyn WeightSource)
     CoX3d::new(X3dConfig::variant(variant)?, opts.pool, opts.fill, weights)
 }
 
-/// The checkpoint file `build` reads by default: the official pyslowfast file in coinfer's
-/// download cache (`weights pull`), unless `opts.weights` names one.
-pub fn default_weights(variant: &str, opts: &ModelOptions) -> anyhow::Result<std::path::PathBuf> {
-    if let Some(p) = &opts.weights {
-        return Ok(p.clone());
-    }
-    let cfg = X3dConfig::variant(variant)?;
-    let file = format!("{}.pyth", cfg.name.replace('-', "_"));
-    Ok(crate::weights::cache_dir()?.join(file))
-}
-
-/// What `coinfer models` shows for a variant, computed from the built network (zero weights).
-pub fn describe(variant: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
-    let model = build(variant, opts, &mut ShapeOnly)?;
-    let shape = model.shape();
-    let weights = default_weights(variant, opts)?;
-    let macs = model.macs_per_step();
-    let cfg = model.config();
-    let n_blocks: usize = cfg.blocks.iter().sum();
-    let summary = format!(
-        "CoX3D-{}_{}: X3D-{} ({n_blocks} blocks, {:.2} M params) frame by frame at {} fps, {}x{}, \
-         first output after {} frames, steady after {}, {:.3} GMAC/frame",
-        cfg.name.trim_start_matches("x3d-").to_uppercase(),
-        model.pool(),
-        cfg.name.trim_start_matches("x3d-").to_uppercase(),
-        model.num_params() as f64 / 1e6,
-        model.spec().fps,
-        cfg.crop,
-        cfg.crop,
-        shape.delay + 1,
-        shape.receptive_field,
-        macs as f64 / 1e9,
-    );
-    Ok(ModelDescription {
-        spec: model.spec().clone(),
-        shape,
-        macs_per_step: macs as f64,
-        weights_present: weights.is_file(),
-        weights,
-        summary,
-    })
-}
-
 // ------------------------------------------------------------------------------------------------
 // Checkpoint layouts.
 
-/// Which published key layout an X3D checkpoint uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum X3dLayout {
-    /// facebookresearch/SlowFast (`x3d_s.pyth`): the canonical names of this file.
-    PySlowFast,
-    /// PyTorchVideo hub (`X3D_S.pyth`): `blocks.N…` names, swapped stem names, no BN on the s2
-    /// block-0 shortcut (§1.6).
-    PyTorchVideo,
-}
-
-impl X3dLayout {
-    /// Tell the layout from a checkpoint's tensor names.
-    pub fn detect<S: AsRef<str>>(names: &[S]) -> anyhow::Result<Self> {
-        let has = |n: &str| names.iter().any(|k| k.as_ref() == n);
-        if has("s1.pathway0_stem.conv_xy.weight") {
-            Ok(X3dLayout::PySlowFast)
-        } else if has("blocks.0.conv.conv_t.weight") {
-            Ok(X3dLayout::PyTorchVideo)
-        } else {
-            let first: Vec<&str> = names.iter().take(5).map(|k| k.as_ref()).collect();
-            Err(classified(
-                ErrorKind::Data,
-                format!(
-                    "not an X3D checkpoint: neither s1.pathway0_stem.conv_xy.weight (pyslowfast) nor \
-                     blocks.0.conv.conv_t.weight (PyTorchVideo) is present (first names: {})",
-                    first.join(", ")
-                ),
-            ))
-        }
+/// Tell an X3D checkpoint's layout from its tensor names: the pyslowfast names are this file's own;
+/// the PyTorchVideo hub ones are `blocks.N…` with swapped stem names and no BN on the s2 block-0
+/// shortcut (docs/models.md, "Checkpoint layouts").
+pub fn detect_layout<S: AsRef<str>>(names: &[S]) -> anyhow::Result<Layout> {
+    let has = |n: &str| names.iter().any(|k| k.as_ref() == n);
+    if has("s1.pathway0_stem.conv_xy.weight") {
+        Ok(Layout::Pyslowfast)
+    } else if has("blocks.0.conv.conv_t.weight") {
+        Ok(Layout::Hub)
+    } else {
+        let first: Vec<&str> = names.iter().take(5).map(|k| k.as_ref()).collect();
+        Err(classified(
+            ErrorKind::Data,
+            format!(
+                "not an X3D checkpoint: neither s1.pathway0_stem.conv_xy.weight (pyslowfast) nor \
+                 blocks.0.conv.conv_t.weight (PyTorchVideo) is present (first names: {})",
+                first.join(", ")
+            ),
+        ))
     }
 }
 
-/// The PyTorchVideo name of a pyslowfast X3D tensor name (§1.6); `None` if it has no counterpart.
-pub fn ptv_name(name: &str) -> Option<String> {
+/// The key map: the PyTorchVideo hub name of a pyslowfast X3D tensor name; `None` if it has no
+/// counterpart.
+pub fn hub_name(name: &str) -> Option<String> {
     if let Some(rest) = name.strip_prefix("s1.pathway0_stem.") {
         // PTV stores the spatial conv under conv_t and the temporal one under conv_xy (sic).
         return Some(match rest {
@@ -877,7 +619,7 @@ pub fn ptv_name(name: &str) -> Option<String> {
 /// a hub checkpoint, and for a hub checkpoint already renamed to pyslowfast names (the BN's four
 /// tensors all absent while the conv is present); any other missing tensor is an error.
 pub struct X3dWeights<'a> {
-    layout: X3dLayout,
+    layout: Layout,
     identity_s2_shortcut_bn: bool,
     inner: &'a mut dyn WeightSource,
 }
@@ -885,16 +627,16 @@ pub struct X3dWeights<'a> {
 impl<'a> X3dWeights<'a> {
     /// `names`: the tensor names of the checkpoint behind `inner`, from which the layout is detected.
     pub fn new<S: AsRef<str>>(names: &[S], inner: &'a mut dyn WeightSource) -> anyhow::Result<Self> {
-        let layout = X3dLayout::detect(names)?;
+        let layout = detect_layout(names)?;
         let has = |n: &str| names.iter().any(|k| k.as_ref() == n);
         let bn = "s2.pathway0_res0.branch1_bn";
         let fields = ["weight", "bias", "running_mean", "running_var"];
-        let ptv = |n: String| ptv_name(&n).unwrap_or(n);
+        let ptv = |n: String| hub_name(&n).unwrap_or(n);
         let (conv, bns): (String, Vec<String>) = match layout {
-            X3dLayout::PySlowFast => {
+            Layout::Pyslowfast => {
                 ("s2.pathway0_res0.branch1.weight".into(), fields.iter().map(|f| format!("{bn}.{f}")).collect())
             }
-            X3dLayout::PyTorchVideo => (
+            Layout::Hub => (
                 ptv("s2.pathway0_res0.branch1.weight".into()),
                 fields.iter().map(|f| ptv(format!("{bn}.{f}"))).collect(),
             ),
@@ -904,11 +646,11 @@ impl<'a> X3dWeights<'a> {
     }
 
     /// A known layout; for the hub layout the s2 shortcut BN is the identity.
-    pub fn with_layout(layout: X3dLayout, inner: &'a mut dyn WeightSource) -> Self {
-        X3dWeights { layout, identity_s2_shortcut_bn: layout == X3dLayout::PyTorchVideo, inner }
+    pub fn with_layout(layout: Layout, inner: &'a mut dyn WeightSource) -> Self {
+        X3dWeights { layout, identity_s2_shortcut_bn: layout == Layout::Hub, inner }
     }
 
-    pub fn layout(&self) -> X3dLayout {
+    pub fn layout(&self) -> Layout {
         self.layout
     }
 }
@@ -925,9 +667,9 @@ impl WeightSource for X3dWeights<'_> {
             });
         }
         match self.layout {
-            X3dLayout::PySlowFast => self.inner.take(name, shape),
-            X3dLayout::PyTorchVideo => {
-                let ptv = ptv_name(name).with_context(|| format!("no PyTorchVideo name for {name}"))?;
+            Layout::Pyslowfast => self.inner.take(name, shape),
+            Layout::Hub => {
+                let ptv = hub_name(name).with_context(|| format!("no PyTorchVideo name for {name}"))?;
                 self.inner.take(&ptv, shape)
             }
         }

@@ -1,6 +1,6 @@
 //! `coinfer weights …` subcommands (wired into the main CLI by the lead).
 
-use super::pull::{Layout, OFFICIAL, cache_dir, official, pull, recorded_sha256};
+use super::pull::{Layout, cache_dir, official, pull, pullable, recorded_sha256};
 use crate::error::{ErrorKind, classified};
 use std::path::PathBuf;
 
@@ -36,10 +36,10 @@ pub fn run(args: &WeightsArgs) -> anyhow::Result<()> {
             dir,
             sha256,
         } => {
-            let entry = official(model, *layout).ok_or_else(|| {
-                let known: Vec<String> = OFFICIAL
+            let (_, entry) = official(model, *layout).ok_or_else(|| {
+                let known: Vec<String> = pullable()
                     .iter()
-                    .map(|o| format!("{} ({:?})", o.models[0], o.layout).to_lowercase())
+                    .map(|(name, c)| format!("{name} ({:?})", c.layout).to_lowercase())
                     .collect();
                 classified(
                     ErrorKind::Usage,

@@ -1,5 +1,5 @@
 //! Checkpoints: a safe pickle reader, the torch zip and legacy containers, safetensors, pickles of
-//! numpy arrays, one strict tensor store over all of them, BatchNorm folding, the published key maps,
+//! numpy arrays, one strict tensor store over all of them, BatchNorm folding, the published layouts,
 //! and `weights pull` for the official files.
 //!
 //! A model loads like this (names and shapes from the spec; every tensor must be used):
@@ -8,9 +8,6 @@
 //! # fn demo(path: &std::path::Path) -> anyhow::Result<()> {
 //! use coinfer::weights;
 //! let mut store = weights::load(path, &candle_core::Device::Cpu)?;
-//! if store.contains("blocks.0.conv.conv_t.weight") {
-//!     store.rename(weights::layout::x3d_hub_to_pyslowfast)?; // PyTorchVideo hub layout
-//! }
 //! let (w, b) = store.take_conv_bn(
 //!     "s1.pathway0_stem.conv", "s1.pathway0_stem.bn", &[24, 1, 5, 1, 1], 1e-5)?;
 //! let proj = store.take("head.projection.weight", &[400, 2048])?;

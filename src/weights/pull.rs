@@ -13,110 +13,40 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Which published key layout a checkpoint uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Layout {
-    /// facebookresearch/SlowFast model zoo (`x3d_s.pyth`, Caffe2 `.pkl`).
-    Pyslowfast,
-    /// PyTorchVideo hub model zoo (`X3D_S.pyth`, `SLOW_8x8_R50.pyth`, …).
-    Hub,
-}
+pub use super::layout::Layout;
 
-/// One published checkpoint.
+/// One published checkpoint of a model (listed in `models::registry`).
 #[derive(Debug, Clone, Copy)]
-pub struct Official {
-    /// Registry names that select it (first is canonical).
-    pub models: &'static [&'static str],
+pub struct Checkpoint {
     pub layout: Layout,
     pub url: &'static str,
     /// SHA-256 pinned by coinfer, where known (none are published upstream).
     pub sha256: Option<&'static str>,
 }
 
-const fn entry(models: &'static [&'static str], layout: Layout, url: &'static str) -> Official {
-    Official {
-        models,
-        layout,
-        url,
-        sha256: None,
-    }
+/// A model's published checkpoint in `layout` (`None`: its default one), by model name or alias
+/// (case-insensitive): the registry name and the checkpoint.
+pub fn official(model: &str, layout: Option<Layout>) -> Option<(&'static str, &'static Checkpoint)> {
+    let m = crate::models::registry::lookup(model)?;
+    let c = m.checkpoints.iter().find(|c| layout.is_none_or(|l| l == c.layout))?;
+    Some((m.name, c))
 }
 
-/// The model-zoo addresses (spec §10). The first entry of a model is its default layout.
-pub const OFFICIAL: &[Official] = &[
-    entry(
-        &["x3d-xs", "cox3d-xs"],
-        Layout::Pyslowfast,
-        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_xs.pyth",
-    ),
-    entry(
-        &["x3d-s", "cox3d-s"],
-        Layout::Pyslowfast,
-        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth",
-    ),
-    entry(
-        &["x3d-m", "cox3d-m"],
-        Layout::Pyslowfast,
-        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_m.pyth",
-    ),
-    entry(
-        &["x3d-l", "cox3d-l"],
-        Layout::Pyslowfast,
-        "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_l.pyth",
-    ),
-    entry(
-        &["x3d-xs", "cox3d-xs"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_XS.pyth",
-    ),
-    entry(
-        &["x3d-s", "cox3d-s"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_S.pyth",
-    ),
-    entry(
-        &["x3d-m", "cox3d-m"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_M.pyth",
-    ),
-    entry(
-        &["x3d-l", "cox3d-l"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth",
-    ),
-    entry(
-        &["slow-8x8-r50", "slow", "coslow"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOW_8x8_R50.pyth",
-    ),
-    entry(
-        &["slowfast-8x8-r50", "slowfast", "coslowfast"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth",
-    ),
-    entry(
-        &["slowfast-8x8-r50", "slowfast", "coslowfast"],
-        Layout::Pyslowfast,
-        "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/SLOWFAST_8x8_R50.pkl",
-    ),
-    entry(
-        &["i3d-r50", "coi3d-r50"],
-        Layout::Hub,
-        "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth",
-    ),
-];
-
-/// The published entry for a model name (case-insensitive) and layout; `None` layout picks the default.
-pub fn official(model: &str, layout: Option<Layout>) -> Option<&'static Official> {
-    let m = model.to_ascii_lowercase();
-    OFFICIAL
-        .iter()
-        .find(|o| o.models.contains(&m.as_str()) && layout.is_none_or(|l| l == o.layout))
+/// Every published checkpoint with its model's registry name, layout by layout.
+pub fn pullable() -> Vec<(&'static str, &'static Checkpoint)> {
+    use clap::ValueEnum;
+    let mut all = Vec::new();
+    for layout in Layout::value_variants() {
+        for m in crate::models::registry::MODELS {
+            all.extend(m.checkpoints.iter().filter(|c| c.layout == *layout).map(|c| (m.name, c)));
+        }
+    }
+    all
 }
 
 /// The model-zoo address of a model's checkpoint in the given layout.
 pub fn official_url(model: &str, layout: Layout) -> Option<&'static str> {
-    official(model, Some(layout)).map(|o| o.url)
+    official(model, Some(layout)).map(|(_, c)| c.url)
 }
 
 /// `$XDG_CACHE_HOME/coinfer`, else `~/.cache/coinfer`.
@@ -159,7 +89,7 @@ fn part_path(file: &Path) -> PathBuf {
 }
 
 /// The file name a URL downloads to: its last path segment, which must be a plain name.
-fn file_name(url: &str) -> Result<String> {
+pub(crate) fn file_name(url: &str) -> Result<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let name = path.rsplit('/').next().unwrap_or("");
     if name.is_empty()
@@ -385,12 +315,11 @@ mod tests {
             official_url("X3D-L", Layout::Hub),
             Some("https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth")
         );
-        assert_eq!(
-            official("cox3d-m", None).unwrap().layout,
-            Layout::Pyslowfast
-        );
-        assert_eq!(official_url("slow", Layout::Pyslowfast), None);
-        assert_eq!(official("slow", None).unwrap().layout, Layout::Hub);
+        assert_eq!(official("cox3d-m", None).unwrap().1.layout, Layout::Pyslowfast);
+        assert_eq!(official("cox3d-m", None).unwrap().0, "x3d-m");
+        // No model runs these (yet): nothing to pull.
+        assert!(official("slow", None).is_none());
+        assert!(official("i3d", None).is_none());
         assert!(official("resnet", None).is_none());
     }
 
