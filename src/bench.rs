@@ -139,7 +139,8 @@ impl LoadMeter {
             }
             _ => f64::NAN,
         };
-        Load { other_cores, cores, loadavg_1m, noisy: !(other_cores <= 0.2) }
+        // Unmeasured (NaN) counts as noisy.
+        Load { other_cores, cores, loadavg_1m, noisy: other_cores.is_nan() || other_cores > 0.2 }
     }
 }
 

@@ -239,7 +239,7 @@ fn schedule(leaf: &Leaf, per_out: f64, per_in: f64, per_step: &mut [f64]) {
     let t0 = (leaf.upstream.receptive_field + k * c + period) * period;
     for (phase, slot) in per_step.iter_mut().enumerate() {
         let t = t0 + phase;
-        if t < d_up || (t - d_up) % c != 0 {
+        if t < d_up || !(t - d_up).is_multiple_of(c) {
             continue;
         }
         let i = ((t - d_up) / c) as i64;
@@ -248,7 +248,7 @@ fn schedule(leaf: &Leaf, per_out: f64, per_in: f64, per_step: &mut [f64]) {
             let taps = (0..)
                 .map(|j: i64| j)
                 .take_while(|&j| j * s as i64 - p_b as i64 <= i)
-                .filter(|&j| i <= j * s as i64 - p_b as i64 + k as i64 - 1)
+                .filter(|&j| i < j * s as i64 - p_b as i64 + k as i64)
                 .count();
             *slot += per_out / k as f64 * taps as f64;
         } else {

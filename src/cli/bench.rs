@@ -2,7 +2,7 @@
 //! side in one run on this machine.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
@@ -56,7 +56,7 @@ pub struct BenchArgs {
 
 
 /// Preprocessed frames of a video, looped as needed.
-fn video_frames(path: &PathBuf, name: &str, limit: usize) -> anyhow::Result<Vec<Tensor>> {
+fn video_frames(path: &Path, name: &str, limit: usize) -> anyhow::Result<Vec<Tensor>> {
     let spec = models::describe(name, &ModelOptions::default())?.spec;
     let mut src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
     let info = src.info();

@@ -340,11 +340,16 @@ pub struct Outline {
     pub summary: String,
 }
 
+/// Builds a registry variant over weights taken by the model's canonical names.
+pub type BuildFn = fn(&str, &ModelOptions, &mut dyn WeightSource) -> anyhow::Result<Box<dyn StreamModel>>;
+/// A checkpoint store seen through the model's canonical names (its key map).
+pub type CheckpointFn = for<'a> fn(&[String], &'a mut crate::weights::TensorStore) -> anyhow::Result<Box<dyn WeightSource + 'a>>;
+
 /// A model file's entry points, for the registry.
 pub struct Family {
-    pub build: fn(&str, &ModelOptions, &mut dyn WeightSource) -> anyhow::Result<Box<dyn StreamModel>>,
+    pub build: BuildFn,
     pub outline: fn(&str, &ModelOptions) -> anyhow::Result<Outline>,
-    pub checkpoint: for<'a> fn(&[String], &'a mut crate::weights::TensorStore) -> anyhow::Result<Box<dyn WeightSource + 'a>>,
+    pub checkpoint: CheckpointFn,
 }
 
 impl Family {

@@ -94,11 +94,6 @@ pub fn default_weights() -> PathBuf {
     candidates.into_iter().find(|p| p.is_file()).unwrap_or(built)
 }
 
-/// The weights file `opts` selects.
-pub fn weights_path(opts: &ModelOptions) -> PathBuf {
-    opts.weights.clone().unwrap_or_else(default_weights)
-}
-
 /// What the preprocessing needs (docs/models.md, "Preprocessing").
 pub fn spec() -> ModelSpec {
     ModelSpec {
@@ -128,21 +123,7 @@ pub fn build(opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Res
 /// Open the checkpoint `opts` selects (the bundled one by default) and build the model from it;
 /// every tensor of the file must be used.
 pub fn load(opts: &ModelOptions) -> anyhow::Result<CoI3d> {
-    let path = weights_path(opts);
-    if !path.is_file() {
-        return Err(classified(
-            ErrorKind::NoInput,
-            format!(
-                "I3D weights not found at {} (set {WEIGHTS_DIR_ENV} to the folder holding {}, or pass --weights)",
-                path.display(),
-                Path::new(DEFAULT_WEIGHTS).file_name().and_then(|f| f.to_str()).unwrap_or(DEFAULT_WEIGHTS),
-            ),
-        ));
-    }
-    let mut store = crate::weights::load(&path, &Device::Cpu)?;
-    let model = build(opts, &mut store)?;
-    store.finish()?;
-    Ok(model)
+    super::load_with(NAME, opts, <I3d as Architecture>::build)
 }
 
 /// Network geometry and head options.

@@ -2,6 +2,11 @@
 //!
 //! A model consumes one preprocessed frame per step (on its own timeline, `ModelSpec::fps`) and emits
 //! class probabilities whenever its continual network produces an output.
+//!
+//! Layout: [`classifier`] is the streaming classifier every model shares; a model file (`x3d.rs`,
+//! `i3d.rs`) is its config with named variants, a builder of the backbone and head layers, the clip
+//! path and the checkpoint key map (an [`Architecture`]); [`registry`] lists the models and their
+//! published checkpoints. A new model is its file and one registry entry.
 
 pub mod classifier;
 pub mod i3d;
@@ -187,16 +192,27 @@ pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescript
 
 /// Build a built-in model with its weights (the default file, or `opts.weights`), ready to stream.
 pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamModel>> {
+    load_with(name, opts, registry::find(name)?.family.build)
+}
+
+/// Open the checkpoint `opts` selects for the built-in model `name` and build the model with
+/// `build`, the tensors read through the model's key map; every tensor of the file must be used.
+pub fn load_with<T>(
+    name: &str,
+    opts: &ModelOptions,
+    build: impl FnOnce(&str, &ModelOptions, &mut dyn WeightSource) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let entry = registry::find(name)?;
     let path = entry.weights_path(opts)?;
     let name = entry.name;
     if !path.is_file() {
+        let advice = match entry.weights {
+            registry::DefaultWeights::Pulled => format!("run `coinfer weights pull {name}`"),
+            registry::DefaultWeights::Bundled(_) => format!("set {} to the folder holding the bundled file", i3d::WEIGHTS_DIR_ENV),
+        };
         return Err(crate::error::classified(
             crate::error::ErrorKind::NoInput,
-            format!(
-                "no weights for {name} at {}: run `coinfer weights pull {name}` or pass --weights FILE",
-                path.display()
-            ),
+            format!("no weights for {name} at {}: {advice} or pass --weights FILE", path.display()),
         ));
     }
     let mut store = crate::weights::load(&path, &candle_core::Device::Cpu)?;
@@ -204,7 +220,7 @@ pub fn build(name: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn StreamMo
     let names = store.names().to_vec();
     let model = {
         let mut source = (entry.family.checkpoint)(&names, &mut store)?;
-        (entry.family.build)(name, opts, &mut *source)?
+        build(name, opts, &mut *source)?
     };
     store.finish().map_err(|e| {
         crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display()))

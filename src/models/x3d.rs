@@ -72,24 +72,18 @@ pub struct X3dConfig {
 }
 
 impl X3dConfig {
-    /// The four official Kinetics-400 variants (docs/models.md, "X3D").
+    /// One of the four official Kinetics-400 variants ([`VARIANTS`]).
     pub fn variant(name: &str) -> anyhow::Result<Self> {
         let canonical = name.to_ascii_lowercase();
         let short = canonical.strip_prefix("co").unwrap_or(&canonical);
-        let (t, tau, crop, blocks) = match short {
-            "x3d-xs" => (4, 12, 160, [3, 5, 11, 7]),
-            "x3d-s" => (13, 6, 160, [3, 5, 11, 7]),
-            "x3d-m" => (16, 5, 224, [3, 5, 11, 7]),
-            "x3d-l" => (16, 5, 312, [5, 10, 25, 15]),
-            _ => {
-                return Err(classified(
-                    ErrorKind::Usage,
-                    format!("unknown X3D variant '{name}' (known: {})", variants().join(", ")),
-                ));
-            }
+        let Some(&(name, t, tau, crop, blocks)) = VARIANTS.iter().find(|v| v.0 == short) else {
+            return Err(classified(
+                ErrorKind::Usage,
+                format!("unknown X3D variant '{name}' (known: {})", variants().join(", ")),
+            ));
         };
         Ok(X3dConfig {
-            name: short.to_string(),
+            name: name.to_string(),
             dim_c1: 12,
             width_factor: 2.0,
             blocks,
@@ -148,9 +142,18 @@ pub fn round_width(w: f64, m: f64, min_width: usize, divisor: usize) -> usize {
     out
 }
 
+/// The official variants, in size order (docs/models.md, "X3D"): name, clip length T, sampling
+/// rate τ, crop, blocks of s2..s5. Every other hyper-parameter is shared (see [`X3dConfig::variant`]).
+pub const VARIANTS: [(&str, usize, usize, usize, [usize; 4]); 4] = [
+    ("x3d-xs", 4, 12, 160, [3, 5, 11, 7]),
+    ("x3d-s", 13, 6, 160, [3, 5, 11, 7]),
+    ("x3d-m", 16, 5, 224, [3, 5, 11, 7]),
+    ("x3d-l", 16, 5, 312, [5, 10, 25, 15]),
+];
+
 /// The built-in variants, in size order.
 pub fn variants() -> Vec<&'static str> {
-    vec!["x3d-xs", "x3d-s", "x3d-m", "x3d-l"]
+    VARIANTS.iter().map(|v| v.0).collect()
 }
 
 // ------------------------------------------------------------------------------------------------
