@@ -68,6 +68,18 @@ impl Labels {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+
+    /// A usage error unless there is exactly one name per class of `model` (checked before any frame,
+    /// since names are looked up by class id).
+    pub fn check_fits(&self, model: &str, num_classes: usize) -> anyhow::Result<()> {
+        if self.len() == num_classes {
+            return Ok(());
+        }
+        Err(classified(
+            ErrorKind::Usage,
+            format!("the labels ({}) have {} names but model {model} has {num_classes} classes", self.source, self.len()),
+        ))
+    }
 }
 
 /// One name per line; surrounding blanks and a trailing empty line are dropped.
@@ -143,6 +155,15 @@ mod tests {
         assert_eq!(parse_text("run\n jump, high \nswim\n\n"), want);
         assert_eq!(parse_json(r#"{"swim": 2, "run": 0, "jump, high": 1}"#).unwrap(), want);
         assert_eq!(parse_csv("id,name\n1,\"jump, high\"\n0,run\n2,swim\n").unwrap(), want);
+    }
+
+    #[test]
+    fn check_fits_wants_one_name_per_class() {
+        let l = Labels::from_names("two.txt", vec!["a".into(), "b".into()]);
+        assert!(l.check_fits("m", 2).is_ok());
+        let err = l.check_fits("m", 3).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), ErrorKind::Usage);
+        assert_eq!(err.to_string(), "the labels (two.txt) have 2 names but model m has 3 classes");
     }
 
     #[test]

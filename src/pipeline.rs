@@ -84,7 +84,7 @@ impl<'l> Reporter<'l> {
             anyhow::bail!("model output at step {}: {} class scores, expected {}", origin.step, probs.len(), self.classes);
         }
         let smoothed = self.smoother.push(probs);
-        rank(smoothed, &mut self.order);
+        rank_classes(smoothed, &mut self.order, f32::total_cmp);
         let labels = self.labels;
         self.top.clear();
         self.top.extend(
@@ -133,13 +133,7 @@ pub fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<Summary> {
     let classes = model.spec().num_classes;
-    anyhow::ensure!(
-        labels.len() == classes,
-        crate::error::classified(
-            crate::error::ErrorKind::Usage,
-            format!("the labels ({}, {} names) do not match the model's {classes} classes", labels.source, labels.len()),
-        )
-    );
+    labels.check_fits(&model.spec().name, classes)?;
     let shape = model.shape();
     let start = Instant::now();
     let mut reporter = Reporter {
@@ -281,12 +275,13 @@ pub fn run(
     }
 }
 
-/// Order class ids by descending score (ties: lower id first), reusing `order`.
-fn rank(scores: &[f32], order: &mut [usize]) {
+/// Fills `order` with the class ids by descending score, ties by ascending id: a total order (NaN too,
+/// through `total_cmp`, e.g. `f32::total_cmp`), so every caller ranks the same scores the same way.
+pub fn rank_classes<S>(scores: &[S], order: &mut [usize], total_cmp: impl Fn(&S, &S) -> std::cmp::Ordering) {
     for (i, o) in order.iter_mut().enumerate() {
         *o = i;
     }
-    order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order.sort_unstable_by(|&a, &b| total_cmp(&scores[b], &scores[a]).then(a.cmp(&b)));
 }
 
 /// Nearest-rank percentile of sorted values, rounded to microseconds.
@@ -459,7 +454,11 @@ mod tests {
     #[test]
     fn ranks_by_score_then_id() {
         let mut order = vec![0; 4];
-        rank(&[0.1, 0.4, 0.1, 0.4], &mut order);
+        rank_classes(&[0.1f32, 0.4, 0.1, 0.4], &mut order, f32::total_cmp);
         assert_eq!(order, vec![1, 3, 0, 2]);
+        // NaN is ordered too (a positive NaN above every number), never a panic or an arbitrary order.
+        let mut order = vec![0; 3];
+        rank_classes(&[1.0f64, f64::NAN, 2.0], &mut order, f64::total_cmp);
+        assert_eq!(order, vec![1, 2, 0]);
     }
 }

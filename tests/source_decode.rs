@@ -311,7 +311,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
 
 #[test]
 fn sample_clip_rgb_matches_the_ffmpeg_cli() {
-    // VP9 yuv420p tagged BT.709 limited range: the reference decode of models-i3d.md §5.2.
+    // VP9 yuv420p tagged BT.709 limited range: the reference decode (docs/models.md, "Preprocessing").
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/sports2d-demo.mp4");
     let mut src = open(sample.to_str().unwrap(), &OpenOptions::default()).unwrap();
     let info = src.info().clone();

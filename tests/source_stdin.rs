@@ -25,6 +25,8 @@ fn pipe_to_stdin(cmd: &str, args: &[&str]) -> Child {
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
+    // SAFETY: dup2 on two open descriptors (the pipe's read end, and fd 0); nothing in this binary reads fd 0
+    // while it is replaced (one test function).
     assert_eq!(unsafe { dup2(out.as_raw_fd(), 0) }, 0);
     drop(out); // fd 0 keeps the pipe open
     child
@@ -131,8 +133,9 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     assert!(got.is_empty());
 
     // Interrupt (last: the flag is global): an endless live y4m stream ends cleanly soon after the request.
-    let mut child = Command::new("ffmpeg")
-        .args([
+    let mut child = pipe_to_stdin(
+        "ffmpeg",
+        &[
             "-hide_banner",
             "-loglevel",
             "error",
@@ -145,13 +148,8 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
             "-f",
             "yuv4mpegpipe",
             "-",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    assert_eq!(unsafe { dup2(out.as_raw_fd(), 0) }, 0);
-    drop(out);
+        ],
+    );
     let mut src = open("-", &OpenOptions::default()).unwrap();
     for _ in 0..3 {
         assert!(src.next_frame(&mut f).unwrap());

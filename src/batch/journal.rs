@@ -105,10 +105,10 @@ impl Journal {
         let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text);
         let mut done = HashSet::new();
         for row in reader.records().flatten() {
-            if let (Some(path), Some(size), Some(mtime)) = (row.get(1), row.get(2), row.get(3)) {
-                if let (Ok(size), Ok(mtime_ns)) = (size.parse(), mtime.parse()) {
-                    done.insert(ClipId { path: path.to_string(), size, mtime_ns });
-                }
+            if let (Some(path), Some(size), Some(mtime)) = (row.get(1), row.get(2), row.get(3))
+                && let (Ok(size), Ok(mtime_ns)) = (size.parse(), mtime.parse())
+            {
+                done.insert(ClipId { path: path.to_string(), size, mtime_ns });
             }
         }
         Ok(done)

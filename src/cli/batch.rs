@@ -154,8 +154,8 @@ impl ClipLabeler for ModelLabeler {
             return Err(classified(ErrorKind::Data, format!("{}: no frames decoded", path.display())));
         }
         let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
-        let mut order: Vec<usize> = (0..classes).collect();
-        order.sort_by(|&a, &b| mean[b].total_cmp(&mean[a]).then(a.cmp(&b)));
+        let mut order = vec![0; classes];
+        pipeline::rank_classes(&mean, &mut order, f64::total_cmp);
         let top = order
             .iter()
             .take(self.top_k)
@@ -181,9 +181,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: Fill::Replicate, pool: args.pool };
     // Fail before any clip if the model or its weights are wrong.
     let desc = models::describe(&args.model, &model_opts)?;
-    if labels.len() != desc.spec.num_classes {
-        return Err(classified(ErrorKind::Usage, format!("the labels have {} names but the model has {} classes", labels.len(), desc.spec.num_classes)));
-    }
+    labels.check_fits(&args.model, desc.spec.num_classes)?;
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }

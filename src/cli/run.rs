@@ -204,18 +204,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         pool: args.pool.map(|p| p as usize),
     };
     let desc = models::describe(&args.model, &model_opts)?;
-    if labels.len() != desc.spec.num_classes {
-        return Err(classified(
-            ErrorKind::Usage,
-            format!(
-                "the labels ({}) have {} names but model {} has {} classes",
-                labels.source,
-                labels.len(),
-                args.model,
-                desc.spec.num_classes
-            ),
-        ));
-    }
+    labels.check_fits(&args.model, desc.spec.num_classes)?;
 
     let open_opts = OpenOptions {
         raw: args.raw.map(|(width, height)| RawVideo { width, height, pix_fmt: args.pix_fmt.clone() }),

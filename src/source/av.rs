@@ -9,7 +9,7 @@ use ffmpeg_next::ffi::*;
 use ffmpeg_next::format::context::Input;
 use ffmpeg_next::{Error as AvError, Packet, codec, frame};
 
-use super::convert::{Picture, RgbConverter};
+use super::convert::{Picture, RgbConverter, pixel_format};
 use super::{Frame, FrameSelector, FrameSource, OpenOptions, SourceInfo};
 use crate::error::{ErrorKind, classified, kind_of};
 
@@ -113,6 +113,8 @@ impl AvSource {
             .map_err(|_| classified(ErrorKind::Usage, "input name contains a NUL byte"))?;
 
         let mut ps: *mut AVFormatContext;
+        // SAFETY: libavformat calls on pointers checked for null, NUL-terminated strings that outlive the
+        // calls, and a context that `Input` owns as soon as it is open (`Input` closes it on drop).
         unsafe {
             let mut fmt: *const AVInputFormat = ptr::null();
             if let Some(name) = &format_name {
@@ -169,19 +171,23 @@ impl AvSource {
         }
     }
 
-    unsafe fn from_input(
+    fn from_input(
         name: &str,
         mut input: Input,
         opts: &OpenOptions,
         is_stream: bool,
     ) -> anyhow::Result<Self> {
+        // SAFETY: `input` owns an open format context whose stream information has been read; the context
+        // lives on the C heap as long as `input` does, wherever `input` moves.
         let ctx = unsafe { input.as_mut_ptr() };
+        // SAFETY: `ctx` is a live, opened context (above).
         let stream_index = unsafe { pick_video_stream(ctx) }.ok_or_else(|| {
             classified(
                 ErrorKind::Data,
                 format!("{name}: no video stream (not a video file?)"),
             )
         })?;
+        // SAFETY: `ctx` is live and holds `nb_streams` valid stream pointers.
         unsafe {
             // Only the chosen stream is demuxed into packets we read.
             for i in 0..(*ctx).nb_streams as usize {
@@ -192,9 +198,13 @@ impl AvSource {
         }
         // Skipping frames assumes one output frame per packet: not so for interlaced video, where a
         // field can come in a packet of its own.
+        // SAFETY: `stream_index < nb_streams` of the live `ctx`, and every stream has its parameters;
+        // the field order is read as the integer it is in C (a demuxer could store a value the bindings
+        // lack), `repr(u32)` in the bindings.
         let progressive = unsafe {
             let par = (**(*ctx).streams.add(stream_index)).codecpar;
-            matches!((*par).field_order, AVFieldOrder::AV_FIELD_PROGRESSIVE | AVFieldOrder::AV_FIELD_UNKNOWN)
+            let order = (&raw const (*par).field_order).cast::<u32>().read();
+            order == AVFieldOrder::AV_FIELD_PROGRESSIVE as u32 || order == AVFieldOrder::AV_FIELD_UNKNOWN as u32
         };
         let stream = input
             .stream(stream_index)
@@ -238,6 +248,7 @@ impl AvSource {
             )
         })?;
         let codec_id = cctx.id();
+        // SAFETY: `cctx` owns a live codec context that is not opened yet, when these fields may be set.
         unsafe {
             let c = cctx.as_mut_ptr();
             (*c).pkt_timebase = tb.into();
@@ -305,27 +316,49 @@ impl AvSource {
             _ => self.last_pts.map_or(0.0, |p| p + self.fallback_step),
         };
         self.last_pts = Some(pts);
-        let f = unsafe { &*self.decoded.as_ptr() };
+        // Fields are read through the raw pointer, never through a reference to the whole frame: its C
+        // enum fields may hold values these bindings lack.
+        // SAFETY: `decoded` owns a live AVFrame (from `frame::Video::empty`, filled by the decoder).
+        let f = unsafe { self.decoded.as_ptr() };
+        // SAFETY: as above.
+        let (width, height) = unsafe { ((*f).width, (*f).height) };
         out.index = self.next_index;
         out.pts = pts;
-        out.width = f.width as u32;
-        out.height = f.height as u32;
+        out.width = width as u32;
+        out.height = height as u32;
         self.next_index += 1;
         if !selector.feed(pts) {
             return Ok(false);
         }
-        let format: AVPixelFormat =
-            unsafe { std::mem::transmute::<c_int, AVPixelFormat>(f.format) };
-        let pic = Picture {
-            data: [f.data[0], f.data[1], f.data[2], f.data[3]].map(|p| p as *const u8),
-            linesize: [f.linesize[0], f.linesize[1], f.linesize[2], f.linesize[3]],
-            format,
-            width: f.width,
-            height: f.height,
-            color_space: f.colorspace,
-            color_range: f.color_range,
+        // SAFETY: as above; the colour tags are `repr(u32)` enums in the bindings, read as the integers
+        // they are in C.
+        let (raw_format, data, linesize, color_space, color_range) = unsafe {
+            (
+                (*f).format,
+                (*f).data,
+                (*f).linesize,
+                (&raw const (*f).colorspace).cast::<u32>().read() as c_int,
+                (&raw const (*f).color_range).cast::<u32>().read() as c_int,
+            )
         };
-        self.conv.convert(&pic, &mut out.rgb)?;
+        let format = pixel_format(raw_format).ok_or_else(|| {
+            classified(
+                ErrorKind::Data,
+                format!("the decoder output pixel format #{raw_format}, unknown to the FFmpeg headers of this build"),
+            )
+        })?;
+        let pic = Picture {
+            data: [data[0], data[1], data[2], data[3]].map(|p| p as *const u8),
+            linesize: [linesize[0], linesize[1], linesize[2], linesize[3]],
+            format,
+            width,
+            height,
+            color_space,
+            color_range,
+        };
+        // SAFETY: the planes are those the decoder wrote into `decoded` for this format and size; they stay
+        // untouched until the next `receive_frame`, after this call.
+        unsafe { self.conv.convert(&pic, &mut out.rgb)? };
         Ok(true)
     }
 
@@ -446,7 +479,13 @@ unsafe extern "C" fn interrupt_cb(_opaque: *mut std::os::raw::c_void) -> c_int {
 }
 
 /// The best video stream that is a real video (not cover art), as FFmpeg ranks them.
+///
+/// # Safety
+/// `ctx` must be a live format context whose streams have been read.
 unsafe fn pick_video_stream(ctx: *mut AVFormatContext) -> Option<usize> {
+    // SAFETY: `ctx` is live (this function's contract); streams are only indexed below `nb_streams` (the
+    // index `av_find_best_stream` returns is one of them). The codec type is set by libavformat itself to
+    // one of its known values.
     unsafe {
         let n = (*ctx).nb_streams as usize;
         let is_video = |i: usize| {

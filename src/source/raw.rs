@@ -56,6 +56,7 @@ impl RawSource {
             ));
         }
         let format = parse_pixel_format(&raw.pix_fmt)?;
+        // SAFETY: a pure computation on a pixel format that has a descriptor (checked by the parse).
         let frame_bytes = unsafe { av_image_get_buffer_size(format, w as c_int, h as c_int, 1) };
         if frame_bytes <= 0 || frame_bytes as usize > MAX_FRAME_BYTES {
             return Err(classified(
@@ -117,12 +118,15 @@ fn parse_pixel_format(name: &str) -> anyhow::Result<AVPixelFormat> {
     if fmt == AVPixelFormat::AV_PIX_FMT_NONE {
         return Err(bad());
     }
+    // SAFETY: `av_pix_fmt_desc_get` takes any format and returns null or a static descriptor.
     let desc = unsafe { av_pix_fmt_desc_get(fmt) };
     // Hardware and bitstream formats have no bytes we could read.
     if desc.is_null()
+        // SAFETY: `desc` is a non-null static descriptor (checked just before).
         || unsafe { (*desc).flags }
             & (AV_PIX_FMT_FLAG_HWACCEL as u64 | AV_PIX_FMT_FLAG_BITSTREAM as u64)
             != 0
+        // SAFETY: a lookup that takes any format.
         || unsafe { sws_isSupportedInput(fmt) } == 0
     {
         return Err(bad());
@@ -195,6 +199,8 @@ impl FrameSource for RawSource {
         if !direct {
             let mut data = [ptr::null_mut::<u8>(); 4];
             let mut linesize = [0 as c_int; 4];
+            // SAFETY: `buf` holds `frame_bytes` = av_image_get_buffer_size(format, w, h, 1) bytes, exactly
+            // what the plane layout with alignment 1 that this fills in covers.
             unsafe {
                 av_image_fill_arrays(
                     data.as_mut_ptr(),
@@ -212,10 +218,12 @@ impl FrameSource for RawSource {
                 format: self.format,
                 width: w as c_int,
                 height: h as c_int,
-                color_space: AVColorSpace::AVCOL_SPC_UNSPECIFIED,
-                color_range: AVColorRange::AVCOL_RANGE_UNSPECIFIED,
+                color_space: AVColorSpace::AVCOL_SPC_UNSPECIFIED as c_int,
+                color_range: AVColorRange::AVCOL_RANGE_UNSPECIFIED as c_int,
             };
-            self.conv.convert(&pic, &mut frame.rgb)?;
+            // SAFETY: the planes lie in `buf`, filled in just above for this format and size, which is
+            // not touched again before the call returns.
+            unsafe { self.conv.convert(&pic, &mut frame.rgb)? };
         }
         frame.index = index;
         frame.pts = index as f64 / self.fps;

@@ -2,7 +2,7 @@
 //! numpy arrays, one strict tensor store over all of them, BatchNorm folding, the published layouts,
 //! and `weights pull` for the official files.
 //!
-//! A model loads like this (names and shapes from the spec; every tensor must be used):
+//! A model loads like this (names and shapes as in (docs/models.md, "Checkpoint layouts"); every tensor must be used):
 //!
 //! ```no_run
 //! # fn demo(path: &std::path::Path) -> anyhow::Result<()> {
