@@ -1,7 +1,7 @@
 //! From decoded frames to network inputs: which frames feed the model's timeline (`Resampler`), and
 //! how one RGB frame becomes a `(3, crop, crop)` tensor (`Preprocessor`).
 //!
-//! The spatial pipeline is the reference one of the design (models-i3d.md §5.2, models-x3d-slowfast.md §5):
+//! The spatial pipeline is the reference one of the models (docs/models.md, "Preprocessing"):
 //! 1. short-side resize: the short side becomes `resize_short`, the long side
 //!    `floor((long / short) * resize_short)` (computed in f64 as the Python references do); no resize when the
 //!    short side already has that length;
@@ -33,7 +33,7 @@ use crate::source::Frame;
 /// window ends after the step's time (`t_n < end_i`; a tie goes to the later frame). Consequences:
 /// * constant rate: this is "nearest frame in time", decided without waiting for the next frame. On a
 ///   30 fps source at 25 fps model step `n` takes source frame `round(n·30/25) = floor((12n+5)/10)`
-///   (models-i3d.md §5.2); at 30/6 = 5 fps it takes frame `6n`;
+///   (docs/models.md, "Preprocessing"); at 30/6 = 5 fps it takes frame `6n`;
 /// * variable rate: nearest in time as long as the next interval equals the last one;
 /// * gaps (dropped frames, a stalled stream): steps that fall in the gap are fed by the first frame after it
 ///   (it is repeated; `feed` returns more than 1), and the smaller-interval rule keeps a long gap from
