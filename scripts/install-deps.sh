@@ -35,6 +35,6 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "install-deps: cargo not found; install a Rust toolchain (1.85 or newer, edition 2024) first" >&2
+  echo "install-deps: cargo not found; install a Rust toolchain (1.89 or newer) first" >&2
   exit 1
 fi
