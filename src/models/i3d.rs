@@ -16,8 +16,7 @@ use super::{
     Fill, ModelDescription, ModelOptions, ModelSpec, Normalize, StreamModel, StreamShape, WeightSource, softmax_mean,
 };
 use crate::weights::BatchNorm;
-use crate::engine::schedule::tf_same_pads;
-use crate::engine::spatial::Pad2d;
+use crate::engine::{Pad2d, tf_same_pads};
 use crate::engine::{
     Chw, Frame, Layer, LayerReport, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool,
     Temporal, TemporalConv, TemporalPad, TemporalPool,
@@ -398,7 +397,7 @@ impl StreamModel for CoI3d {
     /// `pool − 1` positions the mean is over the positions that exist, so the first label comes with
     /// the first position (step 62) rather than `pool − 1` positions later.
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.step_in_session(frame, probs))
+        crate::engine::session(|| self.step_in_session(frame, probs))
     }
 
     fn reset(&mut self) {

@@ -28,7 +28,7 @@ use candle_core::{D, Tensor};
 use crate::weights::BatchNorm;
 use crate::engine::{
     Chw, Delay, Frame, FrameRef, Layer, LayerReport, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool,
-    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, relay::Relay, scratch::Scratch,
+    SqueezeExcite, Temporal, TemporalConv, TemporalPad, TemporalPool, Relay, Scratch,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{
@@ -522,7 +522,7 @@ impl CoX3d {
     /// One frame of the stream, planar `(3, S, S)` values; on an output, the class probabilities
     /// (softmax per head position, then mean) go to `probs` and this returns true.
     pub fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.step_in_session(frame, probs))
+        crate::engine::session(|| self.step_in_session(frame, probs))
     }
 
     fn step_in_session(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
@@ -561,7 +561,7 @@ impl CoX3d {
         let (relay, head) = (&mut self.relay, &mut self.head);
         let mut emit = |feat: FrameRef<'_>| Self::classify(head, feat, probs);
         let layers = self.backbone.units_mut()?;
-        Ok(crate::engine::team::session(|| relay.drain(layers, &mut emit))?)
+        Ok(crate::engine::session(|| relay.drain(layers, &mut emit))?)
     }
 
     /// Switch between splitting every operation across the threads and the two-stage pipeline (with
@@ -697,7 +697,7 @@ impl StreamModel for CoX3d {
 
     /// Each layer sees its copies once (see `Layer::prime`).
     fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        crate::engine::team::session(|| self.prime_in_session(frame, n, probs))
+        crate::engine::session(|| self.prime_in_session(frame, n, probs))
     }
 
     fn reset(&mut self) {
