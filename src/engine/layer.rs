@@ -5,8 +5,9 @@
 use candle_core::{Result, Tensor};
 
 use crate::engine::kernels::Activation;
-use crate::engine::stream::{Frame, FrameRef, InputSlot, Lender};
-use crate::engine::{Chw, LayerReport, PadMode, Temporal};
+use crate::engine::stream::{Frame, FrameRef, InputSlot, Lender, TemporalPad};
+use crate::engine::timing;
+use crate::engine::{Chw, PadMode, Temporal};
 
 /// A continual layer. A new layer implements `forward`, `step_frame`, `flush_frames`, `reset`,
 /// `temporal` and `report` (and an empty `impl Fusion`); the rest have defaults.
@@ -95,6 +96,27 @@ pub trait Fusion {
     fn scratch_lender(&self) -> Option<Lender> {
         None
     }
+}
+
+/// What a layer computes, for cost counting and `--per-layer` tables; containers list their parts.
+#[derive(Debug, Clone, Default)]
+pub struct LayerReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub input: Chw,
+    pub output: Chw,
+    /// Multiply-accumulates per emitted output frame (all temporal taps included).
+    pub macs_per_output: u64,
+    pub temporal: Temporal,
+    /// Temporal padding of a window op (conv or pool); `None` for layers that keep the frame count.
+    pub pad: Option<TemporalPad>,
+    /// A BatchNorm was folded into this conv (counted separately in the paper's FLOP convention).
+    pub bn: bool,
+    /// The conv adds a bias of its own (not a folded BN).
+    pub bias: bool,
+    pub children: Vec<LayerReport>,
+    /// Time spent in this layer's steps while [`timing`] was on (set by the container).
+    pub step_time: Option<timing::StepTime>,
 }
 
 /// [`Layer::prime`] the plain way: step `x` `n` times; the outputs emitted and the last step's output.

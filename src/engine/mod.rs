@@ -30,7 +30,7 @@ pub mod timing;
 
 pub use clip::{SpatialConv, SpatialPool};
 pub use kernels::{Activation, Pad2d};
-pub use layer::{Fusion, Layer, forward_steps, prime_by_stepping};
+pub use layer::{Fusion, Layer, LayerReport, forward_steps, prime_by_stepping};
 pub use layers::{Delay, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv, TemporalPool};
 pub use stream::{Fill, Frame, FrameRef, InputSlot, Scratch, TemporalPad, tf_same_pads};
 pub use threads::Relay;
@@ -93,25 +93,4 @@ impl Chw {
     pub fn numel(&self) -> usize {
         self.c * self.h * self.w
     }
-}
-
-/// What a layer computes, for cost counting and `--per-layer` tables; containers list their parts.
-#[derive(Debug, Clone, Default)]
-pub struct LayerReport {
-    pub name: String,
-    pub kind: &'static str,
-    pub input: Chw,
-    pub output: Chw,
-    /// Multiply-accumulates per emitted output frame (all temporal taps included).
-    pub macs_per_output: u64,
-    pub temporal: Temporal,
-    /// Temporal padding of a window op (conv or pool); `None` for layers that keep the frame count.
-    pub pad: Option<TemporalPad>,
-    /// A BatchNorm was folded into this conv (counted separately in the paper's FLOP convention).
-    pub bn: bool,
-    /// The conv adds a bias of its own (not a folded BN).
-    pub bias: bool,
-    pub children: Vec<LayerReport>,
-    /// Time spent in this layer's steps while [`timing`] was on (set by the container).
-    pub step_time: Option<timing::StepTime>,
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::engine::Fill;
+use crate::engine::stream::Fill;
 
 /// Pad a clip `(T, C, H, W)` along time with `before`/`after` frames: zeros, or copies of the edge frames.
 pub fn pad_time(x: &Tensor, before: usize, after: usize, fill: Fill) -> Result<Tensor> {

@@ -1,6 +1,6 @@
 //! Continual 3-D convolution: a temporal kernel of `k` spatial convolutions (taps) over the same weights
 //! in clip and step form. In step form, the partial sums of pending outputs are accumulated tap by tap
-//! (the accumulator form of models-x3d-slowfast.md §2.1) and the (folded) bias is added once at emission.
+//! (docs/continual.md, "Pending sums") and the (folded) bias is added once at emission.
 
 use candle_core::{DType, Result, Tensor, bail};
 
@@ -69,7 +69,7 @@ const MAX_WINDOW: usize = 8;
 ///
 /// Frames are kept with the conv's spatial zero padding around them (written once; a new frame
 /// overwrites the interior only), so that every output pixel runs the kernel's fast interior path;
-/// and, where the CPU has the kernel for it, in 16-channel blocks ([`Window::depthwise_sum_blocked`]).
+/// and, where the CPU has the kernel for it, in 16-channel blocks ([`Window::depthwise_blocked_rows`]).
 #[derive(Debug, Clone, Default)]
 struct FrameWindow {
     /// Input `t` lives in slot `t mod k`, padded.

@@ -154,6 +154,8 @@ mod tests {
 
     #[test]
     fn a_slot_is_one_buffer_per_thread_that_keeps_its_contents() {
+        // SAFETY (every lend and release here): no slice is used after the next lend or release of
+        // its lender.
         let (dw, ex) = (ScratchOutput::new(Scratch::Depthwise), ScratchOutput::new(Scratch::Excite));
         let a = unsafe { dw.lend(8) }.unwrap();
         a.copy_from_slice(&[1.0; 8]);
@@ -170,6 +172,8 @@ mod tests {
 
     #[test]
     fn a_lent_slot_is_refused_to_another_layer_until_released() {
+        // SAFETY (every lend and release here): the slices are only compared, never used after a
+        // lend that may move the buffer.
         let (first, second) = (ScratchOutput::new(Scratch::Depthwise), ScratchOutput::new(Scratch::Depthwise));
         let out = unsafe { first.lend(16) }.unwrap();
         let (start, len) = (out.as_ptr(), out.len());

@@ -41,8 +41,10 @@ pub fn matmul_into(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], layout: R
         let chunks = chunks.clamp(1, blocks);
         let rows = |i: usize| (chunk_start(blocks, chunks, i) * 8).min(m)..(chunk_start(blocks, chunks, i + 1) * 8).min(m);
         if chunks == 1 {
+            // SAFETY: as above, one chunk.
             return unsafe { w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, 0..panels) };
         }
+        // SAFETY: as above, disjoint row blocks.
         team::for_each_chunk(chunks, &|i| unsafe { w.matmul_into(m, lhs, rows(i), base.at(0), layout, store, 0..panels) });
     }
 }
