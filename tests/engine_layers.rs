@@ -1,10 +1,12 @@
 //! Layer-level equivalence of the continual engine against a naive direct 3-D convolution / pooling
 //! written here from the definition (loops over every index), randomised over shapes, kernels,
-//! paddings, strides, groups and fills (models-x3d-slowfast.md §8, models-i3d.md §8).
+//! paddings, strides, groups and fills (docs/continual.md, "Equivalence"). The whole file runs again
+//! under each lower kernel level the CPU has (`COINFER_ISA`), so that every kernel path is checked.
 
 use candle_core::{Device, Tensor};
+use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
-    Delay, Fill, Layer, PadMode, Parallel, PoolKind, Reduce, Sequential, TemporalConv, TemporalPad,
+    Delay, Fill, Frame, Layer, PadMode, Parallel, PoolKind, Reduce, Scratch, Sequential, TemporalConv, TemporalPad,
     TemporalPool, forward_steps,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -380,5 +382,80 @@ fn priming_equals_stepping_for_every_window_layer() {
             let b = primed.step_frame(frames[t % 6].as_ref()).unwrap().map(|y| y.to_frame().data);
             assert_eq!(a, b, "n={n}, step {t} after priming");
         }
+    }
+}
+
+/// Depthwise convs lending their outputs from a scratch slot give the same outputs as with their own
+/// buffers when the next layer consumes them; two consecutive layers on one slot, an output passed
+/// on by the next layer, or a lent output that nobody released are refused (a step error), not a
+/// use-after-free.
+#[test]
+fn scratch_outputs_are_checked() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let c = 20;
+    let mut rand_t = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    };
+    let (ww, bw, wp) = (rand_t(&[c, 1, 3, 3, 3]), rand_t(&[c]), rand_t(&[c, c, 1, 1, 1]));
+    let frames: Vec<Frame> = (0..5).map(|_| Frame::from_tensor(&rand_t(&[1, c, 7, 6])).unwrap()).collect();
+    let dw = |slot: Option<Scratch>| {
+        let conv = TemporalConv::new("dw", &ww, Some(&bw), 1, TemporalPad::symmetric(1), 1, [1; 4], c, Fill::Replicate).unwrap();
+        match slot {
+            Some(slot) => conv.with_scratch_output(slot),
+            None => conv,
+        }
+    };
+    let pw = || TemporalConv::pointwise("pw", &wp, None).unwrap();
+    let run = |net: &mut Sequential| -> Result<Vec<Option<Vec<f32>>>, String> {
+        (0..12).map(|t| net.step_frame(frames[t % 5].as_ref()).map(|y| y.map(|y| y.data.to_vec())).map_err(|e| e.to_string())).collect()
+    };
+
+    let mut own = Sequential::new("own", vec![Box::new(dw(None)), Box::new(pw())]);
+    let mut lent = Sequential::new("lent", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())]);
+    let want = run(&mut own).unwrap();
+    assert_eq!(run(&mut lent).unwrap(), want, "scratch outputs consumed by the next layer");
+    // Two such chains one after the other share the slot, each releasing it.
+    let mut twice = Sequential::new("twice", vec![Box::new(Sequential::new("a", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])), Box::new(Sequential::new("b", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())]))]);
+    assert!(run(&mut twice).is_ok());
+
+    let mut consecutive = Sequential::new("consecutive", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(dw(Some(Scratch::Depthwise)))]);
+    let e = run(&mut consecutive).unwrap_err();
+    assert!(e.contains("still in use"), "{e}");
+    drop(consecutive);
+
+    let mut passed_on = Sequential::new("passed on", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(Sequential::new("id", vec![]))]);
+    let e = run(&mut passed_on).unwrap_err();
+    assert!(e.contains("passed"), "{e}");
+    drop(passed_on);
+
+    // A lent output nobody released (the conv stepped on its own) keeps the slot from others, until
+    // the conv goes away.
+    let mut alone = dw(Some(Scratch::Depthwise));
+    for t in 0..3 {
+        alone.step_frame(frames[t].as_ref()).unwrap();
+    }
+    assert!(run(&mut Sequential::new("other", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])).is_err());
+    drop(alone);
+    assert_eq!(run(&mut Sequential::new("other", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])).unwrap(), want);
+}
+
+/// This file's tests again under every kernel level below the one this process runs (on an AVX-512
+/// CPU: AVX2 and scalar; on an AVX2 one: scalar), each in a child process with `COINFER_ISA` set.
+#[test]
+fn every_test_passes_on_every_lower_kernel_level() {
+    if std::env::var_os(ISA_VAR).is_some() {
+        return; // a child, or a run pinned to one level
+    }
+    let exe = std::env::current_exe().unwrap();
+    for level in Isa::ALL.into_iter().filter(|&l| l < isa()) {
+        let out = std::process::Command::new(&exe)
+            .env(ISA_VAR, level.name())
+            .args(["--skip", "every_test_passes_on_every_lower_kernel_level", "--test-threads", "2"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{ISA_VAR}={}:\n{stdout}\n{}", level.name(), String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("test result: ok. 6 passed"), "{ISA_VAR}={}: {stdout}", level.name());
     }
 }

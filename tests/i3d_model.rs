@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use coinfer::engine::PadMode;
-use coinfer::engine::schedule::tf_same_pads;
+use coinfer::engine::tf_same_pads;
 use coinfer::models::i3d::{CoI3d, I3dConfig};
 use coinfer::models::{Fill, RandomWeights, StreamModel};
 use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -4,13 +4,15 @@
 //!
 //! Matrix products run on weights packed at load (AVX-512 CPUs) and allocate nothing either; on other
 //! CPUs they go to the `gemm` crate, which allocates its packing buffers in each call (at most two),
-//! and the whole-model check allows exactly those.
+//! and the whole-model check allows exactly those. The checks run again under every lower kernel
+//! level the CPU has (`COINFER_ISA`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{Device, Tensor};
-use coinfer::engine::gemm::fallback_calls;
+use coinfer::engine::kernels::gemm::fallback_calls;
+use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
     Fill, Frame, Layer, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite,
     TemporalConv, TemporalPad, TemporalPool,
@@ -101,7 +103,7 @@ fn model_steps_allocate_nothing(name: &str, schedule: Schedule, steps: usize) {
     }
     let (allocs, calls) = (allocations() - allocs, fallback_calls() - calls);
     assert_eq!(emitted, steps / shape.stride, "{name}: outputs");
-    let threads = coinfer::engine::team::configured_threads();
+    let threads = coinfer::engine::configured_threads();
     assert!(allocs <= 2 * calls, "{name}, {schedule:?}, {threads} threads: {allocs} allocations in {steps} steady-state steps ({calls} products by the gemm crate)");
 }
 
@@ -113,4 +115,14 @@ fn steady_state_steps_allocate_nothing() {
     // The two-stage pipeline hands frames over in two reused buffers.
     model_steps_allocate_nothing("x3d-xs", Schedule::Pipeline, 5);
     model_steps_allocate_nothing("i3d", Schedule::Split, 16);
+    // The same under every lower kernel level (`COINFER_ISA`), in child processes: after the
+    // counting above, since the counter sees this process's every allocation.
+    if std::env::var_os(ISA_VAR).is_none() {
+        let exe = std::env::current_exe().unwrap();
+        for level in Isa::ALL.into_iter().filter(|&l| l < isa()) {
+            let out = std::process::Command::new(&exe).env(ISA_VAR, level.name()).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && stdout.contains("test result: ok. 1 passed"), "{ISA_VAR}={}:\n{stdout}\n{}", level.name(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
 }

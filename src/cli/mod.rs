@@ -132,7 +132,7 @@ impl ScheduleArg {
         match self {
             ScheduleArg::Split => Schedule::Split,
             ScheduleArg::Pipeline => Schedule::Pipeline,
-            ScheduleArg::Auto if !live && crate::engine::team::configured_threads() == 2 => Schedule::Pipeline,
+            ScheduleArg::Auto if !live && crate::engine::configured_threads() == 2 => Schedule::Pipeline,
             ScheduleArg::Auto => Schedule::Split,
         }
     }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use anyhow::bail;
 use candle_core::Tensor;
 
-use crate::engine::{Chw, Frame, FrameRef, Layer, LayerReport, Sequential, Temporal, relay::Relay, team};
+use crate::engine::{Chw, Frame, FrameRef, Layer, LayerReport, Sequential, Temporal, Relay, session};
 use crate::models::{ModelOptions, ModelSpec, Schedule, StreamModel, StreamShape, WeightSource, ZeroWeights, softmax_mean};
 
 /// What a model file provides beyond its layers.
@@ -286,12 +286,12 @@ impl<A: Architecture> StreamModel for ContinualClassifier<A> {
     }
 
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        team::session(|| self.step_in_session(frame, probs))
+        session(|| self.step_in_session(frame, probs))
     }
 
     /// Each layer sees its copies once where the network allows (see `Layer::prime`).
     fn prime(&mut self, frame: &[f32], n: usize, probs: &mut Vec<f32>) -> anyhow::Result<bool> {
-        team::session(|| self.prime_in_session(frame, n, probs))
+        session(|| self.prime_in_session(frame, n, probs))
     }
 
     fn reset(&mut self) {
@@ -316,7 +316,7 @@ impl<A: Architecture> StreamModel for ContinualClassifier<A> {
         let (head, window) = (&mut self.head, &mut self.window);
         let mut emit = |feat: FrameRef<'_>| classify(head, window, feat, probs);
         let units = self.backbone.units_mut()?;
-        Ok(team::session(|| relay.drain(units, &mut emit))?)
+        Ok(session(|| relay.drain(units, &mut emit))?)
     }
 
     fn forward_clip(&self, clip: &Tensor) -> anyhow::Result<Tensor> {

@@ -16,7 +16,7 @@ use super::classifier::{Architecture, ContinualClassifier, Parts};
 use super::{Fill, ModelOptions, ModelSpec, Normalize, StreamModel, WeightSource};
 use crate::engine::{
     Frame, Layer, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool, TemporalConv, TemporalPad, TemporalPool,
-    schedule::tf_same_pads, spatial::Pad2d,
+    tf_same_pads, Pad2d,
 };
 use crate::weights::BatchNorm;
 use crate::error::{ErrorKind, classified};

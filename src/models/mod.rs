@@ -26,15 +26,7 @@ pub enum Normalize {
     SignedUnit,
 }
 
-/// How each layer initialises its temporal state at the start of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fill {
-    /// As if the stream were preceded by zero padding (the regular network's padding).
-    #[default]
-    Zeros,
-    /// As if each layer's first input had always been there.
-    Replicate,
-}
+pub use crate::engine::Fill;
 
 /// What the preprocessing and the sinks need to know about a model.
 #[derive(Debug, Clone, PartialEq)]

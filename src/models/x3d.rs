@@ -29,7 +29,7 @@ use candle_core::{D, Tensor};
 
 use crate::engine::{
     Delay, Layer, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv,
-    TemporalPad, TemporalPool, scratch::Scratch,
+    TemporalPad, TemporalPool, Scratch,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::classifier::{Architecture, ContinualClassifier, Parts};

@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use candle_core::Result;
 
-use super::{Frame, FrameRef, Layer, team};
+use super::team;
+use crate::engine::Layer;
+use crate::engine::stream::{Frame, FrameRef};
 
 /// Steps between two looks at the balance.
 const REBALANCE_EVERY: usize = 16;

@@ -1,35 +1,18 @@
 //! Continual 3-D convolution: a temporal kernel of `k` spatial convolutions (taps) over the same weights
 //! in clip and step form. In step form, the partial sums of pending outputs are accumulated tap by tap
-//! (the accumulator form of models-x3d-slowfast.md §2.1) and the (folded) bias is added once at emission.
+//! (docs/continual.md, "Pending sums") and the (folded) bias is added once at emission.
 
 use candle_core::{DType, Result, Tensor, bail};
 
-use super::gemm::{Rows, Store, Weight};
-use super::hwc::{B as BLOCK, Window, add_rows, blocked_len, matmul, matmul_into, split_rows, to_blocked};
-use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
-use super::scratch::{self, Scratch};
-use super::spatial::{Pad2d, SpatialConv};
-use super::{Activation, Chw, Fill, Frame, FrameRef, InputSlot, Layer, LayerReport, PadMode, Temporal};
-
-/// Pad a clip `(T, C, H, W)` along time with `before`/`after` frames: zeros, or copies of the edge frames.
-pub fn pad_time(x: &Tensor, before: usize, after: usize, fill: Fill) -> Result<Tensor> {
-    if before == 0 && after == 0 {
-        return Ok(x.clone());
-    }
-    match fill {
-        Fill::Zeros => x.pad_with_zeros(0, before, after),
-        Fill::Replicate => x.pad_with_same(0, before, after),
-    }
-}
-
-/// Frames `offset, offset + stride, …` (`count` of them) of a clip.
-pub fn strided_frames(x: &Tensor, offset: usize, stride: usize, count: usize) -> Result<Tensor> {
-    if stride == 1 {
-        return x.narrow(0, offset, count);
-    }
-    let idx: Vec<u32> = (0..count).map(|j| (offset + j * stride) as u32).collect();
-    x.index_select(&Tensor::new(idx, x.device())?, 0)
-}
+use crate::engine::clip::{SpatialConv, pad_time, strided_frames};
+use crate::engine::kernels::channels::add_rows;
+use crate::engine::kernels::gemm::{self, Rows, Store, Weight};
+use crate::engine::kernels::lanes::{B as BLOCK, blocked_len, to_blocked};
+use crate::engine::kernels::{Activation, Pad2d, Window};
+use crate::engine::stream::{Emission, Fill, Frame, FrameRef, InputSlot, Lender, PendingSums, Scratch, ScratchOutput, StreamPosition, TemporalPad};
+use crate::engine::threads::ops::{self, matmul, matmul_into};
+use crate::engine::threads::split::{pass_work, split_rows};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal, prime_by_stepping};
 
 #[derive(Debug, Clone)]
 pub struct TemporalConv {
@@ -47,8 +30,8 @@ pub struct TemporalConv {
     step: Option<ConvStep>,
     /// Activation fused from the layer after (applied by the step form).
     act: Option<Activation>,
-    /// A frame window's step outputs go to this thread's shared buffer (see [`Scratch`]).
-    scratch: Option<Scratch>,
+    /// A frame window's step outputs go to this thread's shared buffer (see [`ScratchOutput`]).
+    scratch: Option<ScratchOutput>,
 }
 
 /// The step form: the same weights laid out for channels-last frames, the pending outputs' partial
@@ -60,7 +43,7 @@ struct ConvStep {
     c_in: usize,
     /// Per output channel (zeros when the conv has none), added once to each output.
     bias: Vec<f32>,
-    schedule: Schedule,
+    emission: Emission,
     pending: PendingSums,
     position: StreamPosition,
     /// Spatial size of the last input (for the end padding of a flush).
@@ -86,7 +69,7 @@ const MAX_WINDOW: usize = 8;
 ///
 /// Frames are kept with the conv's spatial zero padding around them (written once; a new frame
 /// overwrites the interior only), so that every output pixel runs the kernel's fast interior path;
-/// and, where the CPU has the kernel for it, in 16-channel blocks ([`Window::depthwise_sum_blocked`]).
+/// and, where the CPU has the kernel for it, in 16-channel blocks ([`Window::depthwise_blocked_rows`]).
 #[derive(Debug, Clone, Default)]
 struct FrameWindow {
     /// Input `t` lives in slot `t mod k`, padded.
@@ -94,15 +77,14 @@ struct FrameWindow {
     /// Frames are kept in 16-channel blocks.
     blocked: bool,
     seen: usize,
-    /// Where outputs go: `out`, or this thread's scratch buffer.
+    /// Where outputs go, unless the conv lends them from a scratch slot.
     out: Vec<f32>,
-    scratch: Option<Scratch>,
 }
 
 impl FrameWindow {
-    fn new(k: usize, window: &Window, scratch: Option<Scratch>) -> Self {
+    fn new(k: usize, window: &Window) -> Self {
         let blocked = Window { pad: [0; 4], ..*window }.has_blocked_kernel();
-        FrameWindow { frames: vec![Vec::new(); k], blocked, scratch, ..Default::default() }
+        FrameWindow { frames: vec![Vec::new(); k], blocked, ..Default::default() }
     }
 
     /// The slot of input `t` (`in_hw`, `c` channels), padding included and zero: the interior
@@ -132,7 +114,7 @@ impl FrameWindow {
         // Row by row into the interior, the rows shared by the step's threads.
         let [top, _, left, _] = window.pad;
         let interior = &mut slot.data[top * row_stride..(top + h) * row_stride];
-        split_rows(interior, row_stride, h, super::hwc::pass_work(h * w * c, None), |rows_out, rows| {
+        split_rows(interior, row_stride, h, pass_work(h * w * c, None), |rows_out, rows| {
             for (dst, src) in rows_out.chunks_exact_mut(row_stride).zip(x[rows.start * w * c..rows.end * w * c].chunks_exact(w * c)) {
                 dst[left * c..][..w * c].copy_from_slice(src);
             }
@@ -140,10 +122,16 @@ impl FrameWindow {
     }
 
     /// Compute output `j`: the bias plus every tap whose input is a frame (`frame_of` maps an input
-    /// index to a kept frame, or `None` for zero padding), then `act`; the `len` values written.
+    /// index to a kept frame, or `None` for zero padding), then `act`; the `len` values written, in
+    /// `out` or lent from `scratch`.
+    ///
+    /// # Safety
+    /// The result must not outlive the caller's mutable borrow of the conv that owns `scratch`
+    /// ([`ScratchOutput::lend`]).
     #[allow(clippy::too_many_arguments)]
-    fn output(
+    unsafe fn output(
         &mut self,
+        scratch: Option<&ScratchOutput>,
         j: usize,
         st_kind: &StepKind,
         window: &Window,
@@ -154,7 +142,7 @@ impl FrameWindow {
         c: usize,
         len: usize,
         frame_of: impl Fn(i64) -> Option<usize>,
-    ) -> &[f32] {
+    ) -> Result<&[f32]> {
         let StepKind::Depthwise { taps } = st_kind else { unreachable!("frame windows are depthwise") };
         let mut terms: [(&[f32], &[f32]); MAX_WINDOW] = [(&[], &[]); MAX_WINDOW];
         let mut n = 0;
@@ -165,10 +153,9 @@ impl FrameWindow {
                 n += 1;
             }
         }
-        let out: &mut [f32] = match self.scratch {
-            // SAFETY: the conv was given the slot because the next layer consumes its output before
-            // any other layer with the slot steps on this thread (`with_scratch_output`).
-            Some(slot) => unsafe { scratch::buffer(slot, len) },
+        let out: &mut [f32] = match scratch {
+            // SAFETY: the caller ties the result to its borrow of the conv.
+            Some(scratch) => unsafe { scratch.lend(len)? },
             None => {
                 self.out.resize(len, 0.0);
                 &mut self.out
@@ -178,11 +165,11 @@ impl FrameWindow {
         let valid = Window { pad: [0; 4], ..*window };
         let (ph, pw) = (h + top + bottom, w + left + right);
         if self.blocked {
-            valid.depthwise_sum_blocked(&terms[..n], Some(bias), act, ph, pw, c, out);
+            ops::depthwise_sum_blocked(&valid, &terms[..n], Some(bias), act, ph, pw, c, out);
         } else {
-            valid.depthwise_sum(&terms[..n], Some(bias), act, ph, pw, c, out);
+            ops::depthwise_sum(&valid, &terms[..n], Some(bias), act, ph, pw, c, out);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -252,7 +239,7 @@ impl ConvStep {
             window,
             c_in,
             bias,
-            schedule: Schedule::new(k, stride, p_b),
+            emission: Emission::new(k, stride, p_b),
             pending: PendingSums::default(),
             position: StreamPosition::default(),
             in_hw: (0, 0),
@@ -276,7 +263,7 @@ impl ConvStep {
     /// Work shared by all taps of a frame: its im2col matrix.
     fn prepare(&mut self, x: &[f32], (h, w): (usize, usize)) {
         if let StepKind::Matmul { direct: false, .. } = self.kind {
-            self.window.im2col(x, h, w, self.c_in, &mut self.cols);
+            ops::im2col(&self.window, x, h, w, self.c_in, &mut self.cols);
         }
     }
 
@@ -301,7 +288,7 @@ impl ConvStep {
     fn finish(bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
         let c = bias.len().max(1);
         let pixels = out.len() / c;
-        split_rows(out, c, pixels, super::hwc::pass_work(out.len(), act), |out, _| {
+        split_rows(out, c, pixels, pass_work(out.len(), act), |out, _| {
             add_rows(out, bias);
             if let Some(act) = act {
                 act.apply(out);
@@ -324,7 +311,7 @@ fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (
             if !accumulate {
                 out.fill(0.0);
             }
-            window.depthwise_acc(x, h, w, c_in, &taps[tap], out)
+            ops::depthwise_acc(window, x, h, w, c_in, &taps[tap], out)
         }
     }
 }
@@ -378,11 +365,11 @@ impl TemporalConv {
         self
     }
 
-    /// A depthwise conv's step outputs go to this thread's `slot` buffer instead of its own: they
-    /// are valid only until the next layer with that slot steps (see [`Scratch`]), so only for a
-    /// conv whose output the next layer consumes at once.
+    /// A depthwise conv's step outputs go to this thread's `slot` buffer instead of its own: only
+    /// for a conv whose output the next layer of a `Sequential` consumes at once (see
+    /// [`ScratchOutput`]; any other use makes a step fail).
     pub fn with_scratch_output(mut self, slot: Scratch) -> Self {
-        self.scratch = Some(slot);
+        self.scratch = Some(ScratchOutput::new(slot));
         self
     }
 
@@ -397,13 +384,13 @@ impl TemporalConv {
     /// Feed input `t` (`x`: its frame, `None` for zero padding); the slot of the output it completes.
     fn absorb(st: &mut ConvStep, t: i64, x: Option<&[f32]>, out_len: usize) -> Option<usize> {
         let mut done = None;
-        for (j, tap) in st.schedule.targets(t) {
+        for (j, tap) in st.emission.targets(t) {
             let i = st.pending.open(j, out_len, |_| {});
             if let Some(x) = x {
                 let (buf, started) = st.pending.term(i);
                 add_term(&st.kind, &st.window, &st.cols, x, st.in_hw, st.c_in, tap, buf, started);
             }
-            if st.schedule.completes(tap) {
+            if st.emission.completes(tap) {
                 done = Some(i);
             }
         }
@@ -422,22 +409,24 @@ impl TemporalConv {
 
     /// The frame-window step once the new input is in its slot: count it, and compute the output
     /// it completes, if any (`shape`: the output's).
-    fn window_step(&mut self, shape: Chw) -> Option<FrameRef<'_>> {
+    fn window_step(&mut self, shape: Chw) -> Result<Option<FrameRef<'_>>> {
         let (k, s, p_b, fill) = (self.taps.len(), self.stride, self.pad.stream_before(), self.fill);
+        let scratch = self.scratch.as_ref();
         let st = self.step.as_mut().expect("a frame-window step state");
         let fw = st.frames.as_mut().expect("a frame window");
         let t = fw.seen;
         fw.seen += 1;
         // Output j's newest input is t = j·s − p_b + k − 1.
-        let js = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0)?;
+        let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { return Ok(None) };
         // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
         // still kept while such outputs are due.
-        let data = fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+        // SAFETY: the output is returned tied to this step's borrow of the conv.
+        let data = unsafe { fw.output(scratch, js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
             i if i >= 0 => Some(i as usize % k),
             _ if fill == Fill::Replicate => Some(0),
             _ => None,
-        });
-        Some(FrameRef { data, shape })
+        }) }?;
+        Ok(Some(FrameRef { data, shape }))
     }
 
     /// The step form, built on first use.
@@ -446,7 +435,7 @@ impl TemporalConv {
             let bias = self.bias.as_ref().map(|b| b.flatten_all()).transpose()?;
             let mut st = ConvStep::new(&self.taps, bias.as_ref(), self.k(), self.stride, self.pad.stream_before())?;
             if self.uses_frame_window() {
-                st.frames = Some(FrameWindow::new(self.k(), &st.window, self.scratch));
+                st.frames = Some(FrameWindow::new(self.k(), &st.window));
             }
             st.act = self.act;
             self.step = Some(st);
@@ -500,7 +489,7 @@ impl Layer for TemporalConv {
             st.in_hw = in_hw;
             let fw = st.frames.as_mut().expect("a frame window");
             fw.store(fw.seen, x.data, in_hw, st.c_in, &st.window);
-            return Ok(self.window_step(shape));
+            return self.window_step(shape);
         }
         let st = self.step.as_mut().expect("built above");
         st.in_hw = in_hw;
@@ -526,72 +515,6 @@ impl Layer for TemporalConv {
         Ok(done.map(|i| FrameRef { data: &*st.complete(i), shape }))
     }
 
-    /// A frame window lends the slot of the next input.
-    fn input_slot(&mut self, shape: Chw) -> Option<InputSlot<'_>> {
-        if !self.uses_frame_window() || shape.c != self.taps[0].c_in() {
-            return None;
-        }
-        let st = self.step_state().ok()?;
-        let fw = st.frames.as_mut()?;
-        Some(fw.slot(fw.seen, (shape.h, shape.w), shape.c, &st.window))
-    }
-
-    fn step_frame_in_slot<'a>(&'a mut self, shape: Chw) -> Result<Option<FrameRef<'a>>> {
-        if !self.uses_frame_window() || self.step.is_none() {
-            bail!("{}: no input slot was lent", self.name);
-        }
-        let out = self.output_shape((shape.h, shape.w));
-        self.step.as_mut().expect("checked").in_hw = (shape.h, shape.w);
-        Ok(self.window_step(out))
-    }
-
-    /// Stateless products write their output wherever the next layer wants it (AVX-512 only, where
-    /// the product takes a row layout).
-    fn slot_output(&self, input: Chw) -> Option<Chw> {
-        let product = self.taps[0].groups() == 1 && self.is_stateless() && super::gemm::packs_weights();
-        (product && input.c == self.taps[0].c_in()).then(|| self.output_shape((input.h, input.w)))
-    }
-
-    fn step_frame_into_slot(&mut self, x: FrameRef<'_>, slot: InputSlot<'_>) -> Result<()> {
-        let Some(shape) = self.slot_output(x.shape) else { bail!("{}: cannot write into a slot", self.name) };
-        if slot.shape != shape {
-            bail!("{}: slot for {:?}, output {:?}", self.name, slot.shape, shape);
-        }
-        self.step_state()?;
-        let in_hw = (x.shape.h, x.shape.w);
-        let st = self.step.as_mut().expect("built above");
-        st.in_hw = in_hw;
-        st.prepare(x.data, in_hw);
-        let layout = Rows::segments(shape.w, slot.row_stride).in_blocks(slot.plane);
-        st.product(x.data, shape.h * shape.w, None, st.act, &mut slot.data[slot.offset..], layout);
-        Ok(())
-    }
-
-    /// Stateless products (1×1 and other single-tap convs) add the residual in the GEMM's store.
-    fn accepts_residual(&self) -> bool {
-        self.taps[0].groups() == 1 && self.is_stateless() && self.act.is_none()
-    }
-
-    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
-        if !self.accepts_residual() {
-            bail!("{}: no residual form", self.name);
-        }
-        if x.shape.c != self.taps[0].c_in() {
-            bail!("{}: expected {} input channels, got {}", self.name, self.taps[0].c_in(), x.shape.c);
-        }
-        let in_hw = (x.shape.h, x.shape.w);
-        let shape = self.output_shape(in_hw);
-        if residual.shape != shape {
-            bail!("{}: residual of shape {:?} for an output of {:?}", self.name, residual.shape, shape);
-        }
-        self.step_state()?;
-        let st = self.step.as_mut().expect("built above");
-        st.in_hw = in_hw;
-        st.prepare(x.data, in_hw);
-        st.product_out(x.data, shape, Some(residual.data), act);
-        Ok(Some(FrameRef { data: &st.out, shape }))
-    }
-
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         let Some(step) = self.step.as_mut() else { return Ok(Vec::new()) };
         if let Some(fw) = step.frames.as_mut() {
@@ -609,12 +532,13 @@ impl Layer for TemporalConv {
                 let st = self.step.as_mut().expect("checked above");
                 let fw = st.frames.as_mut().expect("checked above");
                 // Inputs past the end are padding: zeros, or (replicate) the last frame.
-                let data = fw.output(js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+                // SAFETY: the output is copied at once.
+                let data = unsafe { fw.output(self.scratch.as_ref(), js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
                     i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
                     i if i >= 0 => Some(i as usize % k),
                     _ if fill == Fill::Replicate => Some(0),
                     _ => None,
-                });
+                }) }?;
                 outs.push(Frame { data: data.to_vec(), shape });
             }
             fw_reset(self.step.as_mut().expect("checked above"));
@@ -640,14 +564,6 @@ impl Layer for TemporalConv {
         Ok(outs)
     }
 
-    fn fuse_activation(&mut self, act: Activation) -> bool {
-        self.act = Some(act);
-        if let Some(st) = self.step.as_mut() {
-            st.act = Some(act);
-        }
-        true
-    }
-
     fn preserves_constant(&self) -> bool {
         // A strided layer's last primed step may emit nothing, so it could not hand its (constant)
         // output on to the next layer: containers step through it instead.
@@ -660,7 +576,7 @@ impl Layer for TemporalConv {
         let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
         let fast = self.is_stateless() || (self.uses_frame_window() && self.fill == Fill::Replicate);
         if !fast || n < 2 {
-            return super::prime_by_stepping(self, x, n);
+            return prime_by_stepping(self, x, n);
         }
         if self.is_stateless() {
             return Ok((n, self.step_frame(x)?));
@@ -710,6 +626,87 @@ impl Layer for TemporalConv {
             bias: self.bias.is_some() && !self.folded_bn,
             ..Default::default()
         }
+    }
+}
+
+impl Fusion for TemporalConv {
+    fn scratch_lender(&self) -> Option<Lender> {
+        self.scratch.as_ref().map(ScratchOutput::lender)
+    }
+
+
+    /// A frame window lends the slot of the next input.
+    fn input_slot(&mut self, shape: Chw) -> Option<InputSlot<'_>> {
+        if !self.uses_frame_window() || shape.c != self.taps[0].c_in() {
+            return None;
+        }
+        let st = self.step_state().ok()?;
+        let fw = st.frames.as_mut()?;
+        Some(fw.slot(fw.seen, (shape.h, shape.w), shape.c, &st.window))
+    }
+
+    fn step_frame_in_slot<'a>(&'a mut self, shape: Chw) -> Result<Option<FrameRef<'a>>> {
+        if !self.uses_frame_window() || self.step.is_none() {
+            bail!("{}: no input slot was lent", self.name);
+        }
+        let out = self.output_shape((shape.h, shape.w));
+        self.step.as_mut().expect("checked").in_hw = (shape.h, shape.w);
+        self.window_step(out)
+    }
+
+    /// Stateless products write their output wherever the next layer wants it (AVX-512 only, where
+    /// the product takes a row layout).
+    fn slot_output(&self, input: Chw) -> Option<Chw> {
+        let product = self.taps[0].groups() == 1 && self.is_stateless() && gemm::packs_weights();
+        (product && input.c == self.taps[0].c_in()).then(|| self.output_shape((input.h, input.w)))
+    }
+
+    fn step_frame_into_slot(&mut self, x: FrameRef<'_>, slot: InputSlot<'_>) -> Result<()> {
+        let Some(shape) = self.slot_output(x.shape) else { bail!("{}: cannot write into a slot", self.name) };
+        if slot.shape != shape {
+            bail!("{}: slot for {:?}, output {:?}", self.name, slot.shape, shape);
+        }
+        self.step_state()?;
+        let in_hw = (x.shape.h, x.shape.w);
+        let st = self.step.as_mut().expect("built above");
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        let layout = Rows::segments(shape.w, slot.row_stride).in_blocks(slot.plane);
+        st.product(x.data, shape.h * shape.w, None, st.act, &mut slot.data[slot.offset..], layout);
+        Ok(())
+    }
+
+    /// Stateless products (1×1 and other single-tap convs) add the residual in the GEMM's store.
+    fn accepts_residual(&self) -> bool {
+        self.taps[0].groups() == 1 && self.is_stateless() && self.act.is_none()
+    }
+
+    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+        if !self.accepts_residual() {
+            bail!("{}: no residual form", self.name);
+        }
+        if x.shape.c != self.taps[0].c_in() {
+            bail!("{}: expected {} input channels, got {}", self.name, self.taps[0].c_in(), x.shape.c);
+        }
+        let in_hw = (x.shape.h, x.shape.w);
+        let shape = self.output_shape(in_hw);
+        if residual.shape != shape {
+            bail!("{}: residual of shape {:?} for an output of {:?}", self.name, residual.shape, shape);
+        }
+        self.step_state()?;
+        let st = self.step.as_mut().expect("built above");
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        st.product_out(x.data, shape, Some(residual.data), act);
+        Ok(Some(FrameRef { data: &st.out, shape }))
+    }
+
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.act = Some(act);
+        if let Some(st) = self.step.as_mut() {
+            st.act = Some(act);
+        }
+        true
     }
 }
 

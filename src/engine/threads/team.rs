@@ -231,7 +231,9 @@ pub fn for_each_chunk(chunks: usize, f: &(dyn Fn(usize) + Sync)) {
         (0..chunks).for_each(f);
         return;
     }
-    let chunks = chunks.min(MAX_CHUNKS);
+    // The claim word has 12 bits per count: more chunks would wrap it (and a silent clamp would
+    // skip chunks). Callers cut by work per chunk and by the team's width, far below this.
+    assert!(chunks <= MAX_CHUNKS, "for_each_chunk: {chunks} chunks, at most {MAX_CHUNKS}");
     let shared = team().shared;
     // SAFETY: the previous epoch is complete (we waited for it), so no helper reads `job` now; the
     // lifetime is erased because every call through it happens before this function returns.
@@ -268,7 +270,7 @@ mod tests {
     #[test]
     fn every_chunk_runs_exactly_once_inside_and_outside_a_session() {
         for in_session in [false, true] {
-            for chunks in [0, 1, 2, 3, 7, 64, 1000] {
+            for chunks in [0, 1, 2, 3, 7, 64, 1000, MAX_CHUNKS] {
                 let counts: Vec<AtomicUsize> = (0..chunks).map(|_| AtomicUsize::new(0)).collect();
                 let run = || {
                     for _ in 0..50 {
@@ -281,6 +283,17 @@ mod tests {
                 assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50), "{chunks} chunks, session {in_session}");
             }
         }
+    }
+
+    #[test]
+    fn too_many_chunks_panic_instead_of_skipping_some() {
+        session(|| {
+            // Only a session's leader packs the counts into the claim word (another test may hold
+            // the team, or there may be one thread: the chunks then run inline).
+            let leading = width() > 1;
+            let caught = std::panic::catch_unwind(|| for_each_chunk(MAX_CHUNKS + 1, &|_| {}));
+            assert_eq!(caught.is_err(), leading);
+        });
     }
 
     #[test]

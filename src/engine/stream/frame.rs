@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, bail};
 
-use super::Chw;
+use crate::engine::Chw;
 
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
@@ -76,7 +76,7 @@ pub struct InputSlot<'a> {
     pub offset: usize,
     pub row_stride: usize,
     pub plane: usize,
-    pub shape: super::Chw,
+    pub shape: Chw,
 }
 
 /// A borrowed channels-last frame: what one layer lends the next.

@@ -5,21 +5,39 @@
 use candle_core::{Result, Tensor, bail};
 
 use super::delay::Delay;
-use super::hwc::{self, L1_BLOCK};
-use super::timing::Timings;
-use super::{Activation, Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::kernels::Activation;
+use crate::engine::stream::scratch::{self, Lender};
+use crate::engine::stream::{Frame, FrameRef};
+use crate::engine::threads::split::{L1_BLOCK, pass_work, split_rows};
+use crate::engine::timing::Timings;
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal, prime_by_stepping};
 
 pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
     /// Activation layers the layer before them applies in the step path (skipped there).
     fused: Vec<bool>,
+    /// Per layer, the scratch slot it lends its step outputs from, if any: released once the next
+    /// layer has consumed them (see [`scratch`]).
+    lenders: Vec<Option<Lender>>,
     timings: Timings,
+}
+
+/// After a layer stepped on an output lent from a scratch slot by `lent` and returned `out`: the slot
+/// is free for other layers again (an error if `out` lies in it).
+fn release(lent: Option<Lender>, out: Option<FrameRef<'_>>) -> Result<()> {
+    match lent {
+        // SAFETY: the lent output was the input of the layer that just stepped, which holds on to
+        // nothing of it past its step (a layer is `'static`), except what it returned, which
+        // `release` checks.
+        Some(lender) => unsafe { scratch::release(lender, out.map_or(&[], |o| o.data)) },
+        None => Ok(()),
+    }
 }
 
 impl Sequential {
     pub fn new(name: impl Into<String>, layers: Vec<Box<dyn Layer>>) -> Self {
-        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new(), timings: Timings::default() };
+        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new(), lenders: Vec::new(), timings: Timings::default() };
         for layer in layers {
             seq.push_boxed(layer);
         }
@@ -36,6 +54,7 @@ impl Sequential {
             (Some(act), n) if n > 0 && !self.fused[n - 1] => self.layers[n - 1].fuse_activation(act),
             _ => false,
         };
+        self.lenders.push(layer.scratch_lender());
         self.layers.push(layer);
         self.fused.push(fused);
         self.timings.push();
@@ -58,9 +77,11 @@ impl Sequential {
     /// its output straight into the next layer's input buffer (a 1×1 conv before a depthwise conv's
     /// padded frame window) does so, which saves a copy of the frame.
     fn step_frame_ending<'a>(&'a mut self, x: FrameRef<'a>, residual: Option<(FrameRef<'_>, Option<Activation>)>) -> Result<Option<FrameRef<'a>>> {
-        let Sequential { layers, fused, timings, .. } = self;
+        let Sequential { layers, fused, lenders, timings, .. } = self;
         let last = layers.len().saturating_sub(1);
         let mut y = x;
+        // The lender of `y`, if it lies in a scratch slot.
+        let mut lent = None;
         let mut layers = layers.iter_mut().zip(fused.iter()).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
         while let Some((i, layer)) = layers.next() {
             let start = timings.start();
@@ -75,6 +96,8 @@ impl Sequential {
                 let start = timings.start();
                 let out = next.step_frame_in_slot(shape)?;
                 timings.add(j, start);
+                release(lent, out)?;
+                lent = lenders[j];
                 match out {
                     Some(out) => {
                         y = out;
@@ -88,6 +111,8 @@ impl Sequential {
                 _ => layer.step_frame(y)?,
             };
             timings.add(i, start);
+            release(lent, out)?;
+            lent = lenders[i];
             match out {
                 Some(next) => y = next,
                 // Later layers are not stepped: they see nothing this step.
@@ -111,22 +136,10 @@ impl Layer for Sequential {
         self.step_frame_ending(x, None)
     }
 
-    /// The last layer adds the residual, unless an activation was fused into it.
-    fn accepts_residual(&self) -> bool {
-        matches!((self.layers.last(), self.fused.last()), (Some(last), Some(false)) if last.accepts_residual())
-    }
-
-    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
-        if !self.accepts_residual() {
-            bail!("{}: no residual form", self.name);
-        }
-        self.step_frame_ending(x, Some((residual, act)))
-    }
-
     /// Each layer in order first takes what the layers before it flushed, then flushes itself.
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {
         let mut pending: Vec<Frame> = Vec::new();
-        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
+        for ((layer, _), &lender) in self.layers.iter_mut().zip(&self.fused).zip(&self.lenders).filter(|((_, fused), _)| !**fused) {
             let mut next = Vec::new();
             for x in &pending {
                 if let Some(y) = layer.step_frame(x.as_ref())? {
@@ -134,6 +147,8 @@ impl Layer for Sequential {
                 }
             }
             next.extend(layer.flush_frames()?);
+            // Every output was copied.
+            release(lender, None)?;
             pending = next;
         }
         Ok(pending)
@@ -143,11 +158,15 @@ impl Layer for Sequential {
     /// the layer before emitted; otherwise step by step.
     fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
         if !self.preserves_constant() {
-            return super::prime_by_stepping(self, x, n);
+            return prime_by_stepping(self, x, n);
         }
         let (mut y, mut count) = (x, n);
-        for (layer, _) in self.layers.iter_mut().zip(&self.fused).filter(|(_, fused)| !**fused) {
-            match layer.prime(y, count)? {
+        let mut lent = None;
+        for ((layer, _), &lender) in self.layers.iter_mut().zip(&self.fused).zip(&self.lenders).filter(|((_, fused), _)| !**fused) {
+            let out = layer.prime(y, count)?;
+            release(lent, out.1)?;
+            lent = lender;
+            match out {
                 (c, Some(next)) if c > 0 => (y, count) = (next, c),
                 _ => return Ok((0, None)),
             }
@@ -157,13 +176,6 @@ impl Layer for Sequential {
 
     fn preserves_constant(&self) -> bool {
         self.layers.iter().all(|l| l.preserves_constant())
-    }
-
-    fn fuse_activation(&mut self, act: Activation) -> bool {
-        match (self.layers.last_mut(), self.fused.last()) {
-            (Some(last), Some(false)) => last.fuse_activation(act),
-            _ => false,
-        }
     }
 
     fn reset(&mut self) {
@@ -195,6 +207,28 @@ impl Layer for Sequential {
             temporal: self.temporal(),
             children,
             ..Default::default()
+        }
+    }
+}
+
+impl Fusion for Sequential {
+
+    /// The last layer adds the residual, unless an activation was fused into it.
+    fn accepts_residual(&self) -> bool {
+        matches!((self.layers.last(), self.fused.last()), (Some(last), Some(false)) if last.accepts_residual())
+    }
+
+    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+        if !self.accepts_residual() {
+            bail!("{}: no residual form", self.name);
+        }
+        self.step_frame_ending(x, Some((residual, act)))
+    }
+
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        match (self.layers.last_mut(), self.fused.last()) {
+            (Some(last), Some(false)) => last.fuse_activation(act),
+            _ => false,
         }
     }
 }
@@ -376,11 +410,6 @@ impl Layer for Parallel {
         self.branches.iter().all(|b| b.preserves_constant())
     }
 
-    fn fuse_activation(&mut self, act: Activation) -> bool {
-        self.act = Some(act);
-        true
-    }
-
     fn reset(&mut self) {
         self.branches.iter_mut().for_each(|b| b.reset());
     }
@@ -417,6 +446,14 @@ impl Layer for Parallel {
     }
 }
 
+impl Fusion for Parallel {
+
+    fn fuse_activation(&mut self, act: Activation) -> bool {
+        self.act = Some(act);
+        true
+    }
+}
+
 /// Branch outputs summed, or concatenated along channels (per pixel, in branch order), into `out`.
 fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: impl Iterator<Item = FrameRef<'a>> + Clone, out: &mut Frame) -> Result<()> {
     let first = ys.clone().next().expect("at least one branch");
@@ -435,7 +472,7 @@ fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: i
                 // A residual sum: one pass, the activation applied while the block is in L1, shared
                 // by the step's threads.
                 let (c, pixels) = (first.shape.c, h * w);
-                hwc::split_rows(&mut out.data, c, pixels, hwc::pass_work(pixels * c, act), |out, rows| {
+                split_rows(&mut out.data, c, pixels, pass_work(pixels * c, act), |out, rows| {
                     let (a, b) = (&first.data[rows.start * c..rows.end * c], &second.data[rows.start * c..rows.end * c]);
                     for ((o, a), b) in out.chunks_mut(L1_BLOCK).zip(a.chunks(L1_BLOCK)).zip(b.chunks(L1_BLOCK)) {
                         o.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = a + b);

@@ -1,7 +1,19 @@
-//! Which outputs of a temporally strided window op an input frame feeds, and the partial results
-//! ("accumulators") of the outputs still being collected. Shared by continual convolution and pooling.
+//! Which outputs of a temporally strided window op an input frame feeds and on which step each is
+//! complete (docs/continual.md, "Emission"), the partial results of the outputs still being collected
+//! (docs/continual.md, "Pending sums"), and the temporal padding and fill of a stream
+//! (docs/continual.md, "Padding and fill"). Shared by continual convolution and pooling.
 
-use super::{Fill, PadMode};
+use crate::engine::PadMode;
+
+/// How each layer initialises its temporal state at the start of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fill {
+    /// As if the stream were preceded by zero padding (the regular network's padding).
+    #[default]
+    Zeros,
+    /// As if each layer's first input had always been there.
+    Replicate,
+}
 
 /// Temporal padding of a window op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,18 +69,19 @@ impl TemporalPad {
     }
 }
 
-/// The schedule of a window op with kernel `k`, stride `s`, start padding `p_b`: output `j` covers
-/// inputs `j·s − p_b … j·s − p_b + k − 1`; input `t` contributes to it through tap `t − (j·s − p_b)`.
+/// The emission schedule of a window op with kernel `k`, stride `s`, start padding `p_b`: output `j`
+/// covers inputs `j·s − p_b … j·s − p_b + k − 1`; input `t` contributes to it through tap
+/// `t − (j·s − p_b)`, and the last tap completes it.
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
+pub struct Emission {
     k: i64,
     s: i64,
     p_b: i64,
 }
 
-impl Schedule {
+impl Emission {
     pub fn new(k: usize, s: usize, p_b: usize) -> Self {
-        Schedule { k: k as i64, s: s as i64, p_b: p_b as i64 }
+        Emission { k: k as i64, s: s as i64, p_b: p_b as i64 }
     }
 
     /// Outputs `(j, tap)` that input `t` feeds, oldest output first. Only `j >= 0` (outputs lying

@@ -3,7 +3,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{Chw, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::stream::{Frame, FrameRef};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
 
 #[derive(Debug, Clone)]
 pub struct Delay {
@@ -94,3 +95,5 @@ impl Layer for Delay {
         }
     }
 }
+
+impl Fusion for Delay {}

@@ -5,10 +5,11 @@
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
-use super::kernels::{DepthwiseConv2d, Im2Col};
-
-/// Spatial zero padding `[top, bottom, left, right]`.
-pub type Pad2d = [usize; 4];
+use super::custom_ops::{DepthwiseConv2d, Im2Col};
+use crate::engine::Chw;
+use crate::engine::kernels::{Pad2d, Window, channels, window};
+use crate::engine::stream::{Frame, FrameRef};
+use crate::engine::threads::ops;
 
 /// One spatial convolution tap: weight `(C_out, C_in/groups, kh, kw)`, no bias.
 #[derive(Debug, Clone)]
@@ -37,7 +38,7 @@ impl SpatialConv {
         };
         // Dense convs, and strided 1×1 convs (im2col then subsamples: X3D's shortcut branch1).
         let gemm = if groups == 1 && (matrix.is_none() || stride != 1) && weight.device().is_cpu() {
-            let op = Im2Col(super::hwc::Window { kh, kw, stride, pad });
+            let op = Im2Col(Window { kh, kw, stride, pad });
             Some((weight.reshape((c_out, c_in_g * kh * kw))?, op))
         } else {
             None
@@ -76,8 +77,7 @@ impl SpatialConv {
 
     pub fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
         let (kh, kw) = self.kernel();
-        let [t, b, l, r] = self.pad;
-        ((h + t + b - kh) / self.stride + 1, (w + l + r - kw) / self.stride + 1)
+        Window { kh, kw, stride: self.stride, pad: self.pad }.output_hw(h, w)
     }
 
     /// Multiply-accumulates for one output frame from an input of `h × w`.
@@ -145,7 +145,7 @@ impl SpatialConv {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SpatialPool {
     /// Max over `k×k` windows with stride `s`; padding `[top, bottom, left, right]` never wins (it is −∞;
-    /// we pad with zeros where every input is ≥ 0, which gives identical results, models-i3d.md §2.3,
+    /// we pad with zeros where every input is ≥ 0, which gives identical results (docs/models.md, "I3D"),
     /// and pad with the row/column minimum otherwise).
     Max { k: usize, stride: usize, pad: Pad2d },
     /// Mean over the whole frame, keeping `(N, C, 1, 1)`.
@@ -157,11 +157,9 @@ pub enum SpatialPool {
 impl SpatialPool {
     pub fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
         match *self {
-            SpatialPool::Max { k, stride, pad: [t, b, l, r] } => {
-                ((h + t + b - k) / stride + 1, (w + l + r - k) / stride + 1)
-            }
+            SpatialPool::Max { k, stride, pad } => Window { kh: k, kw: k, stride, pad }.output_hw(h, w),
             SpatialPool::GlobalMean => (1, 1),
-            SpatialPool::Avg { k } => (h - k + 1, w - k + 1),
+            SpatialPool::Avg { k } => Window { kh: k, kw: k, stride: 1, pad: [0; 4] }.output_hw(h, w),
         }
     }
 
@@ -199,16 +197,14 @@ impl SpatialPool {
 
 impl SpatialPool {
     /// The pool of a channels-last frame `x` into `out` (resized; no allocation once big enough).
-    pub fn apply_frame(&self, x: super::FrameRef<'_>, out: &mut super::Frame) {
-        let super::Chw { c, h, w } = x.shape;
+    pub fn apply_frame(&self, x: FrameRef<'_>, out: &mut Frame) {
+        let Chw { c, h, w } = x.shape;
         let (oh, ow) = self.output_hw(h, w);
-        out.reshape_for(super::Chw::new(c, oh, ow));
+        out.reshape_for(Chw::new(c, oh, ow));
         match *self {
-            SpatialPool::Max { k, stride, pad } => {
-                super::hwc::Window { kh: k, kw: k, stride, pad }.max_pool(x.data, h, w, c, &mut out.data)
-            }
-            SpatialPool::GlobalMean => super::hwc::global_mean(x.data, c, &mut out.data),
-            SpatialPool::Avg { k } => super::hwc::avg_pool(x.data, h, w, c, k, &mut out.data),
+            SpatialPool::Max { k, stride, pad } => ops::max_pool(&Window { kh: k, kw: k, stride, pad }, x.data, h, w, c, &mut out.data),
+            SpatialPool::GlobalMean => channels::global_mean(x.data, c, &mut out.data),
+            SpatialPool::Avg { k } => window::avg_pool(x.data, h, w, c, k, &mut out.data),
         }
     }
 }

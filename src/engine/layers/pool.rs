@@ -3,10 +3,9 @@
 
 use candle_core::{Result, Tensor, bail};
 
-use super::conv::{pad_time, strided_frames};
-use super::schedule::{PendingSums, Schedule, StreamPosition, TemporalPad};
-use super::spatial::SpatialPool;
-use super::{Chw, Fill, Frame, FrameRef, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::clip::{SpatialPool, pad_time, strided_frames};
+use crate::engine::stream::{Emission, Fill, Frame, FrameRef, PendingSums, StreamPosition, TemporalPad};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -25,7 +24,7 @@ pub struct TemporalPool {
     pad: TemporalPad,
     spatial: Option<SpatialPool>,
     fill: Fill,
-    schedule: Schedule,
+    emission: Emission,
     pending: PendingSums,
     position: StreamPosition,
     /// Shape of the (spatially pooled) frames the temporal window combines.
@@ -47,7 +46,7 @@ impl TemporalPool {
         if k == 0 || stride == 0 {
             bail!("pool kernel and stride must be positive");
         }
-        let schedule = Schedule::new(k, stride, pad.stream_before());
+        let emission = Emission::new(k, stride, pad.stream_before());
         Ok(TemporalPool {
             name: name.into(),
             kind,
@@ -56,7 +55,7 @@ impl TemporalPool {
             pad,
             spatial,
             fill,
-            schedule,
+            emission,
             pending: PendingSums::default(),
             position: StreamPosition::default(),
             frame_shape: Chw::default(),
@@ -91,7 +90,7 @@ impl TemporalPool {
     fn absorb(&mut self, t: i64, x: Option<&[f32]>) -> Option<usize> {
         let mut done = None;
         let len = self.frame_shape.numel();
-        for (j, tap) in self.schedule.targets(t) {
+        for (j, tap) in self.emission.targets(t) {
             let i = self.pending.open(j, len, |_| {});
             if let Some(x) = x {
                 let (acc, started) = self.pending.term(i);
@@ -101,7 +100,7 @@ impl TemporalPool {
                     (true, PoolKind::Avg) => acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
                 }
             }
-            if self.schedule.completes(tap) {
+            if self.emission.completes(tap) {
                 done = Some(i);
             }
         }
@@ -219,3 +218,5 @@ impl Layer for TemporalPool {
         }
     }
 }
+
+impl Fusion for TemporalPool {}

@@ -7,9 +7,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Activation;
+use super::activation::Activation;
+use super::channels::add_rows;
+use super::isa;
 // Columns per block of [`Rows::in_blocks`]: the channel blocks of a blocked frame.
-use super::hwc::B as BLOCK;
+use super::lanes::{B, B as BLOCK, lane_mask};
 
 /// What a product does with its output rows.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +49,7 @@ impl Store<'_> {
     /// The finishing pass over `out (rows, n)` for the paths without the fused store.
     fn finish_rows(&self, out: &mut [f32]) {
         if let Store::Finish { bias, residual, act } = *self {
-            super::hwc::add_rows(out, bias);
+            add_rows(out, bias);
             if let Some(r) = residual {
                 out.iter_mut().zip(r).for_each(|(o, &r)| *o += r);
             }
@@ -62,7 +64,7 @@ impl Store<'_> {
 /// `seg` rows whose starts are `stride` values apart (a frame written inside a border of padding:
 /// a segment is an image row). With `plane` > 0 the columns are cut in blocks of 16, each in its
 /// own plane `plane` values after the one before, and a row holds 16 values of each (a frame in
-/// 16-channel blocks, see [`super::hwc::blocked_len`]).
+/// 16-channel blocks, see [`super::lanes::blocked_len`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {
     seg: usize,
@@ -213,7 +215,7 @@ impl Weight {
         }
         #[cfg(target_arch = "x86_64")]
         if self.packed {
-            // SAFETY: packed weights exist only on CPUs with AVX-512F; sizes were checked above.
+            // SAFETY: packed weights exist only on CPUs with AVX-512F (`isa`); sizes were checked above.
             return unsafe { self.matmul_avx512(a, 0..m, out.as_mut_ptr(), Rows::DENSE, store, 0..self.panels()) };
         }
         FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +274,7 @@ impl Weight {
     #[target_feature(enable = "avx512f")]
     unsafe fn matmul_avx512(&self, a: &[f32], rows: std::ops::Range<usize>, out: *mut f32, layout: Rows, store: Store, panels: std::ops::Range<usize>) {
         let (k, n) = (self.k, self.n);
-        let mask = super::hwc::lane_mask;
+        let mask = lane_mask;
         // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
         // matrix would be streamed from L3 once per 8 rows.
         let group = (L2_BUDGET / (k * NR * 4)).clamp(1, panels.len().max(1));
@@ -367,7 +369,9 @@ unsafe fn kernel<const R: usize>(
         if let Tile::Finish { bias, residual, act } = store {
             // The same operations, in the same order, as the separate passes (bias, residual, then
             // activation).
-            let bv = if bias.is_null() { None } else { Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.add(16))]) };
+            // The second half of a panel may lie past the bias or residual (wholly masked off then):
+            // its address is formed with `wrapping_add` and never read.
+            let bv = if bias.is_null() { None } else { Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16))]) };
             let masks = [m0, m1];
             for (r, row) in acc.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
@@ -375,9 +379,9 @@ unsafe fn kernel<const R: usize>(
                         *v = _mm512_add_ps(*v, bv[j]);
                     }
                     if !residual.is_null() {
-                        *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[j], residual.add(r * ldc + 16 * j)));
+                        *v = _mm512_add_ps(*v, _mm512_maskz_loadu_ps(masks[j], residual.wrapping_add(r * ldc + 16 * j)));
                     }
-                    *v = super::kernels::activation_lanes(act, *v);
+                    *v = super::activation::activation_lanes(act, *v);
                 }
             }
         }
@@ -403,13 +407,63 @@ pub fn packs_weights() -> bool {
 }
 
 fn avx512() -> bool {
+    isa::avx512()
+}
+
+/// `out (rows) = m (rows, cols) · v (cols) + bias`, given `mt`, the matrix transposed `(cols, rows)`:
+/// a block of outputs accumulates across the columns in registers (the row-major dot product is one
+/// serial chain of adds per output, which the compiler may not reorder). Each output still sums its
+/// products in column order, then adds its bias.
+pub fn matvec_bias(mt: &[f32], v: &[f32], bias: &[f32], out: &mut [f32]) {
+    const BLOCK: usize = 64;
+    let rows = out.len();
+    assert!(mt.len() >= v.len() * rows && bias.len() >= rows, "matvec: buffers too small");
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
+    if isa::avx512() {
+        // SAFETY: the CPU has AVX-512F (`isa`); sizes checked above.
+        return unsafe { matvec_bias_avx512(mt, v, bias, out) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    for r0 in (0..rows).step_by(BLOCK) {
+        let n = (rows - r0).min(BLOCK);
+        let mut acc = [0f32; BLOCK];
+        for (j, &x) in v.iter().enumerate() {
+            let col = &mt[j * rows + r0..][..n];
+            acc[..n].iter_mut().zip(col).for_each(|(a, &m)| *a += m * x);
+        }
+        for ((o, a), b) in out[r0..r0 + n].iter_mut().zip(&acc).zip(&bias[r0..]) {
+            *o = a + b;
+        }
+    }
+}
+
+/// [`matvec_bias`] 64 outputs at a time in four registers; the same products and sums in the same
+/// order (a multiply, then an add), so the same bits.
+///
+/// # Safety
+/// AVX-512F; `mt` holds `v.len()` columns of `out.len()` values, `bias` at least `out.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn matvec_bias_avx512(mt: &[f32], v: &[f32], bias: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let rows = out.len();
+    for r0 in (0..rows).step_by(4 * B) {
+        let m: [u16; 4] = std::array::from_fn(|b| lane_mask(rows.saturating_sub(r0 + b * B)));
+        let mut acc = [_mm512_setzero_ps(); 4];
+        // SAFETY (loads and stores): the masks keep every lane inside its column (or `out`, `bias`).
+        unsafe {
+            for (j, &x) in v.iter().enumerate() {
+                let col = mt.as_ptr().wrapping_add(j * rows + r0);
+                let xv = _mm512_set1_ps(x);
+                for b in 0..4 {
+                    acc[b] = _mm512_add_ps(acc[b], _mm512_mul_ps(_mm512_maskz_loadu_ps(m[b], col.wrapping_add(b * B)), xv));
+                }
+            }
+            for b in 0..4 {
+                let at = r0 + b * B;
+                let y = _mm512_add_ps(acc[b], _mm512_maskz_loadu_ps(m[b], bias.as_ptr().wrapping_add(at)));
+                _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(at), m[b], y);
+            }
+        }
     }
 }
 
@@ -461,6 +515,29 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn matvec_from_the_transposed_matrix() {
+        // More rows than one block of outputs, and a partial last block.
+        for (rows, cols) in [(3, 5), (64, 2), (150, 27)] {
+            let mut seed = 7;
+            let m: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+            let v: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| lcg(&mut seed)).collect();
+            let mt: Vec<f32> = (0..cols * rows).map(|i| m[(i % rows) * cols + i / rows]).collect();
+            let mut out = vec![f32::NAN; rows];
+            matvec_bias(&mt, &v, &bias, &mut out);
+            for r in 0..rows {
+                let want = m[r * cols..][..cols].iter().zip(&v).map(|(a, b)| a * b).sum::<f32>() + bias[r];
+                assert_eq!(out[r], want, "{rows}x{cols} row {r}");
             }
         }
     }
