@@ -432,8 +432,8 @@ fn scratch_outputs_are_checked() {
     // A lent output nobody released (the conv stepped on its own) keeps the slot from others, until
     // the conv goes away.
     let mut alone = dw(Some(Scratch::Depthwise));
-    for t in 0..3 {
-        alone.step_frame(frames[t].as_ref()).unwrap();
+    for frame in &frames[..3] {
+        alone.step_frame(frame.as_ref()).unwrap();
     }
     assert!(run(&mut Sequential::new("other", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])).is_err());
     drop(alone);

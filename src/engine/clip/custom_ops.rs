@@ -35,6 +35,7 @@ impl DepthwiseConv2d {
     }
 
     /// One channel plane: `out (oh×ow) = Σ taps w · in (h×w)` with zero padding.
+    #[allow(clippy::too_many_arguments)]
     fn plane(&self, filter: &[f32], input: &[f32], h: usize, w: usize, out: &mut [f32], ow: usize, scratch: &mut Vec<f32>) {
         out.fill(0.0);
         self.plane_add(filter, input, h, w, out, ow, scratch);

@@ -89,22 +89,18 @@ impl SpatialConv {
 
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        if let Some(m) = &self.matrix {
-            if self.stride == 1 {
-                let c_out = m.dim(0)?;
-                let xs = x.reshape((n, c, h * w))?;
-                let y = if n == 1 {
-                    m.matmul(&xs.squeeze(0)?)?.unsqueeze(0)?
-                } else {
-                    m.broadcast_matmul(&xs)?
-                };
-                return y.reshape((n, c_out, h, w));
-            }
+        if let Some(m) = &self.matrix
+            && self.stride == 1
+        {
+            let c_out = m.dim(0)?;
+            let xs = x.reshape((n, c, h * w))?;
+            let y = if n == 1 { m.matmul(&xs.squeeze(0)?)?.unsqueeze(0)? } else { m.broadcast_matmul(&xs)? };
+            return y.reshape((n, c_out, h, w));
         }
-        if let Some(dw) = &self.depthwise {
-            if x.device().is_cpu() {
-                return x.contiguous()?.apply_op1_no_bwd(dw);
-            }
+        if let Some(dw) = &self.depthwise
+            && x.device().is_cpu()
+        {
+            return x.contiguous()?.apply_op1_no_bwd(dw);
         }
         if let Some(col) = self.columns(x)? {
             return self.apply_columns(&col, self.output_hw(h, w));

@@ -354,7 +354,7 @@ impl Window {
                     // block ran, so the lanes it shares are recomputed identically, and it stores all
                     // 16 lanes (no partial store).
                     let full = c / B;
-                    let tail = (c % B > 0).then(|| <[f32; B]>::try_from(&o[c - B..]).expect("16 lanes"));
+                    let tail = (!c.is_multiple_of(B)).then(|| <[f32; B]>::try_from(&o[c - B..]).expect("16 lanes"));
                     // Blocks in groups of 4: independent accumulation chains hide the FMA latency.
                     let mut cb = 0;
                     while cb + 4 <= full {

@@ -26,7 +26,7 @@ impl Frame {
     pub fn copy_from(&mut self, other: FrameRef<'_>) {
         self.shape = other.shape;
         self.data.clear();
-        self.data.extend_from_slice(&other.data);
+        self.data.extend_from_slice(other.data);
     }
 
     /// Fill from planar `(C, H, W)` values.
