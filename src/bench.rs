@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::engine::{timing, Chw, LayerReport};
+use crate::engine::{Chw, LayerReport, timing};
 use crate::flops::{self, Convention};
 use crate::models::{Schedule, StreamModel};
 
@@ -127,10 +127,8 @@ impl LoadMeter {
 
     fn finish(&self) -> Load {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let loadavg_1m = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
+        let loadavg_1m =
+            std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
         let other_cores = match (self.start, cpu_counters()) {
             (Some((b0, t0, o0)), Some((b1, t1, o1))) if t1 > t0 => {
                 // Jiffies of all CPUs per wall jiffy = cores; convert busy jiffies to cores.

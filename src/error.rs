@@ -62,7 +62,5 @@ pub fn classified(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error 
 
 /// The kind of an error: the first `Classified` in its chain, else `Runtime`.
 pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Classified>().map(|c| c.kind))
-        .unwrap_or(ErrorKind::Runtime)
+    err.chain().find_map(|e| e.downcast_ref::<Classified>().map(|c| c.kind)).unwrap_or(ErrorKind::Runtime)
 }

@@ -113,10 +113,7 @@ fn collect<'a>(r: &'a LayerReport, prefix: &str, upstream: Temporal, frames: usi
 /// computes each output once (continual convs skip taps into the virtual past and compute every
 /// other tap exactly once; docs/continual.md, "Pending sums").
 pub fn macs_per_step(report: &LayerReport) -> f64 {
-    leaves(report, 0)
-        .iter()
-        .map(|l| l.report.macs_per_output as f64 / (l.upstream.stride * l.report.temporal.stride) as f64)
-        .sum()
+    leaves(report, 0).iter().map(|l| l.report.macs_per_output as f64 / (l.upstream.stride * l.report.temporal.stride) as f64).sum()
 }
 
 /// Multiply-accumulates the continual network performs on step `t` of a fresh stream (taps of

@@ -4,10 +4,10 @@
 //! model thread through a small bounded channel, so decoding overlaps with the network. The model loop
 //! ([`run`]) only sees an iterator of [`Packet`]s, which keeps it testable without a decoder.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,13 @@ struct Reporter<'l> {
 impl<'l> Reporter<'l> {
     /// One output of the model, whose newest frame is `origin`'s, produced in `latency` ms. An
     /// error is a model's (outer) or a sink's (inner; it ends the run without a summary).
-    fn output(&mut self, probs: &[f32], origin: StepOrigin, latency: f64, sinks: &mut [&mut dyn Sink]) -> anyhow::Result<anyhow::Result<()>> {
+    fn output(
+        &mut self,
+        probs: &[f32],
+        origin: StepOrigin,
+        latency: f64,
+        sinks: &mut [&mut dyn Sink],
+    ) -> anyhow::Result<anyhow::Result<()>> {
         self.outputs += 1;
         let ready = origin.step + 1 >= self.receptive_field as u64;
         if !ready && !self.opts.emit_transient {
@@ -87,13 +93,11 @@ impl<'l> Reporter<'l> {
         rank_classes(smoothed, &mut self.order, f32::total_cmp);
         let labels = self.labels;
         self.top.clear();
-        self.top.extend(
-            self.order
-                .iter()
-                .take(self.opts.top_k)
-                .filter(|&&id| smoothed[id] >= self.opts.threshold)
-                .map(|&id| TopEntry { id, label: labels.name(id), score: smoothed[id] }),
-        );
+        self.top.extend(self.order.iter().take(self.opts.top_k).filter(|&&id| smoothed[id] >= self.opts.threshold).map(|&id| TopEntry {
+            id,
+            label: labels.name(id),
+            score: smoothed[id],
+        }));
         let current = self.hysteresis.update(self.order[0]);
         self.segments.push(current, origin.pts, smoothed[current]);
         let rec = StepRecord {
@@ -421,11 +425,16 @@ mod tests {
         fn next_frame(&mut self, _: &mut crate::source::Frame) -> anyhow::Result<bool> {
             unreachable!("the decoder thread asks for frames with a selector")
         }
-        fn next_frame_if(&mut self, frame: &mut crate::source::Frame, selector: &mut dyn crate::source::FrameSelector) -> anyhow::Result<Option<bool>> {
+        fn next_frame_if(
+            &mut self,
+            frame: &mut crate::source::Frame,
+            selector: &mut dyn crate::source::FrameSelector,
+        ) -> anyhow::Result<Option<bool>> {
             if self.next == 6 {
                 return Ok(None);
             }
-            *frame = crate::source::Frame { index: self.next, pts: self.next as f64 / 25.0, width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
+            *frame =
+                crate::source::Frame { index: self.next, pts: self.next as f64 / 25.0, width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
             self.next += 1;
             let wanted = selector.feed(frame.pts);
             Ok(Some(wanted && frame.index != 3))

@@ -63,18 +63,8 @@ const PTS_EPS: f64 = 1e-9;
 
 impl Resampler {
     pub fn new(model_fps: f64) -> Self {
-        assert!(
-            model_fps.is_finite() && model_fps > 0.0,
-            "model fps must be positive"
-        );
-        Resampler {
-            step: 1.0 / model_fps,
-            origin: None,
-            next_step: 0,
-            last_pts: 0.0,
-            last_interval: None,
-            offset: 0.0,
-        }
+        assert!(model_fps.is_finite() && model_fps > 0.0, "model fps must be positive");
+        Resampler { step: 1.0 / model_fps, origin: None, next_step: 0, last_pts: 0.0, last_interval: None, offset: 0.0 }
     }
 
     /// Index of the next model step to be fed (= steps fed so far).
@@ -103,10 +93,7 @@ impl Resampler {
             return 0;
         }
         let interval = pts - self.last_pts;
-        let half = self
-            .last_interval
-            .map_or(interval, |last| last.min(interval))
-            / 2.0;
+        let half = self.last_interval.map_or(interval, |last| last.min(interval)) / 2.0;
         self.last_interval = Some(interval);
         self.last_pts = pts;
         let end = pts + half;
@@ -158,12 +145,7 @@ fn taps(input: usize, output: usize, first: usize, count: usize) -> Vec<Tap> {
             let i0 = (src.floor() as usize).min(input - 1);
             let i1 = (i0 + 1).min(input - 1);
             let l = src - i0 as f64;
-            Tap {
-                i0,
-                i1,
-                w0: 1.0 - l,
-                w1: l,
-            }
+            Tap { i0, i1, w0: 1.0 - l, w1: l }
         })
         .collect()
 }
@@ -171,16 +153,8 @@ fn taps(input: usize, output: usize, first: usize, count: usize) -> Vec<Tap> {
 /// Size after the short-side resize (height, width).
 pub fn resized_size(width: usize, height: usize, short: usize) -> (usize, usize) {
     let (s, l) = (width.min(height), width.max(height));
-    let long = if s == short {
-        l
-    } else {
-        ((l as f64 / s as f64) * short as f64).floor() as usize
-    };
-    if height <= width {
-        (short, long)
-    } else {
-        (long, short)
-    }
+    let long = if s == short { l } else { ((l as f64 / s as f64) * short as f64).floor() as usize };
+    if height <= width { (short, long) } else { (long, short) }
 }
 
 /// Short-side bilinear resize, centre crop and normalisation of RGB24 frames; buffers are allocated
@@ -209,10 +183,7 @@ impl Preprocessor {
         if spec.crop == 0 || spec.resize_short < spec.crop {
             return Err(classified(
                 ErrorKind::Runtime,
-                format!(
-                    "model {}: crop {} larger than the resized short side {}",
-                    spec.name, spec.crop, spec.resize_short
-                ),
+                format!("model {}: crop {} larger than the resized short side {}", spec.name, spec.crop, spec.resize_short),
             ));
         }
         let mut p = Preprocessor {
@@ -241,10 +212,7 @@ impl Preprocessor {
 
     fn set_geometry(&mut self, width: usize, height: usize) -> anyhow::Result<()> {
         if width == 0 || height == 0 {
-            return Err(classified(
-                ErrorKind::Data,
-                format!("frame size {width}x{height} cannot be preprocessed"),
-            ));
+            return Err(classified(ErrorKind::Data, format!("frame size {width}x{height} cannot be preprocessed")));
         }
         let (rh, rw) = resized_size(width, height, self.resize_short);
         let (top, left) = ((rh - self.crop) / 2, (rw - self.crop) / 2);
@@ -263,14 +231,7 @@ impl Preprocessor {
     fn run(&mut self, frame: &Frame) -> anyhow::Result<()> {
         let (w, h) = (frame.width as usize, frame.height as usize);
         if frame.rgb.len() != w * h * 3 {
-            return Err(classified(
-                ErrorKind::Runtime,
-                format!(
-                    "frame {}: {} bytes for {w}x{h} RGB",
-                    frame.index,
-                    frame.rgb.len()
-                ),
-            ));
+            return Err(classified(ErrorKind::Runtime, format!("frame {}: {} bytes for {w}x{h} RGB", frame.index, frame.rgb.len())));
         }
         if w != self.width || h != self.height {
             self.set_geometry(w, h)?;
@@ -352,14 +313,7 @@ mod tests {
     use super::*;
 
     fn spec(short: usize, crop: usize, normalize: Normalize) -> ModelSpec {
-        ModelSpec {
-            name: "t".into(),
-            fps: 25.0,
-            resize_short: short,
-            crop,
-            normalize,
-            num_classes: 1,
-        }
+        ModelSpec { name: "t".into(), fps: 25.0, resize_short: short, crop, normalize, num_classes: 1 }
     }
 
     fn frame(w: u32, h: u32, f: impl Fn(u32, u32, u32) -> u8) -> Frame {
@@ -371,13 +325,7 @@ mod tests {
                 }
             }
         }
-        Frame {
-            index: 0,
-            pts: 0.0,
-            width: w,
-            height: h,
-            rgb,
-        }
+        Frame { index: 0, pts: 0.0, width: w, height: h, rgb }
     }
 
     #[test]
@@ -393,62 +341,14 @@ mod tests {
     fn taps_match_hand_computed_values() {
         // 4 -> 2: src = (o + .5) * 2 - .5 = 0.5, 2.5
         let t = taps(4, 2, 0, 2);
-        assert_eq!(
-            t[0],
-            Tap {
-                i0: 0,
-                i1: 1,
-                w0: 0.5,
-                w1: 0.5
-            }
-        );
-        assert_eq!(
-            t[1],
-            Tap {
-                i0: 2,
-                i1: 3,
-                w0: 0.5,
-                w1: 0.5
-            }
-        );
+        assert_eq!(t[0], Tap { i0: 0, i1: 1, w0: 0.5, w1: 0.5 });
+        assert_eq!(t[1], Tap { i0: 2, i1: 3, w0: 0.5, w1: 0.5 });
         // 2 -> 4: src = (o + .5) / 2 - .5 = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (upper tap clamped)
         let t = taps(2, 4, 0, 4);
-        assert_eq!(
-            t[0],
-            Tap {
-                i0: 0,
-                i1: 1,
-                w0: 1.0,
-                w1: 0.0
-            }
-        );
-        assert_eq!(
-            t[1],
-            Tap {
-                i0: 0,
-                i1: 1,
-                w0: 0.75,
-                w1: 0.25
-            }
-        );
-        assert_eq!(
-            t[2],
-            Tap {
-                i0: 0,
-                i1: 1,
-                w0: 0.25,
-                w1: 0.75
-            }
-        );
-        assert_eq!(
-            t[3],
-            Tap {
-                i0: 1,
-                i1: 1,
-                w0: 0.75,
-                w1: 0.25
-            }
-        );
+        assert_eq!(t[0], Tap { i0: 0, i1: 1, w0: 1.0, w1: 0.0 });
+        assert_eq!(t[1], Tap { i0: 0, i1: 1, w0: 0.75, w1: 0.25 });
+        assert_eq!(t[2], Tap { i0: 0, i1: 1, w0: 0.25, w1: 0.75 });
+        assert_eq!(t[3], Tap { i0: 1, i1: 1, w0: 0.75, w1: 0.25 });
     }
 
     #[test]
@@ -503,10 +403,7 @@ mod tests {
         assert_eq!(v[0], -1.0);
         assert_eq!(v[4], 1.0);
         assert_eq!(v[8], 51.0 / 127.5 - 1.0);
-        let ms = Normalize::MeanStd {
-            mean: [0.45; 3],
-            std: [0.225; 3],
-        };
+        let ms = Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] };
         let mut p = Preprocessor::new(&spec(2, 2, ms), 2, 2).unwrap();
         let v = p.normalized(&f).unwrap().to_vec();
         assert_eq!(v[0], (0.0f32 - 0.45) / 0.225);
@@ -517,22 +414,10 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         let mut p = Preprocessor::new(&spec(4, 4, Normalize::SignedUnit), 8, 8).unwrap();
-        let f = Frame {
-            index: 3,
-            pts: 0.0,
-            width: 8,
-            height: 8,
-            rgb: vec![0; 10],
-        };
+        let f = Frame { index: 3, pts: 0.0, width: 8, height: 8, rgb: vec![0; 10] };
         assert!(p.crop_u8(&f).is_empty());
         assert!(p.tensor(&f).is_err());
-        let f = Frame {
-            index: 4,
-            pts: 0.0,
-            width: 0,
-            height: 8,
-            rgb: vec![],
-        };
+        let f = Frame { index: 4, pts: 0.0, width: 0, height: 8, rgb: vec![] };
         assert!(p.tensor(&f).is_err());
         assert!(Preprocessor::new(&spec(4, 5, Normalize::SignedUnit), 8, 8).is_err());
         assert!(Preprocessor::new(&spec(4, 4, Normalize::SignedUnit), 0, 8).is_err());
@@ -548,10 +433,7 @@ mod tests {
             }
         }
         let want: Vec<u64> = (0..fed.len() as u64).map(|n| (12 * n + 5) / 10).collect();
-        assert_eq!(
-            &fed[..16],
-            &[0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18]
-        );
+        assert_eq!(&fed[..16], &[0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18]);
         assert_eq!(fed, want);
         assert_eq!(fed.len(), 250);
     }
@@ -559,9 +441,7 @@ mod tests {
     #[test]
     fn resampler_30_to_5_takes_every_sixth() {
         let mut r = Resampler::new(5.0);
-        let fed: Vec<u64> = (0..60u64)
-            .filter(|&k| r.feed(1.5 + k as f64 / 30.0) > 0)
-            .collect();
+        let fed: Vec<u64> = (0..60u64).filter(|&k| r.feed(1.5 + k as f64 / 30.0) > 0).collect();
         assert_eq!(fed, (0..10).map(|n| 6 * n).collect::<Vec<_>>());
     }
 

@@ -203,8 +203,7 @@ fn mixed_folder_gives_one_record_per_clip_and_exit_65() {
     let records = read_jsonl(&out_file);
     let by_path: BTreeMap<String, &Value> = records.iter().map(|r| (path_of(r), r)).collect();
     assert_eq!(by_path.len(), records.len(), "one record per clip");
-    let expected: BTreeSet<String> =
-        good.iter().map(|g| &g.0).chain(&bad).map(|p| p.display().to_string()).collect();
+    let expected: BTreeSet<String> = good.iter().map(|g| &g.0).chain(&bad).map(|p| p.display().to_string()).collect();
     assert_eq!(by_path.keys().cloned().collect::<BTreeSet<_>>(), expected, "non-video files are skipped");
     for (p, secs, rate) in &good {
         check_clip_record(by_path[&p.display().to_string()], p, *secs as f64, *rate as f64, &labels);
@@ -231,8 +230,7 @@ fn mixed_folder_gives_one_record_per_clip_and_exit_65() {
 /// Sorted lines of a JSONL file as (path, line).
 fn lines_by_path(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut v: Vec<(String, String)> =
-        text.lines().map(|l| (path_of(&serde_json::from_str(l).unwrap()), l.to_string())).collect();
+    let mut v: Vec<(String, String)> = text.lines().map(|l| (path_of(&serde_json::from_str(l).unwrap()), l.to_string())).collect();
     v.sort();
     v
 }
@@ -325,8 +323,7 @@ fn shards_partition_the_run() {
     std::fs::create_dir_all(dir.join("part")).unwrap();
     std::fs::copy(dir.join("x.mp4"), dir.join("part/0.mp4")).unwrap();
     for i in 1..10 {
-        std::fs::write(dir.join(format!("part/{i}.{}", if i % 2 == 0 { "mp4" } else { "mkv" })), format!("broken {i}\n"))
-            .unwrap();
+        std::fs::write(dir.join(format!("part/{i}.{}", if i % 2 == 0 { "mp4" } else { "mkv" })), format!("broken {i}\n")).unwrap();
     }
     let shard_run = |shard: Option<usize>| {
         let name = shard.map_or("all.jsonl".to_string(), |i| format!("part-{i}.jsonl"));

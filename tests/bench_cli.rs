@@ -23,8 +23,9 @@ fn bench_json_and_chart_are_well_formed() {
     // One thread: the split schedule alone (a pipeline has no second thread to run on).
     assert_eq!((v["schedule"].as_str(), v["lag"].as_u64()), (Some("split"), Some(0)));
     assert!(v.get("compared").is_none(), "{v}");
-    for key in ["continual_ms_p50", "continual_ms_p95", "regular_ms_p50", "regular_ms_p95", "speedup", "flop_ratio",
-                "continual_gflops_per_s"] {
+    for key in
+        ["continual_ms_p50", "continual_ms_p95", "regular_ms_p50", "regular_ms_p95", "speedup", "flop_ratio", "continual_gflops_per_s"]
+    {
         let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {v}"));
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
@@ -51,7 +52,9 @@ fn bench_per_layer_times_every_layer() {
     let layers = v["per_layer"].as_array().expect("per_layer array");
     let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
     // The stem, every block's depthwise conv and 1x1 convs, and the head.
-    for name in ["s1.pathway0_stem.conv_xy", "s1.pathway0_stem.conv", "s2.pathway0_res0.branch2.b", "s5.pathway0_res6.branch2.c", "head.projection"] {
+    for name in
+        ["s1.pathway0_stem.conv_xy", "s1.pathway0_stem.conv", "s2.pathway0_res0.branch2.b", "s5.pathway0_res6.branch2.c", "head.projection"]
+    {
         assert!(names.contains(&name), "{name} not timed: {names:?}");
     }
     assert_eq!(names.iter().filter(|n| n.ends_with("branch2.b")).count(), 3 + 5 + 11 + 7, "one depthwise conv per block");

@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/sports2d-demo.mp4");
 
 fn coinfer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coinfer"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_coinfer")).args(args).stdin(Stdio::null()).output().expect("the binary runs")
 }
 
 /// Exactly one line on stderr, `coinfer: error: …`, nothing on stdout, and the given exit code.

@@ -6,8 +6,8 @@
 use candle_core::{Device, Tensor};
 use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
-    Delay, Fill, Frame, Layer, PadMode, Parallel, PoolKind, Reduce, Scratch, Sequential, TemporalConv, TemporalPad,
-    TemporalPool, forward_steps,
+    Delay, Fill, Frame, Layer, PadMode, Parallel, PoolKind, Reduce, Scratch, Sequential, TemporalConv, TemporalPad, TemporalPool,
+    forward_steps,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -15,9 +15,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 type Clip = Vec<Vec<Vec<Vec<f32>>>>;
 
 fn random_clip(rng: &mut StdRng, t: usize, c: usize, h: usize, w: usize) -> Clip {
-    (0..t)
-        .map(|_| (0..c).map(|_| (0..h).map(|_| (0..w).map(|_| rng.random_range(-1.0..1.0)).collect()).collect()).collect())
-        .collect()
+    (0..t).map(|_| (0..c).map(|_| (0..h).map(|_| (0..w).map(|_| rng.random_range(-1.0..1.0)).collect()).collect()).collect()).collect()
 }
 
 fn to_tensor(x: &Clip) -> Tensor {
@@ -29,9 +27,7 @@ fn to_tensor(x: &Clip) -> Tensor {
 fn from_tensor(x: &Tensor) -> Clip {
     let (t, c, h, w) = x.dims4().unwrap();
     let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-    (0..t)
-        .map(|a| (0..c).map(|b| (0..h).map(|y| (0..w).map(|z| v[((a * c + b) * h + y) * w + z]).collect()).collect()).collect())
-        .collect()
+    (0..t).map(|a| (0..c).map(|b| (0..h).map(|y| (0..w).map(|z| v[((a * c + b) * h + y) * w + z]).collect()).collect()).collect()).collect()
 }
 
 /// Pad time with `before`/`after` frames: zeros or edge copies (`None` = −∞ for max pooling).
@@ -148,7 +144,8 @@ fn cat(outs: &[Tensor]) -> Clip {
 fn continual_conv_matches_direct_convolution() {
     let mut rng = StdRng::seed_from_u64(7);
     // (k, p_b, p_a, s) from the specs' test lists, plus random ones.
-    let mut cases = vec![(5, 2, 2, 1), (3, 1, 1, 1), (7, 3, 3, 4), (3, 0, 0, 1), (1, 0, 0, 1), (7, 2, 3, 2), (3, 0, 1, 2), (2, 0, 0, 2), (2, 0, 0, 1)];
+    let mut cases =
+        vec![(5, 2, 2, 1), (3, 1, 1, 1), (7, 3, 3, 4), (3, 0, 0, 1), (1, 0, 0, 1), (7, 2, 3, 2), (3, 0, 1, 2), (2, 0, 0, 2), (2, 0, 0, 1)];
     for _ in 0..6 {
         let k = rng.random_range(1..6);
         let s = rng.random_range(1..4);
@@ -350,11 +347,15 @@ fn priming_equals_stepping_for_every_window_layer() {
     let (wd, bd, ww, bw) = (rand_t(&[c, c, 3, 3, 3]), rand_t(&[c]), rand_t(&[c, 1, 3, 3, 3]), rand_t(&[c]));
     let frames: Vec<Frame> = (0..6).map(|_| Frame::from_tensor(&rand_t(&[1, c, 6, 5])).unwrap()).collect();
     let build = |with_pool: bool| -> Sequential {
-        let dense = TemporalConv::new("dense", &wd, Some(&bd), 2, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], 1, Fill::Replicate).unwrap();
-        let dw = TemporalConv::new("dw", &ww, Some(&bw), 1, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], c, Fill::Replicate).unwrap();
+        let dense =
+            TemporalConv::new("dense", &wd, Some(&bd), 2, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], 1, Fill::Replicate)
+                .unwrap();
+        let dw =
+            TemporalConv::new("dw", &ww, Some(&bw), 1, TemporalPad::Fixed { before: 1, after: 1 }, 1, [1; 4], c, Fill::Replicate).unwrap();
         let block = Sequential::new("block", vec![Box::new(dw), Box::new(Pointwise::relu())]);
         let residual = Parallel::new("res", vec![Box::new(Sequential::new("id", vec![])), Box::new(block)], Reduce::Sum).unwrap();
-        let pool = TemporalPool::new("pool", PoolKind::Avg, 2, 2, TemporalPad::Fixed { before: 0, after: 0 }, None, Fill::Replicate).unwrap();
+        let pool =
+            TemporalPool::new("pool", PoolKind::Avg, 2, 2, TemporalPad::Fixed { before: 0, after: 0 }, None, Fill::Replicate).unwrap();
         let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(dense), Box::new(Pointwise::relu()), Box::new(residual)];
         if with_pool {
             layers.push(Box::new(pool));
@@ -416,10 +417,17 @@ fn scratch_outputs_are_checked() {
     let want = run(&mut own).unwrap();
     assert_eq!(run(&mut lent).unwrap(), want, "scratch outputs consumed by the next layer");
     // Two such chains one after the other share the slot, each releasing it.
-    let mut twice = Sequential::new("twice", vec![Box::new(Sequential::new("a", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])), Box::new(Sequential::new("b", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())]))]);
+    let mut twice = Sequential::new(
+        "twice",
+        vec![
+            Box::new(Sequential::new("a", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])),
+            Box::new(Sequential::new("b", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])),
+        ],
+    );
     assert!(run(&mut twice).is_ok());
 
-    let mut consecutive = Sequential::new("consecutive", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(dw(Some(Scratch::Depthwise)))]);
+    let mut consecutive =
+        Sequential::new("consecutive", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(dw(Some(Scratch::Depthwise)))]);
     let e = run(&mut consecutive).unwrap_err();
     assert!(e.contains("still in use"), "{e}");
     drop(consecutive);

@@ -55,8 +55,16 @@ fn json_shape_is_stable() {
     let (rec, _) = count("x3d-s", Convention::Macs, None).unwrap();
     let v = serde_json::to_value(&rec).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    for k in ["model", "convention", "clip_frames", "regular_clip_gflops", "regular_per_frame_gflops",
-              "continual_per_step_gflops", "continual_peak_step_gflops", "ratio"] {
+    for k in [
+        "model",
+        "convention",
+        "clip_frames",
+        "regular_clip_gflops",
+        "regular_per_frame_gflops",
+        "continual_per_step_gflops",
+        "continual_peak_step_gflops",
+        "ratio",
+    ] {
         assert!(keys.contains(&k), "missing {k} in {keys:?}");
     }
     assert_eq!(v["clip_frames"], 13);

@@ -55,10 +55,7 @@ fn continual_throughput() {
     }
     let total = start.elapsed().as_secs_f64();
     eprintln!("loadavg after: {}", loadavg());
-    eprintln!(
-        "steady state: {measured} steps in {total:.2} s = {:.1} input frames/s ({emitted} emissions)",
-        measured as f64 / total
-    );
+    eprintln!("steady state: {measured} steps in {total:.2} s = {:.1} input frames/s ({emitted} emissions)", measured as f64 / total);
     for (phase, ms) in per_phase.iter_mut().enumerate() {
         ms.sort_by(f64::total_cmp);
         eprintln!(

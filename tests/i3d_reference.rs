@@ -80,14 +80,8 @@ fn regular_forward_matches_reference_endpoints() {
             let ours = sel.narrow(2, y0, 2).unwrap().narrow(3, x0, 2).unwrap();
             let reference = &refs[&format!("ep.{name}.{corner}")];
             let tol = (reference.abs().unwrap() * 1e-4).unwrap().affine(1.0, 2e-4).unwrap();
-            let excess: f32 = ((&ours - reference).unwrap().abs().unwrap() - tol)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let excess: f32 =
+                ((&ours - reference).unwrap().abs().unwrap() - tol).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
             assert!(excess <= 0.0, "{name} {corner}: beyond tolerance by {excess}\nours {ours}\nref {reference}");
         }
         let out64 = out.to_dtype(DType::F64).unwrap();

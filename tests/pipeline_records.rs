@@ -11,9 +11,9 @@ use candle_core::Tensor;
 use coinfer::labels::Labels;
 use coinfer::models::{ModelSpec, Normalize, StreamModel, StreamShape};
 use coinfer::pipeline::{self, Options, Packet};
-use coinfer::source::SourceInfo;
 use coinfer::sink::{InputSize, JsonLines, Meta, Sink, SourceMeta, StepRecord, Summary};
 use coinfer::smooth::SmoothMode;
+use coinfer::source::SourceInfo;
 use serde_json::Value;
 
 const CLASSES: usize = 3;
@@ -114,9 +114,7 @@ fn frame_of(c: usize) -> Vec<f32> {
 
 /// Frames 0..10 show class 0, frames 10..20 class 1, one model step each, pts = index / 10.
 fn two_scenes() -> Vec<anyhow::Result<Packet>> {
-    (0..20u64)
-        .map(|i| Ok(Packet { frame: i, pts: i as f64 / 10.0, steps: 1, input: Some(frame_of(if i < 10 { 0 } else { 1 })) }))
-        .collect()
+    (0..20u64).map(|i| Ok(Packet { frame: i, pts: i as f64 / 10.0, steps: 1, input: Some(frame_of(if i < 10 { 0 } else { 1 })) })).collect()
 }
 
 fn labels() -> Labels {
@@ -330,14 +328,14 @@ fn meta_record_follows_the_schema() {
         source: SourceMeta {
             input: "-".into(),
             info: SourceInfo {
-            width: 640,
-            height: 360,
-            fps: Some(30.0),
-            frames: None,
-            duration: None,
-            codec: "rawvideo".into(),
-            container: "yuv4mpegpipe".into(),
-            is_stream: true,
+                width: 640,
+                height: 360,
+                fps: Some(30.0),
+                frames: None,
+                duration: None,
+                codec: "rawvideo".into(),
+                container: "yuv4mpegpipe".into(),
+                is_stream: true,
             },
         },
     };
@@ -618,8 +616,7 @@ fn a_closed_stdout_stops_the_run_as_a_broken_pipe() {
     let stop = AtomicBool::new(false);
     let mut model = WindowModel::new(2, 4, 1);
     let mut sink = JsonLines::new(ClosedAfter(1));
-    let err = pipeline::run(two_scenes().into_iter(), &mut model, &labels(), &opts(), &mut [&mut sink], &stop)
-        .unwrap_err();
+    let err = pipeline::run(two_scenes().into_iter(), &mut model, &labels(), &opts(), &mut [&mut sink], &stop).unwrap_err();
     assert!(coinfer::cli::is_broken_pipe(&err), "{err:#}");
     // It stopped at the failed write rather than running the rest of the stream.
     assert_eq!(model.steps, 5);
@@ -631,8 +628,7 @@ fn labels_must_match_the_classes() {
     let mut model = WindowModel::new(2, 4, 1);
     let mut sink = JsonLines::new(Vec::new());
     let two = Labels::from_names("two", vec!["a".into(), "b".into()]);
-    let err = pipeline::run(two_scenes().into_iter(), &mut model, &two, &opts(), &mut [&mut sink], &stop)
-        .unwrap_err();
+    let err = pipeline::run(two_scenes().into_iter(), &mut model, &two, &opts(), &mut [&mut sink], &stop).unwrap_err();
     assert_eq!(coinfer::error::kind_of(&err), coinfer::error::ErrorKind::Usage);
 }
 

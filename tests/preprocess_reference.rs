@@ -13,10 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -30,10 +27,7 @@ fn root() -> &'static Path {
 fn spec_of(fixture: &Value) -> ModelSpec {
     let normalize = match fixture["normalize"].as_str().unwrap() {
         "signed_unit" => Normalize::SignedUnit,
-        "mean_std" => Normalize::MeanStd {
-            mean: [0.45; 3],
-            std: [0.225; 3],
-        },
+        "mean_std" => Normalize::MeanStd { mean: [0.45; 3], std: [0.225; 3] },
         other => panic!("unknown normalisation {other}"),
     };
     ModelSpec {
@@ -65,21 +59,10 @@ fn sample_clip_preprocessing_matches_the_reference() {
         .iter()
         .map(|m| {
             let path = root().join(format!("tests/fixtures/preprocess/{m}.json"));
-            let fixture: Value =
-                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-            assert_eq!(
-                fixture["clip_sha256"].as_str().unwrap(),
-                clip_sha,
-                "fixture made from another clip"
-            );
+            let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            assert_eq!(fixture["clip_sha256"].as_str().unwrap(), clip_sha, "fixture made from another clip");
             let spec = spec_of(&fixture);
-            Run {
-                resampler: Resampler::new(spec.fps),
-                pre: Preprocessor::new(&spec, w, h).unwrap(),
-                spec,
-                fixture,
-                step: 0,
-            }
+            Run { resampler: Resampler::new(spec.fps), pre: Preprocessor::new(&spec, w, h).unwrap(), spec, fixture, step: 0 }
         })
         .collect();
     assert_eq!(runs[0].spec.fps, 25.0);
@@ -96,39 +79,18 @@ fn sample_clip_preprocessing_matches_the_reference() {
                 let want = &run.fixture["steps"][run.step];
                 let name = &run.spec.name;
                 assert_eq!(want["step"].as_u64().unwrap() as usize, run.step);
-                assert_eq!(
-                    want["frame"].as_u64().unwrap(),
-                    frame.index,
-                    "{name}: step {} frame",
-                    run.step
-                );
+                assert_eq!(want["frame"].as_u64().unwrap(), frame.index, "{name}: step {} frame", run.step);
                 let crop = run.pre.crop_u8(&frame);
-                assert_eq!(
-                    sha(crop),
-                    want["crop_sha256"].as_str().unwrap(),
-                    "{name}: step {} uint8 crop",
-                    run.step
-                );
+                assert_eq!(sha(crop), want["crop_sha256"].as_str().unwrap(), "{name}: step {} uint8 crop", run.step);
                 let input = run.pre.normalized(&frame).unwrap().to_vec();
-                assert_eq!(
-                    sha(&f32_bytes(&input)),
-                    want["input_sha256"].as_str().unwrap(),
-                    "{name}: step {} input",
-                    run.step
-                );
+                assert_eq!(sha(&f32_bytes(&input)), want["input_sha256"].as_str().unwrap(), "{name}: step {} input", run.step);
                 // A few values, readable when a hash fails.
                 let c = run.spec.crop;
                 for s in run.fixture["samples"].as_array().unwrap() {
                     if s["step"].as_u64().unwrap() as usize == run.step {
-                        let (ch, y, x) = (
-                            s["c"].as_u64().unwrap() as usize,
-                            s["y"].as_u64().unwrap() as usize,
-                            s["x"].as_u64().unwrap() as usize,
-                        );
-                        assert_eq!(
-                            input[(ch * c + y) * c + x],
-                            s["value"].as_f64().unwrap() as f32
-                        );
+                        let (ch, y, x) =
+                            (s["c"].as_u64().unwrap() as usize, s["y"].as_u64().unwrap() as usize, s["x"].as_u64().unwrap() as usize);
+                        assert_eq!(input[(ch * c + y) * c + x], s["value"].as_f64().unwrap() as f32);
                     }
                 }
                 // The tensor carries the same values.
@@ -141,12 +103,7 @@ fn sample_clip_preprocessing_matches_the_reference() {
     }
     assert_eq!(frames, runs[0].fixture["source_frames"].as_u64().unwrap());
     for run in &runs {
-        assert_eq!(
-            run.step,
-            run.fixture["steps"].as_array().unwrap().len(),
-            "{}: steps",
-            run.spec.name
-        );
+        assert_eq!(run.step, run.fixture["steps"].as_array().unwrap().len(), "{}: steps", run.spec.name);
     }
 }
 
@@ -156,14 +113,8 @@ fn sample_clip_preprocessing_matches_the_reference() {
 #[ignore]
 fn bench_decode_and_preprocess() {
     let sample = root().join("samples/sports2d-demo.mp4");
-    let spec = ModelSpec {
-        name: "i3d".into(),
-        fps: 25.0,
-        resize_short: 256,
-        crop: 224,
-        normalize: Normalize::SignedUnit,
-        num_classes: 400,
-    };
+    let spec =
+        ModelSpec { name: "i3d".into(), fps: 25.0, resize_short: 256, crop: 224, normalize: Normalize::SignedUnit, num_classes: 400 };
     for round in 0..3 {
         let mut src = open(sample.to_str().unwrap(), &OpenOptions::default()).unwrap();
         let mut pre = Preprocessor::new(&spec, src.info().width, src.info().height).unwrap();

@@ -11,9 +11,6 @@ use coinfer::source::{Frame, FrameSelector, OpenOptions, RawVideo, open};
 mod common;
 use common::{cli_rgb_hashes, ffmpeg, lavfi, sha};
 
-
-
-
 #[derive(Debug)]
 struct Decoded {
     hashes: Vec<String>,
@@ -24,11 +21,7 @@ struct Decoded {
 fn decode_all(input: &str, opts: &OpenOptions) -> anyhow::Result<Decoded> {
     let mut src = open(input, opts)?;
     let mut f = Frame::default();
-    let mut d = Decoded {
-        hashes: vec![],
-        pts: vec![],
-        size: (0, 0),
-    };
+    let mut d = Decoded { hashes: vec![], pts: vec![], size: (0, 0) };
     while src.next_frame(&mut f)? {
         assert_eq!(f.index as usize, d.hashes.len());
         assert_eq!(f.rgb.len(), f.width as usize * f.height as usize * 3);
@@ -57,11 +50,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
     let src = |size: &str| {
         let (w, h) = size.split_once('x').unwrap();
         let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
-        format!(
-            "testsrc2=size={}x{}:rate=25:duration=0.4,scale={w}:{h}",
-            w & !1,
-            h & !1
-        )
+        format!("testsrc2=size={}x{}:rate=25:duration=0.4,scale={w}:{h}", w & !1, h & !1)
     };
     type Case<'a> = (&'a str, Vec<String>, u32, u32, usize, &'a str);
     let cases: Vec<Case> = vec![
@@ -95,19 +84,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         ),
         (
             "h264_untagged.mp4",
-            vec![
-                "-f",
-                "lavfi",
-                "-i",
-                &src("320x240"),
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            vec!["-f", "lavfi", "-i", &src("320x240"), "-c:v", "libx264", "-pix_fmt", "yuv420p"].into_iter().map(String::from).collect(),
             320,
             240,
             10,
@@ -115,19 +92,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         ),
         (
             "h264_444_odd.mkv",
-            vec![
-                "-f",
-                "lavfi",
-                "-i",
-                &src("321x241"),
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv444p",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            vec!["-f", "lavfi", "-i", &src("321x241"), "-c:v", "libx264", "-pix_fmt", "yuv444p"].into_iter().map(String::from).collect(),
             321,
             241,
             10,
@@ -183,19 +148,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         ),
         (
             "mpeg4.avi",
-            vec![
-                "-f",
-                "lavfi",
-                "-i",
-                &src("176x144"),
-                "-c:v",
-                "mpeg4",
-                "-q:v",
-                "3",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            vec!["-f", "lavfi", "-i", &src("176x144"), "-c:v", "mpeg4", "-q:v", "3"].into_iter().map(String::from).collect(),
             176,
             144,
             10,
@@ -203,21 +156,10 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         ),
         (
             "mjpeg.mov",
-            vec![
-                "-f",
-                "lavfi",
-                "-i",
-                &src("160x120"),
-                "-c:v",
-                "mjpeg",
-                "-pix_fmt",
-                "yuvj422p",
-                "-q:v",
-                "3",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            vec!["-f", "lavfi", "-i", &src("160x120"), "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             160,
             120,
             10,
@@ -225,19 +167,7 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         ),
         (
             "png_rgb24.mkv",
-            vec![
-                "-f",
-                "lavfi",
-                "-i",
-                &src("65x33"),
-                "-c:v",
-                "png",
-                "-pix_fmt",
-                "rgb24",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            vec!["-f", "lavfi", "-i", &src("65x33"), "-c:v", "png", "-pix_fmt", "rgb24"].into_iter().map(String::from).collect(),
             65,
             33,
             10,
@@ -286,25 +216,14 @@ fn decode_matrix_matches_the_ffmpeg_cli_bytes() {
         assert_eq!((info.width, info.height), (*w, *h), "{name}");
         assert_eq!(info.codec, *codec, "{name}");
         assert!(!info.is_stream, "{name}");
-        assert!(
-            (info.fps.unwrap() - 25.0).abs() < 1e-6,
-            "{name}: fps {:?}",
-            info.fps
-        );
-        let got =
-            decode_all(input, &OpenOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!((info.fps.unwrap() - 25.0).abs() < 1e-6, "{name}: fps {:?}", info.fps);
+        let got = decode_all(input, &OpenOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(got.size, (*w, *h), "{name}");
         assert_eq!(got.hashes.len(), *frames, "{name}: frame count");
         let want = cli_rgb_hashes(&[], &path, *w as usize, *h as usize);
-        assert_eq!(
-            got.hashes, want,
-            "{name}: RGB bytes differ from the ffmpeg CLI's"
-        );
+        assert_eq!(got.hashes, want, "{name}: RGB bytes differ from the ffmpeg CLI's");
         for (i, t) in got.pts.iter().enumerate() {
-            assert!(
-                (t - i as f64 / 25.0).abs() < 1e-3,
-                "{name}: frame {i} pts {t}"
-            );
+            assert!((t - i as f64 / 25.0).abs() < 1e-3, "{name}: frame {i} pts {t}");
         }
     }
 }
@@ -323,15 +242,7 @@ fn sample_clip_rgb_matches_the_ffmpeg_cli() {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
         .arg(&sample)
-        .args([
-            "-frames:v",
-            &n.to_string(),
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
+        .args(["-frames:v", &n.to_string(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .unwrap();
     let size = 1768 * 994 * 3;
@@ -341,26 +252,14 @@ fn sample_clip_rgb_matches_the_ffmpeg_cli() {
         assert!(src.next_frame(&mut f).unwrap());
         assert_eq!(f.index, i as u64);
         assert!((f.pts - i as f64 / 30.0).abs() < 1e-9);
-        assert!(
-            f.rgb == want,
-            "frame {i}: RGB bytes differ from the ffmpeg CLI's"
-        );
+        assert!(f.rgb == want, "frame {i}: RGB bytes differ from the ffmpeg CLI's");
     }
 }
 
 /// `best_effort_timestamp_time` of every video frame, as ffprobe reports them.
 fn ffprobe_pts(path: &Path) -> Vec<f64> {
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=best_effort_timestamp_time",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0"])
         .arg(path)
         .output()
         .unwrap();
@@ -392,11 +291,7 @@ fn vfr_clip_timestamps_and_frame_selection() {
     }
     // The clip really is variable: intervals from 25 to 67 ms plus the gap.
     let iv: Vec<f64> = want.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(
-        iv.iter().any(|&d| d < 0.028)
-            && iv.iter().any(|&d| d > 0.06)
-            && iv.iter().any(|&d| d > 0.4)
-    );
+    assert!(iv.iter().any(|&d| d < 0.028) && iv.iter().any(|&d| d > 0.06) && iv.iter().any(|&d| d > 0.4));
 
     for model_fps in [25.0, 5.0, 50.0] {
         // Selection made by the Resampler on our pts...
@@ -433,18 +328,8 @@ fn vfr_clip_timestamps_and_frame_selection() {
                 (a - b).abs() < 0.002 && (want[i - 1] - want[i - 2] - a).abs() < 0.002
             };
             if steady {
-                let best = (0..want.len())
-                    .min_by(|&a, &b| {
-                        (want[a] - t)
-                            .abs()
-                            .partial_cmp(&(want[b] - t).abs())
-                            .unwrap()
-                    })
-                    .unwrap();
-                assert!(
-                    (want[best] - t).abs() + 0.002 >= (want[i] - t).abs(),
-                    "step {n}: frame {i} vs nearest {best}"
-                );
+                let best = (0..want.len()).min_by(|&a, &b| (want[a] - t).abs().partial_cmp(&(want[b] - t).abs()).unwrap()).unwrap();
+                assert!((want[best] - t).abs() + 0.002 >= (want[i] - t).abs(), "step {n}: frame {i} vs nearest {best}");
             }
         }
     }
@@ -500,7 +385,22 @@ fn decoder_skips_only_frames_the_timeline_does_not_need() {
     let timing = "settb=1/1000,setpts='(if(lt(N,60),N/30+0.008*sin(N*1.7),2/30*N-2)+if(gte(N,41),0.4,0))/TB'";
     lavfi(
         "testsrc2=size=64x48:rate=30:duration=3",
-        &["-vf", timing, "-fps_mode", "passthrough", "-enc_time_base", "1/1000", "-c:v", "libx264", "-bf", "3", "-b_strategy", "0", "-pix_fmt", "yuv420p"],
+        &[
+            "-vf",
+            timing,
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base",
+            "1/1000",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "3",
+            "-b_strategy",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ],
         &vfr,
     );
     for path in [&cfr, &mpeg4, &vfr] {
@@ -519,21 +419,17 @@ fn decoder_skips_only_frames_the_timeline_does_not_need() {
     }
     // Interlaced video (a field may come in a packet of its own): nothing is skipped.
     let interlaced = p(&dir, "interlaced.ts");
-    lavfi("testsrc2=size=96x64:rate=25:duration=2", &["-c:v", "libx264", "-bf", "3", "-flags", "+ildct+ilme", "-top", "1", "-pix_fmt", "yuv420p"], &interlaced);
+    lavfi(
+        "testsrc2=size=96x64:rate=25:duration=2",
+        &["-c:v", "libx264", "-bf", "3", "-flags", "+ildct+ilme", "-top", "1", "-pix_fmt", "yuv420p"],
+        &interlaced,
+    );
     let (all, _) = select(&interlaced, 2.5, false);
     assert_eq!(select(&interlaced, 2.5, true), (all, 0), "interlaced: no frame skipped");
 }
 
 fn raw_opts(w: u32, h: u32, pix: &str, fps: Option<f64>) -> OpenOptions {
-    OpenOptions {
-        raw: Some(RawVideo {
-            width: w,
-            height: h,
-            pix_fmt: pix.into(),
-        }),
-        fps,
-        format: None,
-    }
+    OpenOptions { raw: Some(RawVideo { width: w, height: h, pix_fmt: pix.into() }), fps, format: None }
 }
 
 #[test]
@@ -547,11 +443,7 @@ fn raw_and_y4m_files() {
     let bytes = std::fs::read(&rgb).unwrap();
     let frames: Vec<String> = bytes.chunks(w * h * 3).map(sha).collect();
     assert_eq!(frames.len(), 8);
-    let mut src = open(
-        rgb.to_str().unwrap(),
-        &raw_opts(w as u32, h as u32, "rgb24", Some(12.5)),
-    )
-    .unwrap();
+    let mut src = open(rgb.to_str().unwrap(), &raw_opts(w as u32, h as u32, "rgb24", Some(12.5))).unwrap();
     assert_eq!(src.info().frames, Some(8));
     assert_eq!(src.info().codec, "rawvideo");
     let mut f = Frame::default();
@@ -566,29 +458,10 @@ fn raw_and_y4m_files() {
     // yuv420p, gray, bgr24: converted as the CLI converts untagged raw input.
     for pix in ["yuv420p", "gray", "bgr24", "nv12"] {
         let raw = p(&dir, &format!("f.{pix}"));
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &lavfi_src,
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            pix,
-            raw.to_str().unwrap(),
-        ]);
-        let got = decode_all(
-            raw.to_str().unwrap(),
-            &raw_opts(w as u32, h as u32, pix, Some(25.0)),
-        )
-        .unwrap();
+        ffmpeg(&["-f", "lavfi", "-i", &lavfi_src, "-f", "rawvideo", "-pix_fmt", pix, raw.to_str().unwrap()]);
+        let got = decode_all(raw.to_str().unwrap(), &raw_opts(w as u32, h as u32, pix, Some(25.0))).unwrap();
         let size = format!("{w}x{h}");
-        let want = cli_rgb_hashes(
-            &["-f", "rawvideo", "-pix_fmt", pix, "-s", &size, "-r", "25"],
-            &raw,
-            w,
-            h,
-        );
+        let want = cli_rgb_hashes(&["-f", "rawvideo", "-pix_fmt", pix, "-s", &size, "-r", "25"], &raw, w, h);
         assert_eq!(want.len(), 8);
         assert_eq!(got.hashes, want, "raw {pix}");
     }
@@ -604,11 +477,7 @@ fn raw_and_y4m_files() {
     short.truncate(5 * w * h * 3 + 100);
     let trunc = p(&dir, "short.rgb");
     std::fs::write(&trunc, &short).unwrap();
-    let mut src = open(
-        trunc.to_str().unwrap(),
-        &raw_opts(w as u32, h as u32, "rgb24", Some(25.0)),
-    )
-    .unwrap();
+    let mut src = open(trunc.to_str().unwrap(), &raw_opts(w as u32, h as u32, "rgb24", Some(25.0))).unwrap();
     for _ in 0..5 {
         assert!(src.next_frame(&mut f).unwrap());
     }
@@ -619,11 +488,7 @@ fn raw_and_y4m_files() {
     assert!(!src.next_frame(&mut f).unwrap());
 
     // A size that does not match the data: every frame is whole until the tail.
-    let e = decode_all(
-        rgb.to_str().unwrap(),
-        &raw_opts(100, 100, "rgb24", Some(25.0)),
-    )
-    .unwrap_err();
+    let e = decode_all(rgb.to_str().unwrap(), &raw_opts(100, 100, "rgb24", Some(25.0))).unwrap_err();
     assert_eq!(kind_of(&e), ErrorKind::Data, "{e}");
     assert!(e.to_string().contains("frame 4"), "{e}");
 
@@ -632,37 +497,18 @@ fn raw_and_y4m_files() {
     for (opts, what) in [
         (raw_opts(0, 10, "rgb24", Some(25.0)), "zero width"),
         (raw_opts(10, 0, "rgb24", Some(25.0)), "zero height"),
-        (
-            raw_opts(100_000, 100_000, "rgb24", Some(25.0)),
-            "absurd size",
-        ),
-        (
-            raw_opts(16384, 16384, "rgba64le", Some(25.0)),
-            "absurd bytes",
-        ),
-        (
-            raw_opts(10, 10, "rgb25", Some(25.0)),
-            "unknown pixel format",
-        ),
-        (
-            raw_opts(10, 10, "vaapi", Some(25.0)),
-            "hardware pixel format",
-        ),
+        (raw_opts(100_000, 100_000, "rgb24", Some(25.0)), "absurd size"),
+        (raw_opts(16384, 16384, "rgba64le", Some(25.0)), "absurd bytes"),
+        (raw_opts(10, 10, "rgb25", Some(25.0)), "unknown pixel format"),
+        (raw_opts(10, 10, "vaapi", Some(25.0)), "hardware pixel format"),
         (raw_opts(10, 10, "rgb24", None), "no fps"),
         (raw_opts(10, 10, "rgb24", Some(0.0)), "zero fps"),
         (raw_opts(10, 10, "rgb24", Some(f64::NAN)), "NaN fps"),
     ] {
-        let e = open(rgbs, &opts)
-            .err()
-            .unwrap_or_else(|| panic!("{what}: accepted"));
+        let e = open(rgbs, &opts).err().unwrap_or_else(|| panic!("{what}: accepted"));
         assert_eq!(kind_of(&e), ErrorKind::Usage, "{what}: {e}");
     }
-    let e = open(
-        p(&dir, "missing.rgb").to_str().unwrap(),
-        &raw_opts(10, 10, "rgb24", Some(25.0)),
-    )
-    .err()
-    .unwrap();
+    let e = open(p(&dir, "missing.rgb").to_str().unwrap(), &raw_opts(10, 10, "rgb24", Some(25.0))).err().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput);
 }
 
@@ -721,15 +567,7 @@ fn bad_inputs_are_classified_errors() {
 
     // A faststart mp4 (index first), to cut and to damage.
     let fast = p(&dir, "fast.mp4");
-    ffmpeg(&[
-        "-i",
-        mp4.to_str().unwrap(),
-        "-c",
-        "copy",
-        "-movflags",
-        "+faststart",
-        fast.to_str().unwrap(),
-    ]);
+    ffmpeg(&["-i", mp4.to_str().unwrap(), "-c", "copy", "-movflags", "+faststart", fast.to_str().unwrap()]);
     let full = std::fs::read(&fast).unwrap();
     let half = p(&dir, "half.mp4");
     std::fs::write(&half, &full[..full.len() / 2]).unwrap();
@@ -763,28 +601,15 @@ fn bad_inputs_are_classified_errors() {
     }
 
     // A forced demuxer takes names that are not paths.
-    let opts = OpenOptions {
-        format: Some("lavfi".into()),
-        ..Default::default()
-    };
+    let opts = OpenOptions { format: Some("lavfi".into()), ..Default::default() };
     let d = decode_all("testsrc2=size=64x48:rate=25:duration=0.2", &opts).unwrap();
     assert_eq!((d.hashes.len(), d.size), (5, (64, 48)));
 
     // Bad options and unreachable URLs.
-    let opts = OpenOptions {
-        format: Some("no-such-format".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        kind_of(&open(mp4.to_str().unwrap(), &opts).err().unwrap()),
-        ErrorKind::Usage
-    );
-    let e = open("http://127.0.0.1:9/clip.mp4", &OpenOptions::default())
-        .err()
-        .unwrap();
+    let opts = OpenOptions { format: Some("no-such-format".into()), ..Default::default() };
+    assert_eq!(kind_of(&open(mp4.to_str().unwrap(), &opts).err().unwrap()), ErrorKind::Usage);
+    let e = open("http://127.0.0.1:9/clip.mp4", &OpenOptions::default()).err().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput, "{e}");
-    let e = open("/dev/video-none", &OpenOptions::default())
-        .err()
-        .unwrap();
+    let e = open("/dev/video-none", &OpenOptions::default()).err().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput, "{e}");
 }

@@ -14,16 +14,9 @@ unsafe extern "C" {
     fn dup2(oldfd: i32, newfd: i32) -> i32;
 }
 
-
-
-
 /// Runs `cmd` with its stdout on our stdin (fd 0).
 fn pipe_to_stdin(cmd: &str, args: &[&str]) -> Child {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(cmd).args(args).stdout(Stdio::piped()).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     // SAFETY: dup2 on two open descriptors (the pipe's read end, and fd 0); nothing in this binary reads fd 0
     // while it is replaced (one test function).
@@ -62,8 +55,7 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
 
     for (file, (fw, fh)) in [(&y4m, (w, h)), (&ts, (96, 54)), (&frag, (96, 54))] {
         let mut child = pipe_to_stdin("cat", &[file.to_str().unwrap()]);
-        let (got, is_stream) =
-            decode_stdin(&OpenOptions::default()).unwrap_or_else(|e| panic!("{file:?}: {e:#}"));
+        let (got, is_stream) = decode_stdin(&OpenOptions::default()).unwrap_or_else(|e| panic!("{file:?}: {e:#}"));
         child.wait().unwrap();
         assert!(is_stream);
         assert_eq!(got.len(), 10, "{file:?}");
@@ -72,10 +64,7 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
 
     // mpegts with the format forced.
     let mut child = pipe_to_stdin("cat", &[ts.to_str().unwrap()]);
-    let opts = OpenOptions {
-        format: Some("mpegts".into()),
-        ..Default::default()
-    };
+    let opts = OpenOptions { format: Some("mpegts".into()), ..Default::default() };
     let (got, _) = decode_stdin(&opts).unwrap();
     child.wait().unwrap();
     assert_eq!(got.len(), 10);
@@ -83,11 +72,7 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     // Raw rgb24: the bytes themselves.
     let bytes = std::fs::read(&raw).unwrap();
     let want: Vec<String> = bytes.chunks(w * h * 3).map(sha).collect();
-    let raw_opts = OpenOptions {
-        raw: Some(RawVideo::rgb24(w as u32, h as u32)),
-        fps: Some(25.0),
-        format: None,
-    };
+    let raw_opts = OpenOptions { raw: Some(RawVideo::rgb24(w as u32, h as u32)), fps: Some(25.0), format: None };
     let mut child = pipe_to_stdin("cat", &[raw.to_str().unwrap()]);
     let (got, is_stream) = decode_stdin(&raw_opts).unwrap();
     child.wait().unwrap();
@@ -106,10 +91,7 @@ fn stdin_y4m_mpegts_fragmented_mp4_and_raw() {
     let e = src.next_frame(&mut f).unwrap_err();
     child.wait().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::Data);
-    assert!(
-        e.to_string().contains("frame 3") && e.to_string().contains("1000 of 16005"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("frame 3") && e.to_string().contains("1000 of 16005"), "{e}");
 
     // An ordinary mp4 (moov at the end) larger than the probe buffer cannot be read from a pipe: FFmpeg
     // reports no pixel format, which would abort the process inside swscale if it reached the scaler.

@@ -14,8 +14,8 @@ use candle_core::{Device, Tensor};
 use coinfer::engine::kernels::gemm::fallback_calls;
 use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
-    Fill, Frame, Layer, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite,
-    TemporalConv, TemporalPad, TemporalPool,
+    Fill, Frame, Layer, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv, TemporalPad,
+    TemporalPool,
 };
 use coinfer::models::{self, ModelOptions, Schedule};
 
@@ -56,17 +56,42 @@ fn tensor(shape: &[usize], seed: u32) -> Tensor {
 fn network() -> Sequential {
     let c = 20;
     let dw = |name: &str, k: usize, p: usize, seed| {
-        TemporalConv::new(name, &tensor(&[c, 1, k, 3, 3], seed), Some(&tensor(&[c], seed + 1)), 1, TemporalPad::symmetric(p), 1, [1; 4], c, Fill::Replicate).unwrap()
+        TemporalConv::new(
+            name,
+            &tensor(&[c, 1, k, 3, 3], seed),
+            Some(&tensor(&[c], seed + 1)),
+            1,
+            TemporalPad::symmetric(p),
+            1,
+            [1; 4],
+            c,
+            Fill::Replicate,
+        )
+        .unwrap()
     };
-    let se = SqueezeExcite::new("se", &tensor(&[8, c], 3), &tensor(&[8], 4), &tensor(&[c, 8], 5), &tensor(&[c], 6), SeScope::Frame).unwrap();
-    let main = Sequential::new("main", vec![Box::new(dw("a", 3, 1, 10)), Box::new(Pointwise::relu()), Box::new(se), Box::new(Pointwise::swish()), Box::new(dw("b", 5, 2, 20))]);
+    let se =
+        SqueezeExcite::new("se", &tensor(&[8, c], 3), &tensor(&[8], 4), &tensor(&[c, 8], 5), &tensor(&[c], 6), SeScope::Frame).unwrap();
+    let main = Sequential::new(
+        "main",
+        vec![
+            Box::new(dw("a", 3, 1, 10)),
+            Box::new(Pointwise::relu()),
+            Box::new(se),
+            Box::new(Pointwise::swish()),
+            Box::new(dw("b", 5, 2, 20)),
+        ],
+    );
     let residual = Parallel::new("res", vec![Box::new(Sequential::new("id", vec![])), Box::new(main)], Reduce::Sum).unwrap();
     let pool = |kind, name: &str| {
         let spatial = SpatialPool::Max { k: 3, stride: 2, pad: [0, 1, 0, 1] };
         TemporalPool::new(name, kind, 2, 2, TemporalPad::Fixed { before: 0, after: 0 }, Some(spatial), Fill::Replicate).unwrap()
     };
-    let branches = Parallel::new("cat", vec![Box::new(pool(PoolKind::Max, "max")), Box::new(pool(PoolKind::Avg, "avg"))], Reduce::Concat).unwrap();
-    Sequential::new("net", vec![Box::new(residual), Box::new(Pointwise::relu()), Box::new(branches), Box::new(Pointwise::pool(SpatialPool::GlobalMean))])
+    let branches =
+        Parallel::new("cat", vec![Box::new(pool(PoolKind::Max, "max")), Box::new(pool(PoolKind::Avg, "avg"))], Reduce::Concat).unwrap();
+    Sequential::new(
+        "net",
+        vec![Box::new(residual), Box::new(Pointwise::relu()), Box::new(branches), Box::new(Pointwise::pool(SpatialPool::GlobalMean))],
+    )
 }
 
 fn engine_layers_allocate_nothing_per_step() {
@@ -104,7 +129,10 @@ fn model_steps_allocate_nothing(name: &str, schedule: Schedule, steps: usize) {
     let (allocs, calls) = (allocations() - allocs, fallback_calls() - calls);
     assert_eq!(emitted, steps / shape.stride, "{name}: outputs");
     let threads = coinfer::engine::configured_threads();
-    assert!(allocs <= 2 * calls, "{name}, {schedule:?}, {threads} threads: {allocs} allocations in {steps} steady-state steps ({calls} products by the gemm crate)");
+    assert!(
+        allocs <= 2 * calls,
+        "{name}, {schedule:?}, {threads} threads: {allocs} allocations in {steps} steady-state steps ({calls} products by the gemm crate)"
+    );
 }
 
 #[test]
@@ -122,7 +150,12 @@ fn steady_state_steps_allocate_nothing() {
         for level in Isa::ALL.into_iter().filter(|&l| l < isa()) {
             let out = std::process::Command::new(&exe).env(ISA_VAR, level.name()).output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && stdout.contains("test result: ok. 1 passed"), "{ISA_VAR}={}:\n{stdout}\n{}", level.name(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && stdout.contains("test result: ok. 1 passed"),
+                "{ISA_VAR}={}:\n{stdout}\n{}",
+                level.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

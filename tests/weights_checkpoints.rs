@@ -7,9 +7,7 @@ use coinfer::weights::{self, Format};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/weights")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights").join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -20,42 +18,12 @@ fn expected() -> serde_json::Value {
 fn bits(t: &Tensor) -> Vec<String> {
     let t = t.flatten_all().unwrap();
     match t.dtype() {
-        DType::F32 => t
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{:08x}", v.to_bits()))
-            .collect(),
-        DType::F64 => t
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{:016x}", v.to_bits()))
-            .collect(),
-        DType::F16 => t
-            .to_vec1::<half::f16>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{:04x}", v.to_bits()))
-            .collect(),
-        DType::BF16 => t
-            .to_vec1::<half::bf16>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{:04x}", v.to_bits()))
-            .collect(),
-        DType::I64 => t
-            .to_vec1::<i64>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{:016x}", *v as u64))
-            .collect(),
-        DType::U8 => t
-            .to_vec1::<u8>()
-            .unwrap()
-            .iter()
-            .map(|v| format!("{v:02x}"))
-            .collect(),
+        DType::F32 => t.to_vec1::<f32>().unwrap().iter().map(|v| format!("{:08x}", v.to_bits())).collect(),
+        DType::F64 => t.to_vec1::<f64>().unwrap().iter().map(|v| format!("{:016x}", v.to_bits())).collect(),
+        DType::F16 => t.to_vec1::<half::f16>().unwrap().iter().map(|v| format!("{:04x}", v.to_bits())).collect(),
+        DType::BF16 => t.to_vec1::<half::bf16>().unwrap().iter().map(|v| format!("{:04x}", v.to_bits())).collect(),
+        DType::I64 => t.to_vec1::<i64>().unwrap().iter().map(|v| format!("{:016x}", *v as u64)).collect(),
+        DType::U8 => t.to_vec1::<u8>().unwrap().iter().map(|v| format!("{v:02x}")).collect(),
         d => panic!("unexpected dtype {d:?}"),
     }
 }
@@ -76,9 +44,7 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
                 .map(|h| {
                     format!(
                         "{:016x}",
-                        i32::from_str_radix(h, 16)
-                            .unwrap_or_else(|_| u32::from_str_radix(h, 16).unwrap() as i32)
-                            as i64 as u64
+                        i32::from_str_radix(h, 16).unwrap_or_else(|_| u32::from_str_radix(h, 16).unwrap() as i32) as i64 as u64
                     )
                 })
                 .collect(),
@@ -89,9 +55,7 @@ fn native(dtype: &str, hexes: &[String]) -> (DType, Vec<String>) {
 
 fn check_file(name: &str, format: Format) {
     let exp = expected();
-    let want = exp[name]
-        .as_object()
-        .unwrap_or_else(|| panic!("no expectations for {name}"));
+    let want = exp[name].as_object().unwrap_or_else(|| panic!("no expectations for {name}"));
     check_against(&fixture(name), want, format);
 }
 
@@ -106,19 +70,9 @@ fn check_against(path: &Path, want: &serde_json::Map<String, serde_json::Value>,
     assert_eq!(names, want_names, "{name}: tensor names");
     for (tname, w) in want {
         let t = store.get(tname).unwrap();
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         assert_eq!(t.dims(), shape.as_slice(), "{name}: {tname} shape");
-        let hexes: Vec<String> = w["bits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h.as_str().unwrap().to_string())
-            .collect();
+        let hexes: Vec<String> = w["bits"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
         let (dt, hexes) = native(w["dtype"].as_str().unwrap(), &hexes);
         assert_eq!(t.dtype(), dt, "{name}: {tname} dtype");
         assert_eq!(bits(t), hexes, "{name}: {tname} values");
@@ -129,8 +83,7 @@ fn check_against(path: &Path, want: &serde_json::Map<String, serde_json::Value>,
 #[test]
 fn real_torch_files_are_bit_exact() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/torch");
-    let exp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let want = exp["tensors"].as_object().unwrap();
     assert_eq!(want.len(), 18);
     check_against(&dir.join("zip.pyth"), want, Format::TorchZip);
@@ -178,40 +131,22 @@ fn take_converts_to_f32_and_checks_shapes() {
     let mut s = weights::load(&fixture("wrapped_zip.pyth"), &Device::Cpu).unwrap();
     let h = s.take("s2.half", &[5]).unwrap();
     assert_eq!(h.dtype(), DType::F32);
-    assert_eq!(
-        h.to_vec1::<f32>().unwrap(),
-        vec![0.5, -2.0, 65504.0, 1.0 / 16384.0, 1.0 / 1024.0]
-    );
+    assert_eq!(h.to_vec1::<f32>().unwrap(), vec![0.5, -2.0, 65504.0, 1.0 / 16384.0, 1.0 / 1024.0]);
     let b = s.take("s2.bf16", &[2, 3]).unwrap();
-    assert_eq!(
-        b.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4],
-        [1.0, -3.5, 0.15625, 256.0]
-    );
+    assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4], [1.0, -3.5, 0.15625, 256.0]);
 
     let e = s.take("s1.conv.weight", &[4, 3, 1, 3, 1]).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("s1.conv.weight")
-            && msg.contains("[4, 3, 1, 3, 3]")
-            && msg.contains("[4, 3, 1, 3, 1]"),
-        "{msg}"
-    );
+    assert!(msg.contains("s1.conv.weight") && msg.contains("[4, 3, 1, 3, 3]") && msg.contains("[4, 3, 1, 3, 1]"), "{msg}");
     assert_eq!(kind_of(&e), ErrorKind::Data);
 
     let e = s.take("s1.conv_xy.weight", &[24, 3, 1, 3, 3]).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("missing tensor s1.conv_xy.weight") && msg.contains("[24, 3, 1, 3, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("missing tensor s1.conv_xy.weight") && msg.contains("[24, 3, 1, 3, 3]"), "{msg}");
     // The hint names some tensors the file has but nobody took.
     assert!(msg.contains("s1.conv.weight [4, 3, 1, 3, 3]"), "{msg}");
 
-    assert!(
-        s.take_optional("s1.branch1_bn.weight", &[2])
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.take_optional("s1.branch1_bn.weight", &[2]).unwrap().is_none());
     assert!(s.take_optional("s1.bn.weight", &[2]).unwrap().is_some());
 }
 
@@ -228,12 +163,7 @@ fn finish_reports_unused_tensors() {
         }
     }
     let msg = format!("{:#}", s.finish().unwrap_err());
-    assert!(
-        msg.contains("2 unexpected tensors")
-            && msg.contains("s2.slice [2, 2, 2]")
-            && msg.contains("s2.empty [0, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("2 unexpected tensors") && msg.contains("s2.slice [2, 2, 2]") && msg.contains("s2.empty [0, 3]"), "{msg}");
 
     // Taking everything succeeds.
     let mut s = weights::load(&fixture("small.safetensors"), &Device::Cpu).unwrap();
@@ -247,35 +177,18 @@ fn verify_lists_every_problem() {
     let s = weights::load(&fixture("plain_module_zip.pth"), &Device::Cpu).unwrap();
     let ok: [(&str, &[usize]); 2] = [("fc.weight", &[2, 3]), ("fc.bias", &[2])];
     s.verify(&ok).unwrap();
-    let bad: [(&str, &[usize]); 3] = [
-        ("fc.weight", &[3, 2]),
-        ("fc2.weight", &[7, 2]),
-        ("fc2.bias", &[7]),
-    ];
+    let bad: [(&str, &[usize]); 3] = [("fc.weight", &[3, 2]), ("fc2.weight", &[7, 2]), ("fc2.bias", &[7])];
     let msg = format!("{:#}", s.verify(&bad).unwrap_err());
-    assert!(
-        msg.contains("2 missing tensors: fc2.weight [7, 2], fc2.bias [7]"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("fc.weight: expected [3, 2], found [2, 3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("2 missing tensors: fc2.weight [7, 2], fc2.bias [7]"), "{msg}");
+    assert!(msg.contains("fc.weight: expected [3, 2], found [2, 3]"), "{msg}");
     assert!(msg.contains("1 unexpected tensors: fc.bias [2]"), "{msg}");
 }
 
 #[test]
 fn rename_maps_layouts() {
     let mut s = weights::load(&fixture("plain_module_zip.pth"), &Device::Cpu).unwrap();
-    s.rename(|n| {
-        n.strip_prefix("fc.")
-            .map(|r| format!("head.projection.{r}"))
-    })
-    .unwrap();
-    assert_eq!(
-        s.names(),
-        ["head.projection.weight", "head.projection.bias"]
-    );
+    s.rename(|n| n.strip_prefix("fc.").map(|r| format!("head.projection.{r}"))).unwrap();
+    assert_eq!(s.names(), ["head.projection.weight", "head.projection.bias"]);
     assert!(s.rename(|_| Some("same".into())).is_err());
 }
 
@@ -292,10 +205,7 @@ fn load_err(name: &str) -> String {
 #[test]
 fn hostile_files_fail_cleanly() {
     let m = load_err("evil_global_zip.pth");
-    assert!(
-        m.contains("`os.system`") && m.contains("not allowed"),
-        "{m}"
-    );
+    assert!(m.contains("`os.system`") && m.contains("not allowed"), "{m}");
     let m = load_err("evil_global_legacy.pth");
     assert!(m.contains("`__builtin__.eval`"), "{m}");
     let m = load_err("truncated_legacy.pyth");
@@ -305,17 +215,12 @@ fn hostile_files_fail_cleanly() {
     load_err("truncated_zip.pyth");
     let m = load_err("wrong_magic.pth");
     assert!(m.contains("wrong magic number"), "{m}");
-    let e = weights::load_bytes(b"GIF89a not a checkpoint".to_vec(), "x", &Device::Cpu)
-        .err()
-        .unwrap();
+    let e = weights::load_bytes(b"GIF89a not a checkpoint".to_vec(), "x", &Device::Cpu).err().unwrap();
     assert!(format!("{e:#}").contains("unrecognised format"), "{e:#}");
     let m = load_err("huge_count_legacy.pth");
     assert!(m.contains("truncated in storage 0"), "{m}");
     let m = load_err("out_of_range_zip.pth");
-    assert!(
-        m.contains("tensor w") && m.contains("reaches element 8"),
-        "{m}"
-    );
+    assert!(m.contains("tensor w") && m.contains("reaches element 8"), "{m}");
     let m = load_err("missing_storage_zip.pth");
     assert!(m.contains("storage 0"), "{m}");
     let m = load_err("zip_bomb.pth");
@@ -326,9 +231,7 @@ fn hostile_files_fail_cleanly() {
 
 #[test]
 fn missing_file_is_no_input() {
-    let e = weights::load(Path::new("/nonexistent/x3d_s.pyth"), &Device::Cpu)
-        .err()
-        .unwrap();
+    let e = weights::load(Path::new("/nonexistent/x3d_s.pyth"), &Device::Cpu).err().unwrap();
     assert_eq!(kind_of(&e), ErrorKind::NoInput);
 }
 
@@ -338,10 +241,7 @@ fn every_prefix_of_a_checkpoint_fails_cleanly() {
     for name in ["wrapped_legacy.pyth", "wrapped_zip.pyth"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for cut in (0..bytes.len()).step_by(7) {
-            assert!(
-                weights::load_bytes(bytes[..cut].to_vec(), name, &Device::Cpu).is_err(),
-                "{name} cut at {cut}"
-            );
+            assert!(weights::load_bytes(bytes[..cut].to_vec(), name, &Device::Cpu).is_err(), "{name} cut at {cut}");
         }
     }
 }
@@ -350,11 +250,7 @@ fn every_prefix_of_a_checkpoint_fails_cleanly() {
 fn random_corruption_never_panics() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    for name in [
-        "wrapped_legacy.pyth",
-        "wrapped_zip.pyth",
-        "small.safetensors",
-    ] {
+    for name in ["wrapped_legacy.pyth", "wrapped_zip.pyth", "small.safetensors"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for _ in 0..300 {
             let mut b = bytes.clone();
@@ -373,28 +269,21 @@ fn random_corruption_never_panics() {
 #[test]
 fn numpy_pickles_are_bit_exact() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/numpy");
-    let exp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let want = exp["tensors"].as_object().unwrap();
     assert_eq!(want.len(), 10);
     assert!(want.contains_key("params/Mixed_3b/Branch_1/Conv3d_0b_3x3/BatchNorm_0/bias"));
     check_against(&dir.join("arrays_p4.pkl"), want, Format::NumpyPickle);
     check_against(&dir.join("arrays_p2.pkl"), want, Format::NumpyPickle);
-    let e = weights::load(&dir.join("complex.pkl"), &Device::Cpu)
-        .err()
-        .unwrap();
-    assert!(
-        format!("{e:#}").contains("unsupported numpy dtype c8"),
-        "{e:#}"
-    );
+    let e = weights::load(&dir.join("complex.pkl"), &Device::Cpu).err().unwrap();
+    assert!(format!("{e:#}").contains("unsupported numpy dtype c8"), "{e:#}");
 }
 
 /// Conv + BN folding through the store, against the formula evaluated here in f64 on the file's values.
 #[test]
 fn take_conv_bn_folds_real_torch_batchnorm() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/torch");
-    let exp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let vals = |name: &str| -> Vec<f64> {
         exp["tensors"][name]["bits"]
             .as_array()
@@ -403,36 +292,19 @@ fn take_conv_bn_folds_real_torch_batchnorm() {
             .map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap()) as f64)
             .collect()
     };
-    let (w, g, b, m, v) = (
-        vals("conv.weight"),
-        vals("bn.weight"),
-        vals("bn.bias"),
-        vals("bn.running_mean"),
-        vals("bn.running_var"),
-    );
+    let (w, g, b, m, v) = (vals("conv.weight"), vals("bn.weight"), vals("bn.bias"), vals("bn.running_mean"), vals("bn.running_var"));
     let mut s = weights::load(&dir.join("legacy.pyth"), &Device::Cpu).unwrap();
-    let (fw, fb) = s
-        .take_conv_bn("conv", "bn", &[4, 3, 1, 3, 3], 1e-5)
-        .unwrap();
+    let (fw, fb) = s.take_conv_bn("conv", "bn", &[4, 3, 1, 3, 3], 1e-5).unwrap();
     let fw = fw.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let fb = fb.to_vec1::<f32>().unwrap();
     for c in 0..4 {
         let scale = g[c] / (v[c] + 1e-5).sqrt();
-        assert!(
-            (fb[c] as f64 - (b[c] - m[c] * scale)).abs() < 1e-5,
-            "bias {c}"
-        );
+        assert!((fb[c] as f64 - (b[c] - m[c] * scale)).abs() < 1e-5, "bias {c}");
         for k in 0..27 {
-            assert!(
-                (fw[c * 27 + k] as f64 - w[c * 27 + k] * scale).abs() < 1e-5,
-                "weight {c} {k}"
-            );
+            assert!((fw[c * 27 + k] as f64 - w[c * 27 + k] * scale).abs() < 1e-5, "weight {c} {k}");
         }
     }
     // num_batches_tracked was consumed with the BN; the linear layer and the extras remain.
     let left = format!("{:#}", s.finish().unwrap_err());
-    assert!(
-        left.contains("12 unexpected tensors") && !left.contains("bn."),
-        "{left}"
-    );
+    assert!(left.contains("12 unexpected tensors") && !left.contains("bn."), "{left}");
 }

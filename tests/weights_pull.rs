@@ -15,10 +15,7 @@ fn content() -> Vec<u8> {
 }
 
 fn sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Serves `content()` at `/…/file.bin`. `/norange/…` ignores Range; `/drop/…` announces the full length
@@ -61,16 +58,10 @@ fn serve() -> (String, Log) {
                 .and_then(|r| r.strip_suffix('-'))
                 .and_then(|n| n.parse::<usize>().ok());
             let _ = if !path.ends_with("/file.bin") {
-                stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
+                stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             } else if path.starts_with("/drop/") {
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
-                );
-                stream
-                    .write_all(head.as_bytes())
-                    .and_then(|_| stream.write_all(&body[..LEN / 2]))
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n");
+                stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body[..LEN / 2]))
             } else {
                 match from {
                     Some(n) if n >= LEN => stream.write_all(
@@ -108,24 +99,12 @@ fn full_download_records_the_hash() {
     let path = pull(&format!("{base}/m/file.bin"), dir.path(), None, true).unwrap();
     assert_eq!(path, dir.path().join("file.bin"));
     assert_eq!(std::fs::read(&path).unwrap(), content());
-    assert_eq!(
-        sidecar(dir.path()),
-        format!("{}  file.bin\n", sha(&content()))
-    );
+    assert_eq!(sidecar(dir.path()), format!("{}  file.bin\n", sha(&content())));
     assert!(!dir.path().join("file.bin.part").exists());
-    assert_eq!(
-        log.lock().unwrap().as_slice(),
-        [("/m/file.bin".to_string(), None)]
-    );
+    assert_eq!(log.lock().unwrap().as_slice(), [("/m/file.bin".to_string(), None)]);
 
     // A second pull reuses the file without asking the server.
-    pull(
-        &format!("{base}/m/file.bin"),
-        dir.path(),
-        Some(&sha(&content())),
-        false,
-    )
-    .unwrap();
+    pull(&format!("{base}/m/file.bin"), dir.path(), Some(&sha(&content())), false).unwrap();
     assert_eq!(log.lock().unwrap().len(), 1);
 }
 
@@ -134,22 +113,10 @@ fn resumes_a_partial_download_with_a_range_request() {
     let (base, log) = serve();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file.bin.part"), &content()[..70_000]).unwrap();
-    let path = pull(
-        &format!("{base}/m/file.bin"),
-        dir.path(),
-        Some(&sha(&content())),
-        false,
-    )
-    .unwrap();
+    let path = pull(&format!("{base}/m/file.bin"), dir.path(), Some(&sha(&content())), false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content());
-    assert_eq!(
-        log.lock().unwrap().as_slice(),
-        [("/m/file.bin".to_string(), Some("bytes=70000-".to_string()))]
-    );
-    assert_eq!(
-        sidecar(dir.path()),
-        format!("{}  file.bin\n", sha(&content()))
-    );
+    assert_eq!(log.lock().unwrap().as_slice(), [("/m/file.bin".to_string(), Some("bytes=70000-".to_string()))]);
+    assert_eq!(sidecar(dir.path()), format!("{}  file.bin\n", sha(&content())));
 }
 
 #[test]
@@ -164,21 +131,14 @@ fn interrupted_download_keeps_the_part_and_resumes() {
 
     let path = pull(&format!("{base}/m/file.bin"), dir.path(), None, false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content());
-    assert_eq!(
-        log.lock().unwrap()[1].1,
-        Some(format!("bytes={}-", part.len()))
-    );
+    assert_eq!(log.lock().unwrap()[1].1, Some(format!("bytes={}-", part.len())));
 }
 
 #[test]
 fn server_ignoring_range_restarts_cleanly() {
     let (base, _log) = serve();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("file.bin.part"),
-        b"garbage that is not a prefix",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("file.bin.part"), b"garbage that is not a prefix").unwrap();
     let path = pull(&format!("{base}/norange/file.bin"), dir.path(), None, false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content());
 }
@@ -188,13 +148,7 @@ fn oversized_part_is_restarted_after_416() {
     let (base, _log) = serve();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file.bin.part"), vec![0u8; LEN + 10]).unwrap();
-    let path = pull(
-        &format!("{base}/m/file.bin"),
-        dir.path(),
-        Some(&sha(&content())),
-        false,
-    )
-    .unwrap();
+    let path = pull(&format!("{base}/m/file.bin"), dir.path(), Some(&sha(&content())), false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content());
 }
 
@@ -203,18 +157,9 @@ fn hash_mismatch_deletes_the_download() {
     let (base, _log) = serve();
     let dir = tempfile::tempdir().unwrap();
     let wrong = sha(b"something else");
-    let e = pull(
-        &format!("{base}/m/file.bin"),
-        dir.path(),
-        Some(&wrong),
-        false,
-    )
-    .unwrap_err();
+    let e = pull(&format!("{base}/m/file.bin"), dir.path(), Some(&wrong), false).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("mismatch") && msg.contains(&wrong) && msg.contains(&sha(&content())),
-        "{msg}"
-    );
+    assert!(msg.contains("mismatch") && msg.contains(&wrong) && msg.contains(&sha(&content())), "{msg}");
     assert_eq!(kind_of(&e), ErrorKind::Data);
     assert!(!dir.path().join("file.bin").exists());
     assert!(!dir.path().join("file.bin.part").exists());
@@ -225,13 +170,7 @@ fn stale_cached_file_is_replaced_when_pinned() {
     let (base, log) = serve();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file.bin"), b"old").unwrap();
-    let path = pull(
-        &format!("{base}/m/file.bin"),
-        dir.path(),
-        Some(&sha(&content())),
-        false,
-    )
-    .unwrap();
+    let path = pull(&format!("{base}/m/file.bin"), dir.path(), Some(&sha(&content())), false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), content());
     assert_eq!(log.lock().unwrap().len(), 1);
 }
@@ -240,18 +179,9 @@ fn stale_cached_file_is_replaced_when_pinned() {
 fn not_found_is_a_clear_error() {
     let (base, _log) = serve();
     let dir = tempfile::tempdir().unwrap();
-    let e = pull(
-        &format!("{base}/nothing/here.pyth"),
-        dir.path(),
-        None,
-        false,
-    )
-    .unwrap_err();
+    let e = pull(&format!("{base}/nothing/here.pyth"), dir.path(), None, false).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("404") && msg.contains("/nothing/here.pyth"),
-        "{msg}"
-    );
+    assert!(msg.contains("404") && msg.contains("/nothing/here.pyth"), "{msg}");
     assert_eq!(kind_of(&e), ErrorKind::NoInput);
     assert!(!dir.path().join("here.pyth").exists());
 }
@@ -259,13 +189,7 @@ fn not_found_is_a_clear_error() {
 #[test]
 fn bad_pin_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let e = pull(
-        "http://127.0.0.1:9/file.bin",
-        dir.path(),
-        Some("abc"),
-        false,
-    )
-    .unwrap_err();
+    let e = pull("http://127.0.0.1:9/file.bin", dir.path(), Some("abc"), false).unwrap_err();
     assert_eq!(kind_of(&e), ErrorKind::Usage);
 }
 
@@ -279,20 +203,9 @@ fn cli_arguments_parse() {
         #[command(flatten)]
         w: WeightsArgs,
     }
-    let c = Cli::try_parse_from([
-        "coinfer", "pull", "x3d-s", "--layout", "hub", "--dir", "/tmp/x", "--sha256", "ab",
-    ])
-    .unwrap();
-    let WeightsCommand::Pull {
-        model,
-        layout,
-        dir,
-        sha256,
-    } = c.w.command;
-    assert_eq!(
-        (model.as_str(), layout, sha256.as_deref()),
-        ("x3d-s", Some(Layout::Hub), Some("ab"))
-    );
+    let c = Cli::try_parse_from(["coinfer", "pull", "x3d-s", "--layout", "hub", "--dir", "/tmp/x", "--sha256", "ab"]).unwrap();
+    let WeightsCommand::Pull { model, layout, dir, sha256 } = c.w.command;
+    assert_eq!((model.as_str(), layout, sha256.as_deref()), ("x3d-s", Some(Layout::Hub), Some("ab")));
     assert_eq!(dir.unwrap(), Path::new("/tmp/x"));
     assert!(Cli::try_parse_from(["coinfer", "pull", "x3d-s", "--layout", "caffe"]).is_err());
 }

@@ -6,8 +6,8 @@
 use candle_core::{Device, Tensor};
 use coinfer::engine::{PadMode, SeScope};
 use coinfer::models::x3d::{self, CoX3d, X3dConfig, X3dWeights};
-use coinfer::weights::Layout;
 use coinfer::models::{Fill, ModelOptions, RandomWeights, StreamModel, WeightSource};
+use coinfer::weights::Layout;
 
 /// A small X3D with every structural feature of the real ones: a projection shortcut with stride in
 /// block 0 of every stage (s2's with din = dout), SE on even blocks only, Swish, the full head.
@@ -223,8 +223,7 @@ impl WeightSource for Recorder {
 #[test]
 fn checkpoint_sizes_match_the_published_models() {
     // (variant, entries without num_batches_tracked, learnable scalars)
-    for (variant, entries, params) in [("x3d-s", 484, 3_794_322), ("x3d-m", 484, 3_794_322), ("x3d-l", 975, 6_153_432)]
-    {
+    for (variant, entries, params) in [("x3d-s", 484, 3_794_322), ("x3d-m", 484, 3_794_322), ("x3d-l", 975, 6_153_432)] {
         let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
         let m = x3d::build(variant, &ModelOptions::default(), &mut rec).unwrap();
         assert_eq!(rec.names.len(), entries, "{variant}");
@@ -259,11 +258,9 @@ fn checkpoint_sizes_match_the_published_models() {
     // with its BN present, or only partly absent, every BN tensor is asked for.
     let bn = |f: &str| format!("s2.pathway0_res0.branch1_bn.{f}");
     let base = ["s1.pathway0_stem.conv_xy.weight".to_string(), "s2.pathway0_res0.branch1.weight".to_string()];
-    for (extra, identity) in [
-        (vec![], true),
-        (vec![bn("weight"), bn("bias"), bn("running_mean"), bn("running_var")], false),
-        (vec![bn("running_var")], false),
-    ] {
+    for (extra, identity) in
+        [(vec![], true), (vec![bn("weight"), bn("bias"), bn("running_mean"), bn("running_var")], false), (vec![bn("running_var")], false)]
+    {
         let names: Vec<String> = base.iter().cloned().chain(extra).collect();
         let mut rec = Recorder { rng: RandomWeights::new(2), names: Vec::new() };
         let mut ws = X3dWeights::new(&names, &mut rec).unwrap();
@@ -445,7 +442,13 @@ fn hub_key_map() {
     for (hub, pyslowfast) in rows {
         assert_eq!(x3d::hub_name(pyslowfast).as_deref(), Some(hub), "{pyslowfast}");
     }
-    for n in ["head.fc.weight", "s2.pathway0_resx", "s1.pathway0_stem.relu.weight", "s2.pathway0_res0.branch2.d.weight", "blocks.0.conv.conv_t.weight"] {
+    for n in [
+        "head.fc.weight",
+        "s2.pathway0_resx",
+        "s1.pathway0_stem.relu.weight",
+        "s2.pathway0_res0.branch2.d.weight",
+        "blocks.0.conv.conv_t.weight",
+    ] {
         assert_eq!(x3d::hub_name(n), None, "{n}");
     }
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use coinfer::engine::{PadMode, SeScope};
-use coinfer::models::x3d::{CoX3d, X3dConfig, X3dWeights};
 use coinfer::models::Fill;
+use coinfer::models::x3d::{CoX3d, X3dConfig, X3dWeights};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/x3d").join(name)
@@ -42,9 +42,7 @@ fn config() -> X3dConfig {
     };
     // Our width/depth rounding must give the reference's derived sizes.
     let derived = &json["derived"];
-    let list = |k: &str| -> Vec<usize> {
-        derived[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
-    };
+    let list = |k: &str| -> Vec<usize> { derived[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
     let dims = config.stage_dims();
     assert_eq!(config.stem_width(), derived["stem_width"].as_u64().unwrap() as usize);
     assert_eq!(dims.map(|d| d.0).to_vec(), list("stage_dims_in"));

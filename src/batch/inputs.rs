@@ -9,14 +9,11 @@ use anyhow::{Context, Result};
 use crate::error::{ErrorKind, classified};
 
 /// File extensions taken from directories (explicitly named files are taken whatever their name).
-pub const VIDEO_EXTENSIONS: &[&str] = &[
-    "mp4", "m4v", "mkv", "webm", "avi", "mov", "mpg", "mpeg", "ts", "mts", "m2ts", "flv", "wmv", "ogv", "3gp", "y4m", "gif",
-];
+pub const VIDEO_EXTENSIONS: &[&str] =
+    &["mp4", "m4v", "mkv", "webm", "avi", "mov", "mpg", "mpeg", "ts", "mts", "m2ts", "flv", "wmv", "ogv", "3gp", "y4m", "gif"];
 
 fn is_video(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<()> {
@@ -34,8 +31,8 @@ fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<()> {
 
 fn expand_one(input: &str, out: &mut BTreeSet<PathBuf>) -> Result<()> {
     if let Some(list) = input.strip_prefix('@') {
-        let text = std::fs::read_to_string(list)
-            .map_err(|e| classified(ErrorKind::NoInput, format!("cannot read input list {list}: {e}")))?;
+        let text =
+            std::fs::read_to_string(list).map_err(|e| classified(ErrorKind::NoInput, format!("cannot read input list {list}: {e}")))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             expand_one(line, out)?;
         }

@@ -22,11 +22,7 @@ pub struct ClipId {
 impl ClipId {
     pub fn of(path: &Path) -> std::io::Result<ClipId> {
         let meta = std::fs::metadata(path)?;
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
+        let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
         Ok(ClipId { path: path.to_string_lossy().into_owned(), size: meta.len(), mtime_ns })
     }
 }
@@ -39,8 +35,23 @@ pub enum Format {
 
 /// CSV columns, in order (also the header line).
 pub const CSV_COLUMNS: &[&str] = &[
-    "status", "path", "size", "mtime_ns", "duration_s", "frames", "steps", "outputs", "aggregation", "top1_id",
-    "top1_label", "top1_score", "top_k", "segments", "wall_s", "error_kind", "error_message",
+    "status",
+    "path",
+    "size",
+    "mtime_ns",
+    "duration_s",
+    "frames",
+    "steps",
+    "outputs",
+    "aggregation",
+    "top1_id",
+    "top1_label",
+    "top1_score",
+    "top_k",
+    "segments",
+    "wall_s",
+    "error_kind",
+    "error_message",
 ];
 
 pub struct Journal {

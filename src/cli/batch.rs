@@ -97,11 +97,7 @@ impl Collect {
 
 impl Sink for Collect {
     fn step(&mut self, rec: &StepRecord<'_>) -> std::io::Result<()> {
-        let (sum, n) = if rec.ready {
-            (&mut self.steady, &mut self.n_steady)
-        } else {
-            (&mut self.transient, &mut self.n_transient)
-        };
+        let (sum, n) = if rec.ready { (&mut self.steady, &mut self.n_steady) } else { (&mut self.transient, &mut self.n_transient) };
         *n += 1;
         for t in rec.top {
             if let Some(s) = sum.get_mut(t.id) {
@@ -156,11 +152,7 @@ impl ClipLabeler for ModelLabeler {
         let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
         let mut order = vec![0; classes];
         pipeline::rank_classes(&mean, &mut order, f64::total_cmp);
-        let top = order
-            .iter()
-            .take(self.top_k)
-            .map(|&i| (i, self.labels.name(i).to_string(), mean[i] as f32))
-            .collect();
+        let top = order.iter().take(self.top_k).map(|&i| (i, self.labels.name(i).to_string(), mean[i] as f32)).collect();
         Ok(ClipResult {
             duration_s,
             frames: summary.frames,

@@ -54,7 +54,6 @@ pub struct BenchArgs {
     pub schedule: ScheduleArg,
 }
 
-
 /// Preprocessed frames of a video, looped as needed.
 fn video_frames(path: &Path, name: &str, limit: usize) -> anyhow::Result<Vec<Tensor>> {
     let spec = models::describe(name, &ModelOptions::default())?.spec;
@@ -159,7 +158,16 @@ fn write_per_layer(out: &mut impl Write, layers: &[LayerTime]) -> std::io::Resul
     writeln!(out, "  {:>9} {:>6} {:>6}  {:<18} {:<27} LAYER", "US/STEP", "SHARE", "CALLS", "KIND", "INPUT -> OUTPUT")?;
     for l in layers.iter().take(TABLE_ROWS) {
         let shapes = format!("{} -> {}", shape(l.input), shape(l.output));
-        writeln!(out, "  {:>9.1} {:>5.1}% {:>6.2}  {:<18} {:<27} {}", l.us_per_step, 100.0 * l.share, l.calls_per_step, l.kind, shapes, l.name)?;
+        writeln!(
+            out,
+            "  {:>9.1} {:>5.1}% {:>6.2}  {:<18} {:<27} {}",
+            l.us_per_step,
+            100.0 * l.share,
+            l.calls_per_step,
+            l.kind,
+            shapes,
+            l.name
+        )?;
     }
     if layers.len() > TABLE_ROWS {
         let rest = &layers[TABLE_ROWS..];

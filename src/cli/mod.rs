@@ -74,8 +74,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
 fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
     let Some(first) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else { return args };
     let cmd = Cli::command();
-    let is_subcommand = first == "help"
-        || cmd.get_subcommands().any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first));
+    let is_subcommand = first == "help" || cmd.get_subcommands().any(|s| s.get_name() == first || s.get_all_aliases().any(|a| a == first));
     let is_top_flag = matches!(first.as_str(), "-h" | "--help" | "-V" | "--version");
     if !is_subcommand && !is_top_flag {
         args.insert(1, OsString::from("run"));
@@ -140,8 +139,7 @@ impl ScheduleArg {
 
 /// True when the error is a closed output (`coinfer … | head`), which ends the program quietly.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 #[cfg(test)]

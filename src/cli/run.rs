@@ -198,11 +198,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     check_input(&args.input, args.format.is_some())?;
 
-    let model_opts = ModelOptions {
-        weights: args.weights.clone(),
-        fill: args.fill.fill(),
-        pool: args.pool.map(|p| p as usize),
-    };
+    let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
     labels.check_fits(&args.model, desc.spec.num_classes)?;
 
@@ -299,8 +295,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
 
 /// SHA-256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| classified(ErrorKind::NoInput, format!("cannot open weights {}: {e}", path.display())))?;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| classified(ErrorKind::NoInput, format!("cannot open weights {}: {e}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -351,9 +347,6 @@ mod tests {
         let p = dir.path().join("abc");
         std::fs::write(&p, b"abc").unwrap();
         // FIPS 180-2 test vector for "abc".
-        assert_eq!(
-            sha256_file(&p).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

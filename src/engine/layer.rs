@@ -87,7 +87,12 @@ pub trait Fusion {
     /// [`Layer::step_frame`] whose output is `act(output + residual)` (`residual` shaped like the
     /// output), for a residual sum that ends in this layer: one pass over the output instead of two.
     /// Only for layers that [`Layer::accepts_residual`].
-    fn step_frame_residual<'a>(&'a mut self, _x: FrameRef<'a>, _residual: FrameRef<'_>, _act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+    fn step_frame_residual<'a>(
+        &'a mut self,
+        _x: FrameRef<'a>,
+        _residual: FrameRef<'_>,
+        _act: Option<Activation>,
+    ) -> Result<Option<FrameRef<'a>>> {
         candle_core::bail!("this layer has no residual form")
     }
     /// The scratch slot this layer may lend its step outputs from (see

@@ -31,7 +31,9 @@ pub mod timing;
 pub use clip::{SpatialConv, SpatialPool};
 pub use kernels::{Activation, Pad2d};
 pub use layer::{Fusion, Layer, LayerReport, forward_steps, prime_by_stepping};
-pub use layers::{Delay, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv, TemporalPool};
+pub use layers::{
+    Delay, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv, TemporalPool,
+};
 pub use stream::{Fill, Frame, FrameRef, InputSlot, Scratch, TemporalPad, tf_same_pads};
 pub use threads::Relay;
 pub use threads::team::{configured_threads, session};

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use anyhow::bail;
 use candle_core::Tensor;
 
-use crate::engine::{Chw, Frame, FrameRef, Layer, LayerReport, Sequential, Temporal, Relay, session};
+use crate::engine::{Chw, Frame, FrameRef, Layer, LayerReport, Relay, Sequential, Temporal, session};
 use crate::models::{ModelOptions, ModelSpec, Schedule, StreamModel, StreamShape, WeightSource, ZeroWeights, softmax_mean};
 
 /// What a model file provides beyond its layers.
@@ -217,7 +217,12 @@ impl<A: Architecture> ContinualClassifier<A> {
 
 /// The head on a backbone output; on an output, the class probabilities into `probs` (softmax per
 /// head position, then mean; after the mean over the logit window, if any) and true.
-fn classify(head: &mut Sequential, window: &mut Option<LogitWindow>, feat: FrameRef<'_>, probs: &mut Vec<f32>) -> candle_core::Result<bool> {
+fn classify(
+    head: &mut Sequential,
+    window: &mut Option<LogitWindow>,
+    feat: FrameRef<'_>,
+    probs: &mut Vec<f32>,
+) -> candle_core::Result<bool> {
     let Some(logits) = head.step_frame(feat)? else { return Ok(false) };
     match window {
         None => softmax_mean(logits.data, logits.shape.c, probs),

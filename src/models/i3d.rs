@@ -15,11 +15,11 @@ use candle_core::{DType, Device, Tensor};
 use super::classifier::{Architecture, ContinualClassifier, Parts};
 use super::{Fill, ModelOptions, ModelSpec, Normalize, StreamModel, WeightSource};
 use crate::engine::{
-    Frame, Layer, PadMode, Parallel, PoolKind, Pointwise, Reduce, Sequential, SpatialPool, TemporalConv, TemporalPad, TemporalPool,
-    tf_same_pads, Pad2d,
+    Frame, Layer, Pad2d, PadMode, Parallel, Pointwise, PoolKind, Reduce, Sequential, SpatialPool, TemporalConv, TemporalPad, TemporalPool,
+    tf_same_pads,
 };
-use crate::weights::BatchNorm;
 use crate::error::{ErrorKind, classified};
+use crate::weights::BatchNorm;
 
 /// Registry name.
 pub const NAME: &str = "i3d";
@@ -177,10 +177,7 @@ impl CoI3d {
         let s = self.config().size;
         match clip.dims() {
             &[t, 3, h, w] if h == s && w == s => Ok(t),
-            d => Err(classified(
-                ErrorKind::Data,
-                format!("I3D expects a clip of shape (T, 3, {s}, {s}), got {d:?}"),
-            )),
+            d => Err(classified(ErrorKind::Data, format!("I3D expects a clip of shape (T, 3, {s}, {s}), got {d:?}"))),
         }
     }
 
@@ -189,10 +186,7 @@ impl CoI3d {
     pub fn forward_endpoints(&self, clip: &Tensor, mode: PadMode) -> anyhow::Result<Vec<(&'static str, Tensor)>> {
         let t = self.check_clip(clip)?;
         if t < MIN_CLIP && mode != PadMode::Valid {
-            return Err(classified(
-                ErrorKind::Data,
-                format!("I3D needs a clip of at least {MIN_CLIP} frames, got {t}"),
-            ));
+            return Err(classified(ErrorKind::Data, format!("I3D needs a clip of at least {MIN_CLIP} frames, got {t}")));
         }
         let mut x = clip.to_dtype(DType::F32)?.contiguous()?;
         let mut out = Vec::with_capacity(ENDPOINTS.len());
@@ -307,7 +301,15 @@ fn same_2d(n: usize, k: usize, s: usize) -> Pad2d {
 impl Builder<'_> {
     /// Unit3D: conv (no bias, TF SAME) → BatchNorm (eps 1e-3, no scale, folded) → ReLU.
     /// `k = (k_t, k_s)`, `s = (s_t, s_s)`; `n` is the input side (for the spatial pads).
-    fn unit(&mut self, name: &str, c_in: usize, c_out: usize, k: (usize, usize), s: (usize, usize), n: usize) -> anyhow::Result<Sequential> {
+    fn unit(
+        &mut self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: (usize, usize),
+        s: (usize, usize),
+        n: usize,
+    ) -> anyhow::Result<Sequential> {
         let (kt, ks) = k;
         let w = self.weights.take(&format!("{name}.conv.weight"), &[c_out, c_in, kt, ks, ks])?;
         let bn = BatchNorm {

@@ -214,9 +214,9 @@ pub fn load_with<T>(
         let mut source = (entry.family.checkpoint)(&names, &mut store)?;
         build(name, opts, &mut *source)?
     };
-    store.finish().map_err(|e| {
-        crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display()))
-    })?;
+    store
+        .finish()
+        .map_err(|e| crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display())))?;
     Ok(model)
 }
 

@@ -28,8 +28,8 @@ use anyhow::{Context, bail};
 use candle_core::{D, Tensor};
 
 use crate::engine::{
-    Delay, Layer, PadMode, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv,
-    TemporalPad, TemporalPool, Scratch,
+    Delay, Layer, PadMode, Parallel, Pointwise, PoolKind, Reduce, Scratch, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv,
+    TemporalPad, TemporalPool,
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::classifier::{Architecture, ContinualClassifier, Parts};
@@ -77,10 +77,7 @@ impl X3dConfig {
         let canonical = name.to_ascii_lowercase();
         let short = canonical.strip_prefix("co").unwrap_or(&canonical);
         let Some(&(name, t, tau, crop, blocks)) = VARIANTS.iter().find(|v| v.0 == short) else {
-            return Err(classified(
-                ErrorKind::Usage,
-                format!("unknown X3D variant '{name}' (known: {})", variants().join(", ")),
-            ));
+            return Err(classified(ErrorKind::Usage, format!("unknown X3D variant '{name}' (known: {})", variants().join(", "))));
         };
         Ok(X3dConfig {
             name: name.to_string(),
@@ -305,20 +302,22 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
     let mut branch2 = Sequential::new(format!("{n}.branch2"), Vec::new());
     branch2.push(pointwise(&format!("{n}.branch2.a"), &b.a)?);
     branch2.push(Pointwise::relu());
-    branch2.push(TemporalConv::new(
-        format!("{n}.branch2.b"),
-        &b.b.w,
-        Some(&b.b.b),
-        1,
-        TemporalPad::symmetric(BLOCK_KT / 2),
-        b.stride,
-        [1; 4],
-        b.inner,
-        fill,
-    )?
-    .with_folded_bn()
-    // Consumed at once by SE or conv_c, as SE's output is by conv_c: shared, hot buffers.
-    .with_scratch_output(Scratch::Depthwise));
+    branch2.push(
+        TemporalConv::new(
+            format!("{n}.branch2.b"),
+            &b.b.w,
+            Some(&b.b.b),
+            1,
+            TemporalPad::symmetric(BLOCK_KT / 2),
+            b.stride,
+            [1; 4],
+            b.inner,
+            fill,
+        )?
+        .with_folded_bn()
+        // Consumed at once by SE or conv_c, as SE's output is by conv_c: shared, hot buffers.
+        .with_scratch_output(Scratch::Depthwise),
+    );
     if let Some(se) = &b.se {
         let se = SqueezeExcite::new(format!("{n}.branch2.se"), &se.w1, &se.b1, &se.w2, &se.b2, se_scope)?;
         branch2.push(se.with_scratch_output(Scratch::Excite));
@@ -327,18 +326,10 @@ fn res_block(b: &BlockParams, se_scope: SeScope, fill: Fill) -> candle_core::Res
     branch2.push(pointwise(&format!("{n}.branch2.c"), &b.c)?);
 
     let shortcut: Box<dyn Layer> = match &b.branch1 {
-        Some(f) => boxed(TemporalConv::new(
-            format!("{n}.branch1"),
-            &f.w,
-            Some(&f.b),
-            1,
-            TemporalPad::symmetric(0),
-            b.stride,
-            [0; 4],
-            1,
-            Fill::Zeros,
-        )?
-        .with_folded_bn()),
+        Some(f) => boxed(
+            TemporalConv::new(format!("{n}.branch1"), &f.w, Some(&f.b), 1, TemporalPad::symmetric(0), b.stride, [0; 4], 1, Fill::Zeros)?
+                .with_folded_bn(),
+        ),
         // Identity; the parallel container turns it into Delay(branch2 delay).
         None => boxed(Delay::new(0)),
     };
@@ -359,15 +350,8 @@ fn backbone(p: &X3dParams, se_scope: SeScope, fill: Fill, cfg: &X3dConfig) -> ca
 /// `head` up to the logits: one output per `pool` backbone positions (stride 1).
 fn head(cfg: &X3dConfig, p: &X3dParams, pool: usize) -> candle_core::Result<Sequential> {
     let k = cfg.head_pool_side();
-    let avg_pool = TemporalPool::new(
-        "head.avg_pool",
-        PoolKind::Avg,
-        pool,
-        1,
-        TemporalPad::symmetric(0),
-        Some(SpatialPool::Avg { k }),
-        Fill::Zeros,
-    )?;
+    let avg_pool =
+        TemporalPool::new("head.avg_pool", PoolKind::Avg, pool, 1, TemporalPad::symmetric(0), Some(SpatialPool::Avg { k }), Fill::Zeros)?;
     Ok(Sequential::new(
         "head",
         vec![
@@ -636,13 +620,8 @@ impl<'a> X3dWeights<'a> {
         let fields = ["weight", "bias", "running_mean", "running_var"];
         let ptv = |n: String| hub_name(&n).unwrap_or(n);
         let (conv, bns): (String, Vec<String>) = match layout {
-            Layout::Pyslowfast => {
-                ("s2.pathway0_res0.branch1.weight".into(), fields.iter().map(|f| format!("{bn}.{f}")).collect())
-            }
-            Layout::Hub => (
-                ptv("s2.pathway0_res0.branch1.weight".into()),
-                fields.iter().map(|f| ptv(format!("{bn}.{f}"))).collect(),
-            ),
+            Layout::Pyslowfast => ("s2.pathway0_res0.branch1.weight".into(), fields.iter().map(|f| format!("{bn}.{f}")).collect()),
+            Layout::Hub => (ptv("s2.pathway0_res0.branch1.weight".into()), fields.iter().map(|f| ptv(format!("{bn}.{f}"))).collect()),
         };
         let identity_s2_shortcut_bn = has(&conv) && bns.iter().all(|n| !has(n));
         Ok(X3dWeights { layout, identity_s2_shortcut_bn, inner })

@@ -44,11 +44,9 @@ impl Progress {
 
 /// A template with `{fps}`: decoded frames per second, one decimal.
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template)
-        .expect("valid template")
-        .with_key("fps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.1} fps", state.per_sec());
-        })
+    ProgressStyle::with_template(template).expect("valid template").with_key("fps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.1} fps", state.per_sec());
+    })
 }
 
 impl Sink for Progress {

@@ -65,21 +65,11 @@ fn open_error(input: &str, e: c_int) -> anyhow::Error {
     let kind = match AvError::from(e) {
         AvError::Other { errno } if errno == libc_errno::ENOENT => ErrorKind::NoInput,
         AvError::Other { errno } if errno == libc_errno::EACCES => ErrorKind::NoInput,
-        AvError::Other { errno }
-            if errno == libc_errno::EIO || errno == libc_errno::ECONNREFUSED =>
-        {
-            ErrorKind::NoInput
-        }
-        AvError::ProtocolNotFound | AvError::HttpNotFound | AvError::HttpForbidden => {
-            ErrorKind::NoInput
-        }
+        AvError::Other { errno } if errno == libc_errno::EIO || errno == libc_errno::ECONNREFUSED => ErrorKind::NoInput,
+        AvError::ProtocolNotFound | AvError::HttpNotFound | AvError::HttpForbidden => ErrorKind::NoInput,
         _ => ErrorKind::Data,
     };
-    let what = if kind == ErrorKind::NoInput {
-        "cannot open"
-    } else {
-        "not a readable video"
-    };
+    let what = if kind == ErrorKind::NoInput { "cannot open" } else { "not a readable video" };
     classified(kind, format!("{input}: {what}: {}", av_err(e)))
 }
 
@@ -118,21 +108,14 @@ impl AvSource {
         unsafe {
             let mut fmt: *const AVInputFormat = ptr::null();
             if let Some(name) = &format_name {
-                let name_c = CString::new(name.as_str())
-                    .map_err(|_| classified(ErrorKind::Usage, "format name contains a NUL byte"))?;
+                let name_c = CString::new(name.as_str()).map_err(|_| classified(ErrorKind::Usage, "format name contains a NUL byte"))?;
                 fmt = av_find_input_format(name_c.as_ptr());
                 if fmt.is_null() {
-                    return Err(classified(
-                        ErrorKind::Usage,
-                        format!("unknown input format '{name}'"),
-                    ));
+                    return Err(classified(ErrorKind::Usage, format!("unknown input format '{name}'")));
                 }
             }
             let mut dict: *mut AVDictionary = ptr::null_mut();
-            if let Some(fps) = opts
-                .fps
-                .filter(|_| format_name.as_deref() == Some("rawvideo"))
-            {
+            if let Some(fps) = opts.fps.filter(|_| format_name.as_deref() == Some("rawvideo")) {
                 let v = CString::new(format!("{fps}")).unwrap();
                 av_dict_set(&mut dict, c"framerate".as_ptr(), v.as_ptr(), 0);
             }
@@ -142,19 +125,13 @@ impl AvSource {
                 av_dict_free(&mut dict);
                 return Err(classified(ErrorKind::Runtime, "out of memory"));
             }
-            (*ps).interrupt_callback = AVIOInterruptCB {
-                callback: Some(interrupt_cb),
-                opaque: ptr::null_mut(),
-            };
+            (*ps).interrupt_callback = AVIOInterruptCB { callback: Some(interrupt_cb), opaque: ptr::null_mut() };
             // On failure avformat_open_input frees the context itself.
             let r = avformat_open_input(&mut ps, url_c.as_ptr(), fmt, &mut dict);
             av_dict_free(&mut dict);
             if r < 0 {
                 if super::interrupted() {
-                    return Err(classified(
-                        ErrorKind::Interrupted,
-                        "interrupted while opening the input",
-                    ));
+                    return Err(classified(ErrorKind::Interrupted, "interrupted while opening the input"));
                 }
                 return Err(open_error(input, r));
             }
@@ -162,31 +139,19 @@ impl AvSource {
             let mut input_ctx = Input::wrap(ps);
             let r = avformat_find_stream_info(input_ctx.as_mut_ptr(), ptr::null_mut());
             if r < 0 {
-                return Err(classified(
-                    ErrorKind::Data,
-                    format!("{input}: cannot read stream information: {}", av_err(r)),
-                ));
+                return Err(classified(ErrorKind::Data, format!("{input}: cannot read stream information: {}", av_err(r))));
             }
             Self::from_input(input, input_ctx, opts, is_stream)
         }
     }
 
-    fn from_input(
-        name: &str,
-        mut input: Input,
-        opts: &OpenOptions,
-        is_stream: bool,
-    ) -> anyhow::Result<Self> {
+    fn from_input(name: &str, mut input: Input, opts: &OpenOptions, is_stream: bool) -> anyhow::Result<Self> {
         // SAFETY: `input` owns an open format context whose stream information has been read; the context
         // lives on the C heap as long as `input` does, wherever `input` moves.
         let ctx = unsafe { input.as_mut_ptr() };
         // SAFETY: `ctx` is a live, opened context (above).
-        let stream_index = unsafe { pick_video_stream(ctx) }.ok_or_else(|| {
-            classified(
-                ErrorKind::Data,
-                format!("{name}: no video stream (not a video file?)"),
-            )
-        })?;
+        let stream_index = unsafe { pick_video_stream(ctx) }
+            .ok_or_else(|| classified(ErrorKind::Data, format!("{name}: no video stream (not a video file?)")))?;
         // SAFETY: `ctx` is live and holds `nb_streams` valid stream pointers.
         unsafe {
             // Only the chosen stream is demuxed into packets we read.
@@ -206,31 +171,17 @@ impl AvSource {
             let order = (&raw const (*par).field_order).cast::<u32>().read();
             order == AVFieldOrder::AV_FIELD_PROGRESSIVE as u32 || order == AVFieldOrder::AV_FIELD_UNKNOWN as u32
         };
-        let stream = input
-            .stream(stream_index)
-            .expect("stream index from the context");
+        let stream = input.stream(stream_index).expect("stream index from the context");
         let tb = stream.time_base();
-        let time_base = if tb.denominator() != 0 {
-            f64::from(tb)
-        } else {
-            0.0
-        };
+        let time_base = if tb.denominator() != 0 { f64::from(tb) } else { 0.0 };
         let rate_of = |r: ffmpeg_next::Rational| {
-            (r.numerator() > 0 && r.denominator() > 0)
-                .then(|| f64::from(r))
-                .filter(|f| f.is_finite() && *f < 10_000.0)
+            (r.numerator() > 0 && r.denominator() > 0).then(|| f64::from(r)).filter(|f| f.is_finite() && *f < 10_000.0)
         };
-        let fps = rate_of(stream.avg_frame_rate())
-            .or_else(|| rate_of(stream.rate()))
-            .or(opts.fps);
+        let fps = rate_of(stream.avg_frame_rate()).or_else(|| rate_of(stream.rate())).or(opts.fps);
         let frames = (stream.frames() > 0).then(|| stream.frames() as u64);
         // Where the video stream itself says it ends (not the container, whose audio may run longer).
         let declared_end = (stream.duration() > 0 && time_base > 0.0).then(|| {
-            let start = if stream.start_time() != AV_NOPTS_VALUE {
-                stream.start_time()
-            } else {
-                0
-            };
+            let start = if stream.start_time() != AV_NOPTS_VALUE { stream.start_time() } else { 0 };
             (start + stream.duration()) as f64 * time_base
         });
         let duration = if stream.duration() > 0 && time_base > 0.0 {
@@ -241,12 +192,8 @@ impl AvSource {
             None
         };
 
-        let mut cctx = codec::Context::from_parameters(stream.parameters()).map_err(|e| {
-            classified(
-                ErrorKind::Data,
-                format!("{name}: bad codec parameters: {e}"),
-            )
-        })?;
+        let mut cctx = codec::Context::from_parameters(stream.parameters())
+            .map_err(|e| classified(ErrorKind::Data, format!("{name}: bad codec parameters: {e}")))?;
         let codec_id = cctx.id();
         // SAFETY: `cctx` owns a live codec context that is not opened yet, when these fields may be set.
         unsafe {
@@ -254,34 +201,17 @@ impl AvSource {
             (*c).pkt_timebase = tb.into();
             // Auto thread count; frame threading only for files, where its extra latency does not matter.
             (*c).thread_count = 0;
-            (*c).thread_type = if is_stream {
-                FF_THREAD_SLICE as c_int
-            } else {
-                (FF_THREAD_FRAME | FF_THREAD_SLICE) as c_int
-            };
+            (*c).thread_type = if is_stream { FF_THREAD_SLICE as c_int } else { (FF_THREAD_FRAME | FF_THREAD_SLICE) as c_int };
         }
-        let decoder = cctx.decoder().video().map_err(|e| {
-            classified(
-                ErrorKind::Data,
-                format!("{name}: cannot decode video codec {codec_id:?}: {e}"),
-            )
-        })?;
-        let codec_name = decoder
-            .codec()
-            .map(|c| c.name().to_string())
-            .unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
+        let decoder = cctx
+            .decoder()
+            .video()
+            .map_err(|e| classified(ErrorKind::Data, format!("{name}: cannot decode video codec {codec_id:?}: {e}")))?;
+        let codec_name = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
         let container = input.format().name().to_string();
         let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
-        let info = SourceInfo {
-            width: decoder.width(),
-            height: decoder.height(),
-            fps,
-            frames,
-            duration,
-            codec: codec_name,
-            container,
-            is_stream,
-        };
+        let info =
+            SourceInfo { width: decoder.width(), height: decoder.height(), fps, frames, duration, codec: codec_name, container, is_stream };
         Ok(AvSource {
             info,
             input,
@@ -385,8 +315,8 @@ impl AvSource {
         let skip = match packet.pts() {
             Some(ts) if self.may_skip && tb > 0.0 => {
                 let before = self.recent.range(..ts).next_back().copied();
-                let skip = !self.recent.contains(&ts)
-                    && before.is_some_and(|before| !selector.may_need(ts as f64 * tb, before as f64 * tb));
+                let skip =
+                    !self.recent.contains(&ts) && before.is_some_and(|before| !selector.may_need(ts as f64 * tb, before as f64 * tb));
                 self.recent.insert(ts);
                 if self.recent.len() > RECENT_PACKETS {
                     self.recent.pop_first();
@@ -439,10 +369,7 @@ impl AvSource {
                 Some(e) => format!(": {e}"),
                 None => String::new(),
             };
-            return Err(classified(
-                ErrorKind::Data,
-                format!("no video frame could be decoded{why}"),
-            ));
+            return Err(classified(ErrorKind::Data, format!("no video frame could be decoded{why}")));
         }
         if self.read_error.is_none() && !self.info.is_stream && !super::interrupted() {
             // Most demuxers report a cut file as a plain end of file: compare with what the header
@@ -455,18 +382,13 @@ impl AvSource {
             } else if let (Some(end), Some(last)) = (self.declared_end, self.last_pts)
                 && last + (0.1 * end).max(1.0) < end
             {
-                self.read_error = Some(format!(
-                    "the last frame is at {last:.3} s, the header says {end:.3} s"
-                ));
+                self.read_error = Some(format!("the last frame is at {last:.3} s, the header says {end:.3} s"));
             }
         }
         if let Some(e) = self.read_error.take() {
             return Err(classified(
                 ErrorKind::Data,
-                format!(
-                    "the input is truncated or damaged: {e}; {} frames were decoded",
-                    self.next_index
-                ),
+                format!("the input is truncated or damaged: {e}; {} frames were decoded", self.next_index),
             ));
         }
         Ok(false)
@@ -490,17 +412,9 @@ unsafe fn pick_video_stream(ctx: *mut AVFormatContext) -> Option<usize> {
         let n = (*ctx).nb_streams as usize;
         let is_video = |i: usize| {
             let st = *(*ctx).streams.add(i);
-            (*(*st).codecpar).codec_type == AVMediaType::AVMEDIA_TYPE_VIDEO
-                && (*st).disposition & AV_DISPOSITION_ATTACHED_PIC as c_int == 0
+            (*(*st).codecpar).codec_type == AVMediaType::AVMEDIA_TYPE_VIDEO && (*st).disposition & AV_DISPOSITION_ATTACHED_PIC as c_int == 0
         };
-        let best = av_find_best_stream(
-            ctx,
-            AVMediaType::AVMEDIA_TYPE_VIDEO,
-            -1,
-            -1,
-            ptr::null_mut(),
-            0,
-        );
+        let best = av_find_best_stream(ctx, AVMediaType::AVMEDIA_TYPE_VIDEO, -1, -1, ptr::null_mut(), 0);
         if best >= 0 && is_video(best as usize) {
             return Some(best as usize);
         }
@@ -526,9 +440,7 @@ impl FrameSource for AvSource {
             return Ok(None);
         }
         self.decode_next(frame, selector).map_err(|e| match self.hint {
-            Some(hint) if kind_of(&e) == ErrorKind::Data => {
-                classified(ErrorKind::Data, format!("{e}; {hint}"))
-            }
+            Some(hint) if kind_of(&e) == ErrorKind::Data => classified(ErrorKind::Data, format!("{e}; {hint}")),
             _ => e,
         })
     }
@@ -586,15 +498,11 @@ impl AvSource {
                 }
                 Err(e) => {
                     if self.next_index == 0 {
-                        return Err(classified(
-                            ErrorKind::Data,
-                            format!("reading the input failed: {e}"),
-                        ));
+                        return Err(classified(ErrorKind::Data, format!("reading the input failed: {e}")));
                     }
                     // A damaged tail (truncated file, dropped connection): deliver what the decoder
                     // holds, then report the damage at the end (`finish`).
-                    self.read_error =
-                        Some(format!("{e} (after packet of frame {})", self.next_index));
+                    self.read_error = Some(format!("{e} (after packet of frame {})", self.next_index));
                     let _ = self.decoder.send_eof();
                     self.eof_sent = true;
                 }

@@ -56,11 +56,7 @@ unsafe impl Send for RgbConverter {}
 
 impl RgbConverter {
     pub fn new() -> Self {
-        RgbConverter {
-            key: None,
-            sws: ptr::null_mut(),
-            out: ptr::null_mut(),
-        }
+        RgbConverter { key: None, sws: ptr::null_mut(), out: ptr::null_mut() }
     }
 
     /// Converts `pic` into `rgb` (resized to width*height*3, rows packed).
@@ -70,16 +66,10 @@ impl RgbConverter {
     /// in `pic.format`, as a decoder or `av_image_fill_arrays` does, alive for the whole call.
     pub unsafe fn convert(&mut self, pic: &Picture, rgb: &mut Vec<u8>) -> anyhow::Result<()> {
         if pic.format == AVPixelFormat::AV_PIX_FMT_NONE {
-            return Err(classified(
-                ErrorKind::Data,
-                "the video stream has no known pixel format (is the input complete?)",
-            ));
+            return Err(classified(ErrorKind::Data, "the video stream has no known pixel format (is the input complete?)"));
         }
         if pic.width <= 0 || pic.height <= 0 {
-            return Err(classified(
-                ErrorKind::Data,
-                format!("invalid frame size {}x{}", pic.width, pic.height),
-            ));
+            return Err(classified(ErrorKind::Data, format!("invalid frame size {}x{}", pic.width, pic.height)));
         }
         let (w, h) = (pic.width as usize, pic.height as usize);
         let row = w * 3;
@@ -90,13 +80,8 @@ impl RgbConverter {
             unsafe { copy_rows(pic.data[0], pic.linesize[0] as isize, row, h, rgb) };
             return Ok(());
         }
-        let key = Key {
-            format: pic.format,
-            width: pic.width,
-            height: pic.height,
-            color_space: pic.color_space,
-            color_range: pic.color_range,
-        };
+        let key =
+            Key { format: pic.format, width: pic.width, height: pic.height, color_space: pic.color_space, color_range: pic.color_range };
         if self.key != Some(key) {
             self.setup(key)?;
         }
@@ -104,20 +89,9 @@ impl RgbConverter {
         // allocated RGB24 frame of the same size; the input planes are readable (this function's contract).
         unsafe {
             let out = &*self.out;
-            let n = sws_scale(
-                self.sws,
-                pic.data.as_ptr(),
-                pic.linesize.as_ptr(),
-                0,
-                pic.height,
-                out.data.as_ptr(),
-                out.linesize.as_ptr(),
-            );
+            let n = sws_scale(self.sws, pic.data.as_ptr(), pic.linesize.as_ptr(), 0, pic.height, out.data.as_ptr(), out.linesize.as_ptr());
             if n != pic.height {
-                return Err(classified(
-                    ErrorKind::Data,
-                    format!("colour conversion failed ({n} of {} rows)", pic.height),
-                ));
+                return Err(classified(ErrorKind::Data, format!("colour conversion failed ({n} of {} rows)", pic.height)));
             }
             // `out` is an RGB24 frame of `h` rows of at least `row` bytes, `linesize[0]` apart.
             copy_rows(out.data[0], out.linesize[0] as isize, row, h, rgb);
@@ -134,10 +108,7 @@ impl RgbConverter {
             if sws_isSupportedInput(key.format) == 0 {
                 return Err(classified(
                     ErrorKind::Data,
-                    format!(
-                        "pixel format {} cannot be converted to RGB",
-                        pixel_format_name(key.format)
-                    ),
+                    format!("pixel format {} cannot be converted to RGB", pixel_format_name(key.format)),
                 ));
             }
             self.sws = sws_getContext(
@@ -155,19 +126,13 @@ impl RgbConverter {
             if self.sws.is_null() {
                 return Err(classified(
                     ErrorKind::Data,
-                    format!(
-                        "cannot convert {} {}x{} to RGB",
-                        pixel_format_name(key.format),
-                        key.width,
-                        key.height
-                    ),
+                    format!("cannot convert {} {}x{} to RGB", pixel_format_name(key.format), key.width, key.height),
                 ));
             }
             // As vf_scale does: read the defaults, replace the input matrix and range, write back.
             let mut inv_table: *mut c_int = ptr::null_mut();
             let mut table: *mut c_int = ptr::null_mut();
-            let (mut src_full, mut dst_full, mut brightness, mut contrast, mut saturation) =
-                (0, 0, 0, 0, 0);
+            let (mut src_full, mut dst_full, mut brightness, mut contrast, mut saturation) = (0, 0, 0, 0, 0);
             sws_getColorspaceDetails(
                 self.sws,
                 &mut inv_table,
@@ -178,20 +143,14 @@ impl RgbConverter {
                 &mut contrast,
                 &mut saturation,
             );
-            let cs = if (1..=7).contains(&key.color_space) {
-                key.color_space
-            } else {
-                AVColorSpace::AVCOL_SPC_BT470BG as c_int
-            };
+            let cs = if (1..=7).contains(&key.color_space) { key.color_space } else { AVColorSpace::AVCOL_SPC_BT470BG as c_int };
             let coeffs = sws_getCoefficients(cs);
             if key.color_range == AVColorRange::AVCOL_RANGE_JPEG as c_int {
                 src_full = 1;
             } else if key.color_range == AVColorRange::AVCOL_RANGE_MPEG as c_int {
                 src_full = 0;
             }
-            sws_setColorspaceDetails(
-                self.sws, coeffs, src_full, coeffs, dst_full, brightness, contrast, saturation,
-            );
+            sws_setColorspaceDetails(self.sws, coeffs, src_full, coeffs, dst_full, brightness, contrast, saturation);
 
             self.out = av_frame_alloc();
             if self.out.is_null() {
@@ -201,10 +160,7 @@ impl RgbConverter {
             (*self.out).width = key.width;
             (*self.out).height = key.height;
             if av_frame_get_buffer(self.out, 0) < 0 {
-                return Err(classified(
-                    ErrorKind::Runtime,
-                    format!("cannot allocate a {}x{} frame", key.width, key.height),
-                ));
+                return Err(classified(ErrorKind::Runtime, format!("cannot allocate a {}x{} frame", key.width, key.height)));
             }
         }
         self.key = Some(key);
@@ -248,11 +204,7 @@ pub(crate) fn pixel_format_name(fmt: AVPixelFormat) -> String {
     // SAFETY: `av_get_pix_fmt_name` takes any format and returns null or a static NUL-terminated string.
     unsafe {
         let p = av_get_pix_fmt_name(fmt);
-        if p.is_null() {
-            format!("#{}", fmt as c_int)
-        } else {
-            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
+        if p.is_null() { format!("#{}", fmt as c_int) } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
     }
 }
 

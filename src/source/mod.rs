@@ -49,11 +49,7 @@ pub struct RawVideo {
 
 impl RawVideo {
     pub fn rgb24(width: u32, height: u32) -> Self {
-        RawVideo {
-            width,
-            height,
-            pix_fmt: "rgb24".into(),
-        }
+        RawVideo { width, height, pix_fmt: "rgb24".into() }
     }
 }
 
@@ -157,11 +153,7 @@ pub fn set_ffmpeg_verbose(verbose: bool) {
 
 fn set_log_level() {
     use ffmpeg_next::util::log::{Level, set_level};
-    set_level(if VERBOSE_FFMPEG.load(Ordering::Relaxed) {
-        Level::Warning
-    } else {
-        Level::Quiet
-    });
+    set_level(if VERBOSE_FFMPEG.load(Ordering::Relaxed) { Level::Warning } else { Level::Quiet });
 }
 
 /// Registers formats and devices once, and sets FFmpeg's log level.
@@ -183,27 +175,18 @@ pub fn open(input: &str, opts: &OpenOptions) -> anyhow::Result<Box<dyn FrameSour
         return Err(classified(ErrorKind::Usage, "empty input name"));
     }
     if input.contains('\0') {
-        return Err(classified(
-            ErrorKind::Usage,
-            "input name contains a NUL byte",
-        ));
+        return Err(classified(ErrorKind::Usage, "input name contains a NUL byte"));
     }
     if let Some(raw) = &opts.raw {
         if opts.format.as_deref().is_some_and(|f| f != "rawvideo") {
-            return Err(classified(
-                ErrorKind::Usage,
-                "--raw cannot be combined with --format",
-            ));
+            return Err(classified(ErrorKind::Usage, "--raw cannot be combined with --format"));
         }
         return Ok(Box::new(raw::RawSource::open(input, raw, opts.fps)?));
     }
     if let Some(fps) = opts.fps
         && !(fps.is_finite() && fps > 0.0)
     {
-        return Err(classified(
-            ErrorKind::Usage,
-            format!("--fps must be a positive number, got {fps}"),
-        ));
+        return Err(classified(ErrorKind::Usage, format!("--fps must be a positive number, got {fps}")));
     }
     Ok(Box::new(av::AvSource::open(input, opts)?))
 }
@@ -211,12 +194,7 @@ pub fn open(input: &str, opts: &OpenOptions) -> anyhow::Result<Box<dyn FrameSour
 /// True when `input` names a URL rather than a local path.
 fn is_url(input: &str) -> bool {
     match input.find("://") {
-        Some(i) => {
-            i > 0
-                && input[..i]
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
-        }
+        Some(i) => i > 0 && input[..i].chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'),
         None => false,
     }
 }
@@ -224,18 +202,9 @@ fn is_url(input: &str) -> bool {
 /// Checks a local path before handing it to a reader, so that "no such file" is `NoInput`.
 fn check_local_path(input: &str) -> anyhow::Result<std::fs::Metadata> {
     match std::fs::metadata(input) {
-        Ok(m) if m.is_dir() => Err(classified(
-            ErrorKind::NoInput,
-            format!("{input}: is a directory, not a video"),
-        )),
+        Ok(m) if m.is_dir() => Err(classified(ErrorKind::NoInput, format!("{input}: is a directory, not a video"))),
         Ok(m) => Ok(m),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(classified(
-            ErrorKind::NoInput,
-            format!("{input}: no such file"),
-        )),
-        Err(e) => Err(classified(
-            ErrorKind::NoInput,
-            format!("{input}: cannot open: {e}"),
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(classified(ErrorKind::NoInput, format!("{input}: no such file"))),
+        Err(e) => Err(classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}"))),
     }
 }

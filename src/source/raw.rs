@@ -36,50 +36,31 @@ impl RawSource {
         let fps = match fps {
             Some(f) if f.is_finite() && f > 0.0 => f,
             Some(f) => {
-                return Err(classified(
-                    ErrorKind::Usage,
-                    format!("--fps must be a positive number, got {f}"),
-                ));
+                return Err(classified(ErrorKind::Usage, format!("--fps must be a positive number, got {f}")));
             }
             None => {
-                return Err(classified(
-                    ErrorKind::Usage,
-                    "raw input needs a frame rate (--fps)",
-                ));
+                return Err(classified(ErrorKind::Usage, "raw input needs a frame rate (--fps)"));
             }
         };
         let (w, h) = (raw.width, raw.height);
         if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-            return Err(classified(
-                ErrorKind::Usage,
-                format!("raw frame size {w}x{h} is out of range (each side 1..={MAX_SIDE})"),
-            ));
+            return Err(classified(ErrorKind::Usage, format!("raw frame size {w}x{h} is out of range (each side 1..={MAX_SIDE})")));
         }
         let format = parse_pixel_format(&raw.pix_fmt)?;
         // SAFETY: a pure computation on a pixel format that has a descriptor (checked by the parse).
         let frame_bytes = unsafe { av_image_get_buffer_size(format, w as c_int, h as c_int, 1) };
         if frame_bytes <= 0 || frame_bytes as usize > MAX_FRAME_BYTES {
-            return Err(classified(
-                ErrorKind::Usage,
-                format!("raw frame size {w}x{h} {} is out of range", raw.pix_fmt),
-            ));
+            return Err(classified(ErrorKind::Usage, format!("raw frame size {w}x{h} {} is out of range", raw.pix_fmt)));
         }
         let frame_bytes = frame_bytes as usize;
 
-        let (reader, is_stream, frames): (Box<dyn Read + Send>, bool, Option<u64>) = if input == "-"
-        {
+        let (reader, is_stream, frames): (Box<dyn Read + Send>, bool, Option<u64>) = if input == "-" {
             (Box::new(std::io::stdin()), true, None)
         } else {
             let meta = super::check_local_path(input)?;
-            let file = std::fs::File::open(input).map_err(|e| {
-                classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}"))
-            })?;
+            let file = std::fs::File::open(input).map_err(|e| classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}")))?;
             let frames = meta.is_file().then(|| meta.len() / frame_bytes as u64);
-            (
-                Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
-                !meta.is_file(),
-                frames,
-            )
+            (Box::new(std::io::BufReader::with_capacity(1 << 20, file)), !meta.is_file(), frames)
         };
         let info = SourceInfo {
             width: w,
@@ -91,28 +72,13 @@ impl RawSource {
             container: "rawvideo".into(),
             is_stream,
         };
-        Ok(RawSource {
-            info,
-            reader,
-            format,
-            frame_bytes,
-            fps,
-            buf: Vec::new(),
-            conv: RgbConverter::new(),
-            next_index: 0,
-            done: false,
-        })
+        Ok(RawSource { info, reader, format, frame_bytes, fps, buf: Vec::new(), conv: RgbConverter::new(), next_index: 0, done: false })
     }
 }
 
 /// An FFmpeg pixel format name the scaler can read; anything else is a usage error.
 fn parse_pixel_format(name: &str) -> anyhow::Result<AVPixelFormat> {
-    let bad = || {
-        classified(
-            ErrorKind::Usage,
-            format!("unknown or unsupported raw pixel format '{name}'"),
-        )
-    };
+    let bad = || classified(ErrorKind::Usage, format!("unknown or unsupported raw pixel format '{name}'"));
     let pix = Pixel::from_str(name).map_err(|_| bad())?;
     let fmt: AVPixelFormat = pix.into();
     if fmt == AVPixelFormat::AV_PIX_FMT_NONE {
@@ -175,10 +141,7 @@ impl FrameSource for RawSource {
             Ok(n) => n,
             Err(_) if super::interrupted() => 0,
             Err(e) => {
-                return Err(classified(
-                    ErrorKind::Data,
-                    format!("raw input: reading frame {index} failed: {e}"),
-                ));
+                return Err(classified(ErrorKind::Data, format!("raw input: reading frame {index} failed: {e}")));
             }
         };
         if got == 0 || (got < self.frame_bytes && super::interrupted()) {
@@ -202,15 +165,7 @@ impl FrameSource for RawSource {
             // SAFETY: `buf` holds `frame_bytes` = av_image_get_buffer_size(format, w, h, 1) bytes, exactly
             // what the plane layout with alignment 1 that this fills in covers.
             unsafe {
-                av_image_fill_arrays(
-                    data.as_mut_ptr(),
-                    linesize.as_mut_ptr(),
-                    self.buf.as_ptr(),
-                    self.format,
-                    w as c_int,
-                    h as c_int,
-                    1,
-                );
+                av_image_fill_arrays(data.as_mut_ptr(), linesize.as_mut_ptr(), self.buf.as_ptr(), self.format, w as c_int, h as c_int, 1);
             }
             let pic = Picture {
                 data: data.map(|p| p as *const u8),

@@ -18,20 +18,11 @@ pub fn fold_bn(
     eps: f64,
 ) -> Result<(Tensor, Tensor)> {
     let c = conv_weight.dim(0)?;
-    for (what, t) in [
-        ("beta", Some(beta)),
-        ("running_mean", Some(mean)),
-        ("running_var", Some(var)),
-        ("gamma", gamma),
-        ("bias", bias),
-    ] {
+    for (what, t) in [("beta", Some(beta)), ("running_mean", Some(mean)), ("running_var", Some(var)), ("gamma", gamma), ("bias", bias)] {
         if let Some(t) = t
             && t.dims() != [c]
         {
-            bail!(
-                "fold_bn: {what} has shape {:?}, expected [{c}] (the conv's output channels)",
-                t.dims()
-            );
+            bail!("fold_bn: {what} has shape {:?}, expected [{c}] (the conv's output channels)", t.dims());
         }
     }
     let f = |t: &Tensor| t.to_dtype(DType::F64);
@@ -83,19 +74,13 @@ mod tests {
         let var = Tensor::new(&[3f32, 15.], &d)?;
         // eps = 1: s = [2/sqrt(4), 0.5/sqrt(16)] = [1, 0.125].
         let (fw, fb) = fold_bn(&w, None, Some(&gamma), &beta, &mean, &var, 1.0)?;
-        assert_eq!(
-            fw.to_vec3::<f32>()?,
-            vec![vec![vec![1., 2.]], vec![vec![0.375, 0.5]]]
-        );
+        assert_eq!(fw.to_vec3::<f32>()?, vec![vec![vec![1., 2.]], vec![vec![0.375, 0.5]]]);
         // b' = (0 - mean) * s + beta = [-0.5 + 1, -0.25 - 1].
         assert_eq!(fb.to_vec1::<f32>()?, vec![0.5, -1.25]);
         // With a conv bias [1.5, 10] and no gamma (I3D style): s = [1/2, 1/4].
         let bias = Tensor::new(&[1.5f32, 10.], &d)?;
         let (fw, fb) = fold_bn(&w, Some(&bias), None, &beta, &mean, &var, 1.0)?;
-        assert_eq!(
-            fw.to_vec3::<f32>()?,
-            vec![vec![vec![0.5, 1.]], vec![vec![0.75, 1.]]]
-        );
+        assert_eq!(fw.to_vec3::<f32>()?, vec![vec![vec![0.5, 1.]], vec![vec![0.75, 1.]]]);
         // b' = [(1.5 - 0.5) / 2 + 1, (10 - 2) / 4 - 1] = [1.5, 1].
         assert_eq!(fb.to_vec1::<f32>()?, vec![1.5, 1.]);
         Ok(())
@@ -107,9 +92,7 @@ mod tests {
         let w = Tensor::zeros((2, 1, 1), DType::F32, &d).unwrap();
         let v3 = Tensor::ones(3, DType::F32, &d).unwrap();
         let v2 = Tensor::ones(2, DType::F32, &d).unwrap();
-        let e = fold_bn(&w, None, None, &v2, &v3, &v2, 1e-5)
-            .unwrap_err()
-            .to_string();
+        let e = fold_bn(&w, None, None, &v2, &v3, &v2, 1e-5).unwrap_err().to_string();
         assert!(e.contains("running_mean"), "{e}");
     }
 }

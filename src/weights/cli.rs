@@ -30,24 +30,14 @@ pub enum WeightsCommand {
 
 pub fn run(args: &WeightsArgs) -> anyhow::Result<()> {
     match &args.command {
-        WeightsCommand::Pull {
-            model,
-            layout,
-            dir,
-            sha256,
-        } => {
+        WeightsCommand::Pull { model, layout, dir, sha256 } => {
             let (_, entry) = official(model, *layout).ok_or_else(|| {
-                let known: Vec<String> = pullable()
-                    .iter()
-                    .map(|(name, c)| format!("{name} ({:?})", c.layout).to_lowercase())
-                    .collect();
+                let known: Vec<String> = pullable().iter().map(|(name, c)| format!("{name} ({:?})", c.layout).to_lowercase()).collect();
                 classified(
                     ErrorKind::Usage,
                     format!(
                         "no official checkpoint for {model}{}; known: {}",
-                        layout
-                            .map(|l| format!(" in the {l:?} layout").to_lowercase())
-                            .unwrap_or_default(),
+                        layout.map(|l| format!(" in the {l:?} layout").to_lowercase()).unwrap_or_default(),
                         known.join(", ")
                     ),
                 )
@@ -59,14 +49,7 @@ pub fn run(args: &WeightsArgs) -> anyhow::Result<()> {
             let pinned = sha256.as_deref().or(entry.sha256);
             let path = pull(entry.url, &dir, pinned, true)?;
             let hash = recorded_sha256(&path).unwrap_or_default();
-            eprintln!(
-                "sha256 {hash}{}",
-                if pinned.is_some() {
-                    " (verified)"
-                } else {
-                    " (not pinned; pass --sha256 to verify)"
-                }
-            );
+            eprintln!("sha256 {hash}{}", if pinned.is_some() { " (verified)" } else { " (not pinned; pass --sha256 to verify)" });
             println!("{}", path.display());
             Ok(())
         }

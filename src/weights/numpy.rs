@@ -20,13 +20,7 @@ pub fn read_numpy_pickle(bytes: &[u8]) -> Result<Vec<(String, RawTensor)>> {
     Ok(out)
 }
 
-fn walk(
-    p: &Pickle,
-    v: &Value,
-    path: String,
-    depth: usize,
-    out: &mut Vec<(String, RawTensor)>,
-) -> Result<()> {
+fn walk(p: &Pickle, v: &Value, path: String, depth: usize, out: &mut Vec<(String, RawTensor)>) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("dicts nested deeper than {MAX_DEPTH} levels at {path}");
     }
@@ -37,11 +31,7 @@ fn walk(
                 Value::Int(i) => i.to_string(),
                 _ => continue,
             };
-            let name = if path.is_empty() {
-                key
-            } else {
-                format!("{path}/{key}")
-            };
+            let name = if path.is_empty() { key } else { format!("{path}/{key}") };
             walk(p, child, name, depth + 1, out)?;
         }
     } else if let Some(arr) = ndarray(p, v) {
@@ -53,11 +43,7 @@ fn walk(
 /// The array a value stands for, if it is an ndarray (`None` for anything else).
 pub fn ndarray(p: &Pickle, v: &Value) -> Option<Result<RawTensor>> {
     match p.obj(v)? {
-        Obj::Numpy {
-            kind: Global::NpReconstruct,
-            args,
-            state,
-        } => Some(rebuild(p, args, state.as_ref())),
+        Obj::Numpy { kind: Global::NpReconstruct, args, state } => Some(rebuild(p, args, state.as_ref())),
         _ => None,
     }
 }
@@ -92,22 +78,11 @@ fn rebuild(p: &Pickle, args: &[Value], state: Option<&Value>) -> Result<RawTenso
         _ => bail!("ndarray data is not raw bytes (object arrays are not supported)"),
     };
     let es = dtype.size();
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| anyhow!("ndarray size overflows"))?;
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("ndarray size overflows"))?;
     if numel.checked_mul(es) != Some(raw.len()) {
-        bail!(
-            "ndarray of shape {shape:?} ({dtype:?}) has {} data bytes, expected {}",
-            raw.len(),
-            numel * es
-        );
+        bail!("ndarray of shape {shape:?} ({dtype:?}) has {} data bytes, expected {}", raw.len(), numel * es);
     }
-    let mut data = if fortran && shape.len() > 1 {
-        transpose_fortran(raw, es, &shape)
-    } else {
-        raw.to_vec()
-    };
+    let mut data = if fortran && shape.len() > 1 { transpose_fortran(raw, es, &shape) } else { raw.to_vec() };
     if big && es > 1 {
         data.chunks_exact_mut(es).for_each(|c| c.reverse());
     }
@@ -117,11 +92,7 @@ fn rebuild(p: &Pickle, args: &[Value], state: Option<&Value>) -> Result<RawTenso
 /// Element type and byte order of a pickled `numpy.dtype`.
 fn dtype_of(p: &Pickle, v: &Value) -> Result<(Dtype, bool)> {
     let (args, state) = match p.obj(v) {
-        Some(Obj::Numpy {
-            kind: Global::NpDtype,
-            args,
-            state,
-        }) => (args, state),
+        Some(Obj::Numpy { kind: Global::NpDtype, args, state }) => (args, state),
         _ => bail!("ndarray dtype is not a numpy.dtype"),
     };
     let code = match args.first() {

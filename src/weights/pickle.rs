@@ -74,9 +74,7 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
         ("torch", "Size") => Some(Global::TorchSize),
         // numpy < 2 pickles `numpy.core`, numpy >= 2 `numpy._core`.
-        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
-            Some(Global::NpReconstruct)
-        }
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Some(Global::NpReconstruct),
         ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Some(Global::NpScalar),
         ("numpy", "ndarray") => Some(Global::NpNdarray),
         ("numpy", "dtype") => Some(Global::NpDtype),
@@ -169,10 +167,7 @@ impl Pickle {
 
     /// Look a string key up in a dict value.
     pub fn dict_get(&self, v: &Value, key: &str) -> Option<&Value> {
-        self.dict(v)?
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Str(s) if &**s == key))
-            .map(|(_, v)| v)
+        self.dict(v)?.iter().find(|(k, _)| matches!(k, Value::Str(s) if &**s == key)).map(|(_, v)| v)
     }
 
     /// Every storage referenced anywhere in the arena (for the legacy container's data section).
@@ -219,15 +214,7 @@ pub enum PersId {
 
 /// Unpickle one pickle starting at `data[0]`; returns it and the number of bytes consumed.
 pub fn unpickle(data: &[u8], persid: PersId) -> Result<(Pickle, usize)> {
-    let mut m = Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-        objs: Vec::new(),
-        persid,
-    };
+    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), objs: Vec::new(), persid };
     let root = m.run()?;
     Ok((Pickle { objs: m.objs, root }, m.pos))
 }
@@ -244,17 +231,9 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| {
-                anyhow!(
-                    "truncated pickle: {n} bytes needed at offset {} but only {} remain",
-                    self.pos,
-                    self.data.len() - self.pos
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
+            anyhow!("truncated pickle: {n} bytes needed at offset {} but only {} remain", self.pos, self.data.len() - self.pos)
+        })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -280,22 +259,15 @@ impl<'a> Machine<'a> {
     fn len(&mut self, n: u64) -> Result<usize> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
-            bail!(
-                "truncated pickle: length {n} at offset {} exceeds the {left} bytes left",
-                self.pos
-            );
+            bail!("truncated pickle: length {n} at offset {} exceeds the {left} bytes left", self.pos);
         }
         Ok(n as usize)
     }
 
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| anyhow!("truncated pickle: unterminated line"))?;
-        let s = std::str::from_utf8(&rest[..n])
-            .map_err(|_| anyhow!("pickle: non-UTF-8 global name"))?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("truncated pickle: unterminated line"))?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| anyhow!("pickle: non-UTF-8 global name"))?;
         self.pos += n + 1;
         Ok(s)
     }
@@ -309,21 +281,13 @@ impl<'a> Machine<'a> {
     }
 
     fn top(&self) -> Result<&Value> {
-        self.stack
-            .last()
-            .ok_or_else(|| anyhow!("malformed pickle: empty stack at offset {}", self.pos))
+        self.stack.last().ok_or_else(|| anyhow!("malformed pickle: empty stack at offset {}", self.pos))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| anyhow!("malformed pickle: no MARK at offset {}", self.pos))?;
+        let m = self.marks.pop().ok_or_else(|| anyhow!("malformed pickle: no MARK at offset {}", self.pos))?;
         if m > self.stack.len() {
-            bail!(
-                "malformed pickle: MARK above the stack at offset {}",
-                self.pos
-            );
+            bail!("malformed pickle: MARK above the stack at offset {}", self.pos);
         }
         Ok(self.stack.split_off(m))
     }
@@ -335,8 +299,7 @@ impl<'a> Machine<'a> {
 
     fn push_str(&mut self, n: usize) -> Result<()> {
         let b = self.take(n)?;
-        let s = std::str::from_utf8(b)
-            .map_err(|_| anyhow!("pickle: invalid UTF-8 string at offset {}", self.pos))?;
+        let s = std::str::from_utf8(b).map_err(|_| anyhow!("pickle: invalid UTF-8 string at offset {}", self.pos))?;
         self.stack.push(Value::Str(s.into()));
         Ok(())
     }
@@ -376,10 +339,7 @@ impl<'a> Machine<'a> {
     fn mutable(&mut self, v: &Value) -> Result<&mut Obj> {
         match v {
             Value::Ref(i) => Ok(&mut self.objs[*i]),
-            _ => bail!(
-                "malformed pickle: expected a container at offset {}",
-                self.pos
-            ),
+            _ => bail!("malformed pickle: expected a container at offset {}", self.pos),
         }
     }
 
@@ -464,11 +424,7 @@ impl<'a> Machine<'a> {
                 }
                 // Python 2 str (BINSTRING / SHORT_BINSTRING): text if it is UTF-8, else bytes.
                 b'T' | b'U' => {
-                    let n = if op == b'T' {
-                        self.u32()? as u64
-                    } else {
-                        self.u8()? as u64
-                    };
+                    let n = if op == b'T' { self.u32()? as u64 } else { self.u8()? as u64 };
                     let n = self.len(n)?;
                     let b = self.take(n)?;
                     let v = match std::str::from_utf8(b) {
@@ -521,11 +477,7 @@ impl<'a> Machine<'a> {
                     self.stack.push(v);
                 }
                 b'a' | b'e' => {
-                    let items = if op == b'a' {
-                        vec![self.pop()?]
-                    } else {
-                        self.pop_mark()?
-                    };
+                    let items = if op == b'a' { vec![self.pop()?] } else { self.pop_mark()? };
                     let target = self.top()?.clone();
                     match self.mutable(&target)? {
                         Obj::List(l) => l.extend(items),
@@ -589,9 +541,7 @@ impl<'a> Machine<'a> {
                     let v = self.reduce(&func, &args, at)?;
                     self.stack.push(v);
                 }
-                0x81 => bail!(
-                    "unsupported pickle opcode NEWOBJ at offset {at} (torch checkpoints do not use it)"
-                ),
+                0x81 => bail!("unsupported pickle opcode NEWOBJ at offset {at} (torch checkpoints do not use it)"),
                 b'b' => {
                     let state = self.pop()?;
                     let target = self.top()?.clone();
@@ -627,8 +577,7 @@ impl<'a> Machine<'a> {
                     self.memo.insert(i, v);
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len())
-                        .map_err(|_| anyhow!("pickle memo overflow"))?;
+                    let i = u32::try_from(self.memo.len()).map_err(|_| anyhow!("pickle memo overflow"))?;
                     let v = self.top()?.clone();
                     self.memo.insert(i, v);
                 }
@@ -638,10 +587,7 @@ impl<'a> Machine<'a> {
     }
 
     fn get(&mut self, i: u32, at: usize) -> Result<()> {
-        let v =
-            self.memo.get(&i).cloned().ok_or_else(|| {
-                anyhow!("malformed pickle: memo entry {i} missing at offset {at}")
-            })?;
+        let v = self.memo.get(&i).cloned().ok_or_else(|| anyhow!("malformed pickle: memo entry {i} missing at offset {at}"))?;
         self.stack.push(v);
         Ok(())
     }
@@ -657,16 +603,12 @@ impl<'a> Machine<'a> {
     }
 
     fn uints(&self, v: &Value, what: &str, at: usize) -> Result<Vec<u64>> {
-        let items = self
-            .tuple(v)
-            .ok_or_else(|| anyhow!("malformed tensor at offset {at}: {what} is not a tuple"))?;
+        let items = self.tuple(v).ok_or_else(|| anyhow!("malformed tensor at offset {at}: {what} is not a tuple"))?;
         items
             .iter()
             .map(|x| match x {
                 Value::Int(i) if *i >= 0 => Ok(*i as u64),
-                _ => Err(anyhow!(
-                    "malformed tensor at offset {at}: {what} has a non-integer or negative entry"
-                )),
+                _ => Err(anyhow!("malformed tensor at offset {at}: {what} has a non-integer or negative entry")),
             })
             .collect()
     }
@@ -675,36 +617,21 @@ impl<'a> Machine<'a> {
         let g = match func {
             Value::Ref(i) => match &self.objs[*i] {
                 Obj::Global(g) => *g,
-                _ => bail!(
-                    "malformed pickle: REDUCE on a {} at offset {at}",
-                    describe(func, &self.objs)
-                ),
+                _ => bail!("malformed pickle: REDUCE on a {} at offset {at}", describe(func, &self.objs)),
             },
-            _ => bail!(
-                "malformed pickle: REDUCE on a {} at offset {at}",
-                describe(func, &self.objs)
-            ),
+            _ => bail!("malformed pickle: REDUCE on a {} at offset {at}", describe(func, &self.objs)),
         };
-        let a: Vec<Value> = self
-            .tuple(args)
-            .ok_or_else(|| {
-                anyhow!("malformed pickle: REDUCE arguments are not a tuple at offset {at}")
-            })?
-            .to_vec();
+        let a: Vec<Value> =
+            self.tuple(args).ok_or_else(|| anyhow!("malformed pickle: REDUCE arguments are not a tuple at offset {at}"))?.to_vec();
         match g {
             Global::RebuildTensorV2 | Global::RebuildTensor => {
                 if a.len() < 4 {
-                    bail!(
-                        "malformed tensor at offset {at}: {} rebuild arguments",
-                        a.len()
-                    );
+                    bail!("malformed tensor at offset {at}: {} rebuild arguments", a.len());
                 }
                 let storage = match &a[0] {
                     Value::Ref(i) => match &self.objs[*i] {
                         Obj::Storage(s) => s.clone(),
-                        _ => bail!(
-                            "malformed tensor at offset {at}: first argument is not a storage"
-                        ),
+                        _ => bail!("malformed tensor at offset {at}: first argument is not a storage"),
                     },
                     _ => bail!("malformed tensor at offset {at}: first argument is not a storage"),
                 };
@@ -715,18 +642,9 @@ impl<'a> Machine<'a> {
                 let shape = self.uints(&a[2], "size", at)?;
                 let stride = self.uints(&a[3], "stride", at)?;
                 if shape.len() != stride.len() {
-                    bail!(
-                        "malformed tensor at offset {at}: size has {} dims, stride {}",
-                        shape.len(),
-                        stride.len()
-                    );
+                    bail!("malformed tensor at offset {at}: size has {} dims, stride {}", shape.len(), stride.len());
                 }
-                Ok(self.alloc(Obj::Tensor(TensorRef {
-                    storage,
-                    offset,
-                    shape,
-                    stride,
-                })))
+                Ok(self.alloc(Obj::Tensor(TensorRef { storage, offset, shape, stride })))
             }
             Global::RebuildParameter => match a.first() {
                 Some(t @ Value::Ref(i)) if matches!(self.objs[*i], Obj::Tensor(_)) => Ok(t.clone()),
@@ -735,10 +653,7 @@ impl<'a> Machine<'a> {
             Global::OrderedDict => {
                 let mut d = Vec::new();
                 if let Some(items) = a.first() {
-                    let items = self
-                        .tuple(items)
-                        .ok_or_else(|| anyhow!("malformed OrderedDict at offset {at}"))?
-                        .to_vec();
+                    let items = self.tuple(items).ok_or_else(|| anyhow!("malformed OrderedDict at offset {at}"))?.to_vec();
                     for it in items {
                         match self.tuple(&it) {
                             Some([k, v]) => d.push((k.clone(), v.clone())),
@@ -750,10 +665,7 @@ impl<'a> Machine<'a> {
             }
             Global::TorchSize => {
                 let items = match a.first() {
-                    Some(t) => self
-                        .tuple(t)
-                        .ok_or_else(|| anyhow!("malformed torch.Size at offset {at}"))?
-                        .to_vec(),
+                    Some(t) => self.tuple(t).ok_or_else(|| anyhow!("malformed torch.Size at offset {at}"))?.to_vec(),
                     None => Vec::new(),
                 };
                 Ok(self.alloc(Obj::Tuple(items)))
@@ -764,9 +676,7 @@ impl<'a> Machine<'a> {
                     for c in s.chars() {
                         let c = u32::from(c);
                         if c > 0xff {
-                            bail!(
-                                "malformed pickle: non-latin1 text in _codecs.encode at offset {at}"
-                            );
+                            bail!("malformed pickle: non-latin1 text in _codecs.encode at offset {at}");
                         }
                         out.push(c as u8);
                     }
@@ -774,13 +684,7 @@ impl<'a> Machine<'a> {
                 }
                 _ => bail!("pickle calls _codecs.encode with unsupported arguments at offset {at}"),
             },
-            Global::NpReconstruct | Global::NpDtype | Global::NpScalar => {
-                Ok(self.alloc(Obj::Numpy {
-                    kind: g,
-                    args: a,
-                    state: None,
-                }))
-            }
+            Global::NpReconstruct | Global::NpDtype | Global::NpScalar => Ok(self.alloc(Obj::Numpy { kind: g, args: a, state: None })),
             Global::Storage(_) | Global::NpNdarray => {
                 bail!("pickle calls {g:?} at offset {at}, which checkpoints never do")
             }
@@ -789,32 +693,21 @@ impl<'a> Machine<'a> {
 
     fn persistent(&mut self, pid: &Value, at: usize) -> Result<Value> {
         if self.persid == PersId::None {
-            bail!(
-                "unexpected persistent id at offset {at} (this pickle may not reference storages)"
-            );
+            bail!("unexpected persistent id at offset {at} (this pickle may not reference storages)");
         }
-        let t = self
-            .tuple(pid)
-            .ok_or_else(|| anyhow!("malformed persistent id at offset {at}"))?
-            .to_vec();
+        let t = self.tuple(pid).ok_or_else(|| anyhow!("malformed persistent id at offset {at}"))?.to_vec();
         let bad = || anyhow!("malformed storage reference at offset {at}");
         if !matches!(t.first(), Some(Value::Str(s)) if &**s == "storage") {
             bail!("unsupported persistent id at offset {at} (expected a ('storage', …) tuple)");
         }
         let want = if self.persid == PersId::Zip { 5 } else { 6 };
         if t.len() != want {
-            bail!(
-                "malformed storage reference at offset {at}: {} fields, expected {want}",
-                t.len()
-            );
+            bail!("malformed storage reference at offset {at}: {} fields, expected {want}", t.len());
         }
         let dtype = match &t[1] {
             Value::Ref(i) => match self.objs[*i] {
                 Obj::Global(Global::Storage(d)) => d,
-                _ => bail!(
-                    "storage reference at offset {at} names a {} as its type",
-                    describe(&t[1], &self.objs)
-                ),
+                _ => bail!("storage reference at offset {at} names a {} as its type", describe(&t[1], &self.objs)),
             },
             _ => return Err(bad()),
         };
@@ -839,12 +732,7 @@ impl<'a> Machine<'a> {
         } else {
             None
         };
-        Ok(self.alloc(Obj::Storage(StorageRef {
-            dtype,
-            key,
-            numel,
-            view,
-        })))
+        Ok(self.alloc(Obj::Storage(StorageRef { dtype, key, numel, view })))
     }
 }
 
@@ -868,32 +756,18 @@ mod tests {
     #[test]
     fn plain_values() {
         // {'a': [1, -2, 3.5], 'b': (True, None), 'c': 2**70}
-        let mut p = vec![
-            0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'q', 1, b'(',
-        ];
+        let mut p = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'q', 1, b'('];
         p.extend([b'K', 1, b'J', 0xfe, 0xff, 0xff, 0xff, b'G']);
         p.extend(3.5f64.to_be_bytes());
-        p.extend([
-            b'e', b'X', 1, 0, 0, 0, b'b', 0x88, b'N', 0x86, b'X', 1, 0, 0, 0, b'c', 0x8a, 9,
-        ]);
+        p.extend([b'e', b'X', 1, 0, 0, 0, b'b', 0x88, b'N', 0x86, b'X', 1, 0, 0, 0, b'c', 0x8a, 9]);
         p.extend([0, 0, 0, 0, 0, 0, 0, 0, 0x40]);
         p.extend([b'u', b'.']);
         let (pk, used) = unpickle(&p, PersId::None).unwrap();
         assert_eq!(used, p.len());
         let a = pk.dict_get(&pk.root, "a").unwrap();
-        assert_eq!(
-            pk.obj(a),
-            Some(&Obj::List(vec![
-                Value::Int(1),
-                Value::Int(-2),
-                Value::Float(3.5)
-            ]))
-        );
+        assert_eq!(pk.obj(a), Some(&Obj::List(vec![Value::Int(1), Value::Int(-2), Value::Float(3.5)])));
         let b = pk.dict_get(&pk.root, "b").unwrap();
-        assert_eq!(
-            pk.obj(b),
-            Some(&Obj::Tuple(vec![Value::Bool(true), Value::None]))
-        );
+        assert_eq!(pk.obj(b), Some(&Obj::Tuple(vec![Value::Bool(true), Value::None])));
         match pk.dict_get(&pk.root, "c").unwrap() {
             Value::BigInt(b) => assert_eq!(&b[..], &[0, 0, 0, 0, 0, 0, 0, 0, 0x40]),
             v => panic!("{v:?}"),
@@ -903,10 +777,8 @@ mod tests {
     #[test]
     fn memo_shares_mutable_objects() {
         // l = []; d = {'x': l, 'y': l}; l is filled after being memoised.
-        let p = [
-            0x80, 2, b'}', b'(', b'X', 1, 0, 0, 0, b'x', b']', b'q', 7, b'(', b'K', 5, b'e', b'X',
-            1, 0, 0, 0, b'y', b'h', 7, b'u', b'.',
-        ];
+        let p =
+            [0x80, 2, b'}', b'(', b'X', 1, 0, 0, 0, b'x', b']', b'q', 7, b'(', b'K', 5, b'e', b'X', 1, 0, 0, 0, b'y', b'h', 7, b'u', b'.'];
         let (pk, _) = unpickle(&p, PersId::None).unwrap();
         let y = pk.dict_get(&pk.root, "y").unwrap();
         assert_eq!(pk.obj(y), Some(&Obj::List(vec![Value::Int(5)])));
@@ -925,28 +797,17 @@ mod tests {
     #[test]
     fn hostile_lengths_and_truncation() {
         // BINUNICODE claiming 4 GiB, BINBYTES8 claiming 2^63, LONG4 claiming 2^31.
-        for p in [
-            &b"\x80\x02X\xff\xff\xff\xffab"[..],
-            b"\x80\x02\x8e\x00\x00\x00\x00\x00\x00\x00\x80",
-            b"\x80\x02\x8b\x00\x00\x00\x80",
-        ] {
+        for p in [&b"\x80\x02X\xff\xff\xff\xffab"[..], b"\x80\x02\x8e\x00\x00\x00\x00\x00\x00\x00\x80", b"\x80\x02\x8b\x00\x00\x00\x80"] {
             let e = unpickle(p, PersId::None).unwrap_err().to_string();
             assert!(e.contains("truncated"), "{e}");
         }
         // No STOP.
         assert!(unpickle(b"\x80\x02K\x01", PersId::None).is_err());
         // Unknown opcode.
-        let e = unpickle(b"\x80\x02\xff", PersId::None)
-            .unwrap_err()
-            .to_string();
+        let e = unpickle(b"\x80\x02\xff", PersId::None).unwrap_err().to_string();
         assert!(e.contains("opcode 0xff"), "{e}");
         // Stack underflow, SETITEM on a list, APPEND on a dict, dangling memo.
-        for p in [
-            &b"\x80\x02."[..],
-            b"\x80\x02]K\x01K\x02s.",
-            b"\x80\x02}K\x01a.",
-            b"\x80\x02h\x05.",
-        ] {
+        for p in [&b"\x80\x02."[..], b"\x80\x02]K\x01K\x02s.", b"\x80\x02}K\x01a.", b"\x80\x02h\x05."] {
             assert!(unpickle(p, PersId::None).is_err());
         }
     }

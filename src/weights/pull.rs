@@ -56,12 +56,7 @@ pub fn cache_dir() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| {
-            classified(
-                ErrorKind::Usage,
-                "cannot find a cache directory: neither XDG_CACHE_HOME nor HOME is set (use --dir)",
-            )
-        })?;
+        .ok_or_else(|| classified(ErrorKind::Usage, "cannot find a cache directory: neither XDG_CACHE_HOME nor HOME is set (use --dir)"))?;
     Ok(Path::new(&home).join(".cache").join("coinfer"))
 }
 
@@ -92,12 +87,7 @@ fn part_path(file: &Path) -> PathBuf {
 pub(crate) fn file_name(url: &str) -> Result<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let name = path.rsplit('/').next().unwrap_or("");
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains('\\')
-        || !path.contains("://")
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('\\') || !path.contains("://") {
         bail!("cannot tell a file name from the address {url}");
     }
     Ok(name.to_string())
@@ -127,25 +117,16 @@ fn hex(d: Sha256) -> String {
 /// An existing complete file is reused (re-verified when a hash is pinned; replaced if it does not
 /// match). A `.part` left by an interrupted download is resumed. `progress` shows a bar when stderr
 /// is a terminal.
-pub fn pull(
-    url: &str,
-    dest_dir: &Path,
-    expected_sha256: Option<&str>,
-    progress: bool,
-) -> Result<PathBuf> {
+pub fn pull(url: &str, dest_dir: &Path, expected_sha256: Option<&str>, progress: bool) -> Result<PathBuf> {
     let expected = match expected_sha256 {
         Some(h) if is_hex256(h) => Some(h.to_ascii_lowercase()),
         Some(h) => {
-            return Err(classified(
-                ErrorKind::Usage,
-                format!("--sha256 must be 64 hex digits, got {h:?}"),
-            ));
+            return Err(classified(ErrorKind::Usage, format!("--sha256 must be 64 hex digits, got {h:?}")));
         }
         None => None,
     };
     let name = file_name(url).map_err(|e| classified(ErrorKind::Usage, e.to_string()))?;
-    fs::create_dir_all(dest_dir)
-        .with_context(|| format!("cannot create {}", dest_dir.display()))?;
+    fs::create_dir_all(dest_dir).with_context(|| format!("cannot create {}", dest_dir.display()))?;
     let dest = dest_dir.join(&name);
     let part = part_path(&dest);
 
@@ -182,43 +163,23 @@ pub fn pull(
     }
     let resuming = match status {
         206 if have > 0 => {
-            let range = resp
-                .headers()
-                .get("content-range")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let start = range
-                .strip_prefix("bytes ")
-                .and_then(|r| r.split('-').next())
-                .and_then(|s| s.trim().parse::<u64>().ok());
+            let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let start = range.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.trim().parse::<u64>().ok());
             if start != Some(have) {
-                bail!(
-                    "server answered the resume request from byte {have} with the range {range:?}"
-                );
+                bail!("server answered the resume request from byte {have} with the range {range:?}");
             }
             true
         }
         200 => false,
         404 | 410 => {
-            return Err(classified(
-                ErrorKind::NoInput,
-                format!("{url}: not found (HTTP {status})"),
-            ));
+            return Err(classified(ErrorKind::NoInput, format!("{url}: not found (HTTP {status})")));
         }
         _ => bail!("{url}: HTTP {status}"),
     };
-    let length: Option<u64> = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let length: Option<u64> = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
 
     // The hash continues over what the .part already holds.
-    let (mut hasher, mut done) = if resuming {
-        sha256_file(&part)?
-    } else {
-        (Sha256::new(), 0)
-    };
+    let (mut hasher, mut done) = if resuming { sha256_file(&part)? } else { (Sha256::new(), 0) };
     let mut out = if resuming {
         OpenOptions::new().append(true).open(&part)?
     } else {
@@ -230,10 +191,8 @@ pub fn pull(
             None => indicatif::ProgressBar::no_length(),
         };
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_message(name.clone());
         b.set_position(done);
@@ -267,10 +226,7 @@ pub fn pull(
     if let Some(n) = length
         && done - start != n
     {
-        bail!(
-            "download of {url} ended after {} of {n} bytes; run again to resume",
-            done - start
-        );
+        bail!("download of {url} ended after {} of {n} bytes; run again to resume", done - start);
     }
     out.sync_all()?;
     drop(out);
@@ -279,15 +235,9 @@ pub fn pull(
         && *want != got
     {
         let _ = fs::remove_file(&part);
-        return Err(classified(
-            ErrorKind::Data,
-            format!(
-                "{url}: SHA-256 mismatch: expected {want}, got {got}; the download was deleted"
-            ),
-        ));
+        return Err(classified(ErrorKind::Data, format!("{url}: SHA-256 mismatch: expected {want}, got {got}; the download was deleted")));
     }
-    fs::rename(&part, &dest)
-        .with_context(|| format!("cannot move {} into place", part.display()))?;
+    fs::rename(&part, &dest).with_context(|| format!("cannot move {} into place", part.display()))?;
     fs::write(sidecar(&dest), format!("{got}  {name}\n"))?;
     Ok(dest)
 }
@@ -297,8 +247,7 @@ fn request(agent: &ureq::Agent, url: &str, from: u64) -> Result<ureq::http::Resp
     if from > 0 {
         req = req.header("Range", format!("bytes={from}-"));
     }
-    req.call()
-        .map_err(|e| classified(ErrorKind::Runtime, format!("cannot download {url}: {e}")))
+    req.call().map_err(|e| classified(ErrorKind::Runtime, format!("cannot download {url}: {e}")))
 }
 
 #[cfg(test)]
@@ -307,14 +256,8 @@ mod tests {
 
     #[test]
     fn registry() {
-        assert_eq!(
-            official_url("x3d-s", Layout::Pyslowfast),
-            Some("https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth")
-        );
-        assert_eq!(
-            official_url("X3D-L", Layout::Hub),
-            Some("https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth")
-        );
+        assert_eq!(official_url("x3d-s", Layout::Pyslowfast), Some("https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_s.pyth"));
+        assert_eq!(official_url("X3D-L", Layout::Hub), Some("https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth"));
         assert_eq!(official("cox3d-m", None).unwrap().1.layout, Layout::Pyslowfast);
         assert_eq!(official("cox3d-m", None).unwrap().0, "x3d-m");
         // No model runs these (yet): nothing to pull.

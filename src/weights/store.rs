@@ -63,15 +63,10 @@ pub struct TensorStore {
 pub fn load(path: &Path, device: &Device) -> Result<TensorStore> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::NoInput
-        } else {
-            ErrorKind::Runtime
-        };
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NoInput } else { ErrorKind::Runtime };
         classified(kind, format!("cannot read weights file {shown}: {e}"))
     })?;
-    load_bytes(bytes, &shown, device)
-        .map_err(|e| classified(ErrorKind::Data, format!("weights file {shown}: {e:#}")))
+    load_bytes(bytes, &shown, device).map_err(|e| classified(ErrorKind::Data, format!("weights file {shown}: {e:#}")))
 }
 
 /// [`load`] from bytes already in memory; `source` names them in messages.
@@ -81,8 +76,7 @@ pub fn load_bytes(bytes: Vec<u8>, source: &str, device: &Device) -> Result<Tenso
     })?;
     let named: Vec<(String, Tensor)> = match format {
         Format::Safetensors => {
-            let map = candle_core::safetensors::load_buffer(&bytes, device)
-                .context("reading safetensors")?;
+            let map = candle_core::safetensors::load_buffer(&bytes, device).context("reading safetensors")?;
             let mut v: Vec<_> = map.into_iter().collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
@@ -94,10 +88,7 @@ pub fn load_bytes(bytes: Vec<u8>, source: &str, device: &Device) -> Result<Tenso
             if arrays.is_empty() {
                 bail!("the pickle holds no numpy arrays");
             }
-            arrays
-                .into_iter()
-                .map(|(n, raw)| to_candle(raw, device).map(|t| (n, t)))
-                .collect::<Result<_>>()?
+            arrays.into_iter().map(|(n, raw)| to_candle(raw, device).map(|t| (n, t))).collect::<Result<_>>()?
         }
     };
     TensorStore::new(named, source, format)
@@ -111,13 +102,8 @@ fn from_checkpoint(ck: &torch::Checkpoint, device: &Device) -> Result<Vec<(Strin
         let (Value::Str(name), Some(t)) = (k, p.tensor(v)) else {
             continue;
         };
-        let raw = ck
-            .materialize(t)
-            .with_context(|| format!("tensor {name}"))?;
-        out.push((
-            name.to_string(),
-            to_candle(raw, device).with_context(|| format!("tensor {name}"))?,
-        ));
+        let raw = ck.materialize(t).with_context(|| format!("tensor {name}"))?;
+        out.push((name.to_string(), to_candle(raw, device).with_context(|| format!("tensor {name}"))?));
     }
     Ok(out)
 }
@@ -126,10 +112,7 @@ fn from_checkpoint(ck: &torch::Checkpoint, device: &Device) -> Result<Vec<(Strin
 fn state_dict(p: &Pickle) -> Result<&Value> {
     let root = &p.root;
     let Some(top) = p.dict(root) else {
-        bail!(
-            "the checkpoint holds a {}, expected a dict of tensors",
-            kind(p, root)
-        );
+        bail!("the checkpoint holds a {}, expected a dict of tensors", kind(p, root));
     };
     for w in WRAPPERS {
         if let Some(v) = p.dict_get(root, w)
@@ -142,11 +125,7 @@ fn state_dict(p: &Pickle) -> Result<&Value> {
         return Ok(root);
     }
     let keys: Vec<String> = top.iter().map(|(k, _)| format!("{k:?}")).collect();
-    bail!(
-        "no tensors found: the top-level dict has no {} entry and no tensors (keys: {})",
-        WRAPPERS.join("/"),
-        torch::first_few(&keys)
-    )
+    bail!("no tensors found: the top-level dict has no {} entry and no tensors (keys: {})", WRAPPERS.join("/"), torch::first_few(&keys))
 }
 
 fn kind(p: &Pickle, v: &Value) -> &'static str {
@@ -171,18 +150,8 @@ pub fn to_candle(raw: RawTensor, device: &Device) -> Result<Tensor> {
         Dtype::F64 => direct(DType::F64)?,
         Dtype::I64 => direct(DType::I64)?,
         Dtype::U8 | Dtype::Bool => direct(DType::U8)?,
-        Dtype::I32 => widened(
-            raw.data
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-        )?,
-        Dtype::I16 => widened(
-            raw.data
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-        )?,
+        Dtype::I32 => widened(raw.data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect())?,
+        Dtype::I16 => widened(raw.data.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64).collect())?,
         Dtype::I8 => widened(raw.data.iter().map(|&b| b as i8 as i64).collect())?,
     };
     Ok(t)
@@ -198,23 +167,13 @@ impl TensorStore {
         let mut order = Vec::with_capacity(named.len());
         let mut tensors = HashMap::with_capacity(named.len());
         for (n, t) in named {
-            let n = if strip {
-                n["module.".len()..].to_string()
-            } else {
-                n
-            };
+            let n = if strip { n["module.".len()..].to_string() } else { n };
             if tensors.insert(n.clone(), t).is_some() {
                 bail!("tensor {n} appears twice");
             }
             order.push(n);
         }
-        Ok(TensorStore {
-            source: source.to_string(),
-            format,
-            order,
-            tensors,
-            taken: HashSet::new(),
-        })
+        Ok(TensorStore { source: source.to_string(), format, order, tensors, taken: HashSet::new() })
     }
 
     pub fn format(&self) -> Format {
@@ -250,28 +209,14 @@ impl TensorStore {
             let hint = if unused.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "; {} tensors not yet used, e.g. {}",
-                    unused.len(),
-                    with_shapes(self, &unused)
-                )
+                format!("; {} tensors not yet used, e.g. {}", unused.len(), with_shapes(self, &unused))
             };
-            return Err(classified(
-                ErrorKind::Data,
-                format!(
-                    "{}: missing tensor {name} (expected shape {expected:?}){hint}",
-                    self.source
-                ),
-            ));
+            return Err(classified(ErrorKind::Data, format!("{}: missing tensor {name} (expected shape {expected:?}){hint}", self.source)));
         };
         if t.dims() != expected {
             return Err(classified(
                 ErrorKind::Data,
-                format!(
-                    "{}: tensor {name} has shape {:?}, expected {expected:?}",
-                    self.source,
-                    t.dims()
-                ),
+                format!("{}: tensor {name} has shape {:?}, expected {expected:?}", self.source, t.dims()),
             ));
         }
         let t = t.to_dtype(DType::F32)?;
@@ -281,11 +226,7 @@ impl TensorStore {
 
     /// Like [`take`](Self::take) for a tensor some layouts omit: `None` when absent.
     pub fn take_optional(&mut self, name: &str, expected: &[usize]) -> Result<Option<Tensor>> {
-        if self.contains(name) {
-            self.take(name, expected).map(Some)
-        } else {
-            Ok(None)
-        }
+        if self.contains(name) { self.take(name, expected).map(Some) } else { Ok(None) }
     }
 
     /// Mark tensors the model deliberately does not use (e.g. `num_batches_tracked`) as taken.
@@ -329,51 +270,25 @@ impl TensorStore {
             known.insert(*name);
             match self.tensors.get(*name) {
                 None => missing.push(format!("{name} {shape:?}")),
-                Some(t) if t.dims() != *shape => {
-                    wrong.push(format!("{name}: expected {shape:?}, found {:?}", t.dims()))
-                }
+                Some(t) if t.dims() != *shape => wrong.push(format!("{name}: expected {shape:?}, found {:?}", t.dims())),
                 Some(_) => {}
             }
         }
-        let unexpected: Vec<String> = self
-            .order
-            .iter()
-            .filter(|n| !known.contains(n.as_str()))
-            .cloned()
-            .collect();
+        let unexpected: Vec<String> = self.order.iter().filter(|n| !known.contains(n.as_str())).cloned().collect();
         let mut parts = Vec::new();
         if !missing.is_empty() {
-            parts.push(format!(
-                "{} missing tensors: {}",
-                missing.len(),
-                list(&missing)
-            ));
+            parts.push(format!("{} missing tensors: {}", missing.len(), list(&missing)));
         }
         if !wrong.is_empty() {
-            parts.push(format!(
-                "{} shape mismatches: {}",
-                wrong.len(),
-                list(&wrong)
-            ));
+            parts.push(format!("{} shape mismatches: {}", wrong.len(), list(&wrong)));
         }
         if !unexpected.is_empty() {
-            parts.push(format!(
-                "{} unexpected tensors: {}",
-                unexpected.len(),
-                with_shapes(self, &unexpected)
-            ));
+            parts.push(format!("{} unexpected tensors: {}", unexpected.len(), with_shapes(self, &unexpected)));
         }
         if parts.is_empty() {
             Ok(())
         } else {
-            Err(classified(
-                ErrorKind::Data,
-                format!(
-                    "{} does not fit the model: {}",
-                    self.source,
-                    parts.join("; ")
-                ),
-            ))
+            Err(classified(ErrorKind::Data, format!("{} does not fit the model: {}", self.source, parts.join("; "))))
         }
     }
 
@@ -382,16 +297,8 @@ impl TensorStore {
     /// Reads `{conv}.weight` (shape `weight_shape`), optional `{conv}.bias`, `{bn}.weight` (optional:
     /// I3D's BN has no scale), `{bn}.bias`, `{bn}.running_mean`, `{bn}.running_var`, and marks
     /// `{bn}.num_batches_tracked` as used.
-    pub fn take_conv_bn(
-        &mut self,
-        conv: &str,
-        bn: &str,
-        weight_shape: &[usize],
-        eps: f64,
-    ) -> Result<(Tensor, Tensor)> {
-        let c = *weight_shape
-            .first()
-            .ok_or_else(|| anyhow!("take_conv_bn: empty weight shape"))?;
+    pub fn take_conv_bn(&mut self, conv: &str, bn: &str, weight_shape: &[usize], eps: f64) -> Result<(Tensor, Tensor)> {
+        let c = *weight_shape.first().ok_or_else(|| anyhow!("take_conv_bn: empty weight shape"))?;
         let w = self.take(&format!("{conv}.weight"), weight_shape)?;
         let b = self.take_optional(&format!("{conv}.bias"), &[c])?;
         let gamma = self.take_optional(&format!("{bn}.weight"), &[c])?;
@@ -411,31 +318,17 @@ impl TensorStore {
         }
         Err(classified(
             ErrorKind::Data,
-            format!(
-                "{}: {} unexpected tensors the model does not use: {}",
-                self.source,
-                left.len(),
-                with_shapes(&self, &left)
-            ),
+            format!("{}: {} unexpected tensors the model does not use: {}", self.source, left.len(), with_shapes(&self, &left)),
         ))
     }
 
     fn untaken(&self) -> Vec<String> {
-        self.order
-            .iter()
-            .filter(|n| !self.taken.contains(*n))
-            .cloned()
-            .collect()
+        self.order.iter().filter(|n| !self.taken.contains(*n)).cloned().collect()
     }
 }
 
 fn list(items: &[String]) -> String {
-    let mut s = items
-        .iter()
-        .take(SHOW)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = items.iter().take(SHOW).cloned().collect::<Vec<_>>().join(", ");
     if items.len() > SHOW {
         s.push_str(", …");
     }
@@ -443,11 +336,7 @@ fn list(items: &[String]) -> String {
 }
 
 fn with_shapes(store: &TensorStore, names: &[String]) -> String {
-    let items: Vec<String> = names
-        .iter()
-        .take(SHOW)
-        .map(|n| format!("{n} {:?}", store.tensors[n].dims()))
-        .collect();
+    let items: Vec<String> = names.iter().take(SHOW).map(|n| format!("{n} {:?}", store.tensors[n].dims())).collect();
     let mut s = items.join(", ");
     if names.len() > SHOW {
         s.push_str(", …");

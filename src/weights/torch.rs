@@ -15,12 +15,7 @@ const LEGACY_PROTOCOL: i64 = 1001;
 
 /// True when `head` starts like a legacy torch file (`\x80\x02` then LONG1 of the magic number).
 pub fn is_legacy(head: &[u8]) -> bool {
-    head.len() >= 14
-        && head[0] == 0x80
-        && head[1] == 2
-        && head[2] == 0x8a
-        && head[3] == 10
-        && head[4..14] == LEGACY_MAGIC
+    head.len() >= 14 && head[0] == 0x80 && head[1] == 2 && head[2] == 0x8a && head[3] == 10 && head[4..14] == LEGACY_MAGIC
 }
 
 /// A tensor copied out of its storage: C-contiguous, little-endian bytes.
@@ -41,61 +36,42 @@ pub struct Checkpoint {
 
 /// Read a zip-container checkpoint from its bytes.
 pub fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
-    let mut zip =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).context("not a readable zip archive")?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).context("not a readable zip archive")?;
     // The archive's top folder is named after the file torch.save wrote; find it by its data.pkl.
     let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
     let pkl = names
         .iter()
         .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .min_by_key(|n| n.len())
-        .ok_or_else(|| {
-            anyhow!(
-                "zip checkpoint has no data.pkl (entries: {})",
-                first_few(&names)
-            )
-        })?
+        .ok_or_else(|| anyhow!("zip checkpoint has no data.pkl (entries: {})", first_few(&names)))?
         .clone();
     let prefix = &pkl[..pkl.len() - "data.pkl".len()];
     // torch stores entries uncompressed; a re-compressed archive is fine, but what all entries
     // inflate to is capped so a zip bomb cannot exhaust memory.
-    let mut budget = (bytes.len() as u64)
-        .saturating_mul(32)
-        .saturating_add(1 << 20);
+    let mut budget = (bytes.len() as u64).saturating_mul(32).saturating_add(1 << 20);
     let mut entry = |zip: &mut zip::ZipArchive<_>, name: &str| -> Result<Vec<u8>> {
-        let f = zip
-            .by_name(name)
-            .with_context(|| format!("zip checkpoint: cannot open entry {name}"))?;
+        let f = zip.by_name(name).with_context(|| format!("zip checkpoint: cannot open entry {name}"))?;
         let declared = f.size();
         if declared > budget {
-            bail!(
-                "zip checkpoint: entry {name} claims {declared} bytes, too many for an archive of {}",
-                bytes.len()
-            );
+            bail!("zip checkpoint: entry {name} claims {declared} bytes, too many for an archive of {}", bytes.len());
         }
         budget -= declared;
         let mut out = Vec::with_capacity(declared.min(bytes.len() as u64) as usize);
-        f.take(declared)
-            .read_to_end(&mut out)
-            .with_context(|| format!("zip checkpoint: cannot read entry {name}"))?;
+        f.take(declared).read_to_end(&mut out).with_context(|| format!("zip checkpoint: cannot read entry {name}"))?;
         if out.len() as u64 != declared {
             bail!("zip checkpoint: entry {name} is truncated");
         }
         Ok(out)
     };
     let pkl_bytes = entry(&mut zip, &pkl)?;
-    let (pickle, _) = pickle::unpickle(&pkl_bytes, PersId::Zip)
-        .context("reading data.pkl of the zip checkpoint")?;
+    let (pickle, _) = pickle::unpickle(&pkl_bytes, PersId::Zip).context("reading data.pkl of the zip checkpoint")?;
     let big_endian = match zip.index_for_name(&format!("{prefix}byteorder")) {
         Some(_) => {
             let b = entry(&mut zip, &format!("{prefix}byteorder"))?;
             match &b[..] {
                 b"little" => false,
                 b"big" => true,
-                _ => bail!(
-                    "zip checkpoint: unknown byteorder {:?}",
-                    String::from_utf8_lossy(&b)
-                ),
+                _ => bail!("zip checkpoint: unknown byteorder {:?}", String::from_utf8_lossy(&b)),
             }
         }
         None => false,
@@ -116,12 +92,7 @@ pub fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
         buf.extend_from_slice(&data);
         storages.insert(key, start..buf.len());
     }
-    Ok(Checkpoint {
-        pickle,
-        buf,
-        storages,
-        big_endian,
-    })
+    Ok(Checkpoint { pickle, buf, storages, big_endian })
 }
 
 /// Read a legacy (pre-1.6, non-zip) checkpoint: magic, protocol, sys_info, object, storage keys,
@@ -129,8 +100,7 @@ pub fn read_zip(bytes: &[u8]) -> Result<Checkpoint> {
 pub fn read_legacy(bytes: Vec<u8>) -> Result<Checkpoint> {
     let mut pos = 0;
     let mut next = |persid, what: &str| -> Result<Pickle> {
-        let (p, used) = pickle::unpickle(&bytes[pos..], persid)
-            .with_context(|| format!("reading the {what} of the legacy checkpoint"))?;
+        let (p, used) = pickle::unpickle(&bytes[pos..], persid).with_context(|| format!("reading the {what} of the legacy checkpoint"))?;
         pos += used;
         Ok(p)
     };
@@ -140,10 +110,7 @@ pub fn read_legacy(bytes: Vec<u8>) -> Result<Checkpoint> {
     }
     let proto = next(PersId::None, "protocol version")?;
     if proto.root != pickle::Value::Int(LEGACY_PROTOCOL) {
-        bail!(
-            "legacy checkpoint: unsupported protocol version {:?} (expected {LEGACY_PROTOCOL})",
-            proto.root
-        );
+        bail!("legacy checkpoint: unsupported protocol version {:?} (expected {LEGACY_PROTOCOL})", proto.root);
     }
     let sys = next(PersId::None, "system info")?;
     let little = sys.dict_get(&sys.root, "little_endian");
@@ -166,83 +133,51 @@ pub fn read_legacy(bytes: Vec<u8>) -> Result<Checkpoint> {
     }
     let mut storages = HashMap::new();
     for key in &keys {
-        let dtype = *dtypes
-            .get(key.as_str())
-            .ok_or_else(|| anyhow!("legacy checkpoint: storage {key} is never referenced"))?;
-        let count = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| anyhow!("legacy checkpoint truncated before storage {key}"))?;
+        let dtype = *dtypes.get(key.as_str()).ok_or_else(|| anyhow!("legacy checkpoint: storage {key} is never referenced"))?;
+        let count = bytes.get(pos..pos + 8).ok_or_else(|| anyhow!("legacy checkpoint truncated before storage {key}"))?;
         let count = u64::from_le_bytes(count.try_into().unwrap());
         pos += 8;
         let len = count
             .checked_mul(dtype.size() as u64)
             .filter(|&n| n <= (bytes.len() - pos) as u64)
-            .ok_or_else(|| {
-                anyhow!("legacy checkpoint truncated in storage {key} ({count} elements announced)")
-            })? as usize;
+            .ok_or_else(|| anyhow!("legacy checkpoint truncated in storage {key} ({count} elements announced)"))?
+            as usize;
         storages.insert(key.clone(), pos..pos + len);
         pos += len;
     }
     for s in pickle.storages() {
         if !storages.contains_key(&s.key) {
-            bail!(
-                "legacy checkpoint: storage {} is referenced but has no data",
-                s.key
-            );
+            bail!("legacy checkpoint: storage {} is referenced but has no data", s.key);
         }
     }
-    Ok(Checkpoint {
-        pickle,
-        buf: bytes,
-        storages,
-        big_endian,
-    })
+    Ok(Checkpoint { pickle, buf: bytes, storages, big_endian })
 }
 
 impl Checkpoint {
     /// Copy a tensor out of its storage into C-contiguous order.
     pub fn materialize(&self, t: &TensorRef) -> Result<RawTensor> {
         let st = &t.storage;
-        let range = self
-            .storages
-            .get(&st.key)
-            .ok_or_else(|| anyhow!("storage {} has no data", st.key))?;
+        let range = self.storages.get(&st.key).ok_or_else(|| anyhow!("storage {} has no data", st.key))?;
         let es = st.dtype.size();
         let mut data = &self.buf[range.clone()];
         if let Some((_, voff, vsize)) = &st.view {
             // Legacy view: a window into the root storage, in elements.
-            let start = voff
-                .checked_mul(es as u64)
-                .filter(|&s| s <= data.len() as u64);
-            let end = voff
-                .checked_add(*vsize)
-                .and_then(|e| e.checked_mul(es as u64))
-                .filter(|&e| e <= data.len() as u64);
+            let start = voff.checked_mul(es as u64).filter(|&s| s <= data.len() as u64);
+            let end = voff.checked_add(*vsize).and_then(|e| e.checked_mul(es as u64)).filter(|&e| e <= data.len() as u64);
             match (start, end) {
                 (Some(s), Some(e)) => data = &data[s as usize..e as usize],
                 _ => bail!("storage view of {} lies outside the storage", st.key),
             }
         }
         let avail = (data.len() / es) as u64;
-        let shape: Vec<usize> = t
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<_, _>>()?;
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| anyhow!("tensor size overflows"))?;
+        let shape: Vec<usize> = t.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>()?;
+        let numel = t.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("tensor size overflows"))?;
         let mut out = Vec::new();
         if numel > 0 {
             // The highest element the view touches must lie inside the storage.
             let mut last = t.offset;
             for (&d, &s) in t.shape.iter().zip(&t.stride) {
-                last = (d - 1)
-                    .checked_mul(s)
-                    .and_then(|x| x.checked_add(last))
-                    .ok_or_else(|| anyhow!("tensor strides overflow"))?;
+                last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or_else(|| anyhow!("tensor strides overflow"))?;
             }
             if last >= avail {
                 bail!(
@@ -258,35 +193,17 @@ impl Checkpoint {
                 bail!("tensor of {numel} elements expands a storage of {avail}; refusing");
             }
             out.reserve_exact(numel as usize * es);
-            gather(
-                data,
-                es,
-                t.offset as usize,
-                &shape,
-                &t.stride.iter().map(|&s| s as usize).collect::<Vec<_>>(),
-                &mut out,
-            );
+            gather(data, es, t.offset as usize, &shape, &t.stride.iter().map(|&s| s as usize).collect::<Vec<_>>(), &mut out);
             if self.big_endian && es > 1 {
                 out.chunks_exact_mut(es).for_each(|c| c.reverse());
             }
         }
-        Ok(RawTensor {
-            dtype: st.dtype,
-            shape,
-            data: out,
-        })
+        Ok(RawTensor { dtype: st.dtype, shape, data: out })
     }
 }
 
 /// Append the elements of a strided view to `out` in row-major order.
-fn gather(
-    data: &[u8],
-    es: usize,
-    offset: usize,
-    shape: &[usize],
-    stride: &[usize],
-    out: &mut Vec<u8>,
-) {
+fn gather(data: &[u8], es: usize, offset: usize, shape: &[usize], stride: &[usize], out: &mut Vec<u8>) {
     let contiguous = {
         let mut expect = 1;
         let mut ok = true;

@@ -8,10 +8,7 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 pub fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn ffmpeg(args: &[&str]) {
@@ -36,26 +33,12 @@ pub fn cli_rgb_hashes(input_args: &[&str], path: &Path, w: usize, h: usize) -> V
         .args(input_args)
         .arg("-i")
         .arg(path)
-        .args([
-            "-map",
-            "0:v:0",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ])
+        .args(["-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
     assert!(out.status.success());
     let n = w * h * 3;
-    assert_eq!(
-        out.stdout.len() % n,
-        0,
-        "CLI output is not a whole number of {w}x{h} frames"
-    );
+    assert_eq!(out.stdout.len() % n, 0, "CLI output is not a whole number of {w}x{h} frames");
     out.stdout.chunks(n).map(sha).collect()
 }

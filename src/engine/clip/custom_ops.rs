@@ -220,7 +220,6 @@ impl std::ops::Deref for Im2Col {
 }
 
 impl Im2Col {
-
     /// The `kh·kw` rows of one input channel plane.
     fn plane(&self, src: &[f32], h: usize, w: usize, dst: &mut [f32], oh: usize, ow: usize) {
         let [pt, _, pl, _] = self.pad;
@@ -285,7 +284,6 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-
     /// The depthwise kernel (both paths: stride 1 on the flat padded grid, stride 2/3 by column phase)
     /// equals candle's grouped conv2d on the explicitly padded input.
     #[test]
@@ -312,7 +310,6 @@ mod tests {
             assert_eq!(y.dims(), reference.dims());
             let d: f32 = (&y - &reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
             assert!(d < 1e-5, "k={k} s={s} pad={pad:?} {h}x{w}: {d}");
-
         }
     }
 
@@ -321,7 +318,13 @@ mod tests {
     #[test]
     fn im2col_matmul_equals_conv2d() {
         let dev = Device::Cpu;
-        for (k, s, pad, h, w) in [(7, 2, [2, 3, 2, 3], 12, 10), (3, 1, [1, 1, 1, 1], 5, 6), (3, 2, [0, 1, 1, 0], 7, 8), (2, 2, [0; 4], 6, 6), (1, 2, [0; 4], 5, 5)] {
+        for (k, s, pad, h, w) in [
+            (7, 2, [2, 3, 2, 3], 12, 10),
+            (3, 1, [1, 1, 1, 1], 5, 6),
+            (3, 2, [0, 1, 1, 0], 7, 8),
+            (2, 2, [0; 4], 6, 6),
+            (1, 2, [0; 4], 5, 5),
+        ] {
             let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1.0, (4, 3, k, k), &dev).unwrap();
             let op = Im2Col(Window { kh: k, kw: k, stride: s, pad });

@@ -106,11 +106,7 @@ impl SpatialConv {
             return self.apply_columns(&col, self.output_hw(h, w));
         }
         let [t, b, l, r] = self.pad;
-        let padded = if self.pad == [0; 4] {
-            x.clone()
-        } else {
-            x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?
-        };
+        let padded = if self.pad == [0; 4] { x.clone() } else { x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)? };
         padded.conv2d(&self.weight, 0, self.stride, 1, self.groups)
     }
 }
@@ -181,11 +177,7 @@ impl SpatialPool {
             SpatialPool::GlobalMean => x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2),
             SpatialPool::Avg { k } => {
                 let (_, _, h, w) = x.dims4()?;
-                if k == h && k == w {
-                    x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
-                } else {
-                    x.avg_pool2d_with_stride(k, 1)
-                }
+                if k == h && k == w { x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2) } else { x.avg_pool2d_with_stride(k, 1) }
             }
         }
     }

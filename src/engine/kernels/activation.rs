@@ -31,7 +31,6 @@ impl Activation {
     }
 }
 
-
 /// Swish `x · sigmoid(x) = x / (1 + e^−x)` over a slice, in place, with a polynomial `e^x` (Cephes
 /// `expf`: range reduction by ln 2, degree-6 polynomial, 2^n from the exponent bits; ≈ 2 ulp) written
 /// so that the loop vectorises: no branches, no libm calls. candle's silu runs a scalar libm `exp` per
@@ -146,8 +145,7 @@ pub fn swish(x: f32) -> f32 {
     // r = t − n·ln 2 in two parts (Cephes C1, C2), |r| ≤ ln2 / 2.
     let r = t - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
-        + 5.000_000_1e-1;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
     let e_r = p * r2 + r + 1.0;
     // 2^n from the exponent bits (n in −126..=127 after the clamp).
     let pow2n = f32::from_bits(n_bits.wrapping_add(127).wrapping_shl(23));
@@ -157,7 +155,6 @@ pub fn swish(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     /// The fused GEMM store's swish lanes give the same bits as `swish_in_place`, and both stay
     /// within 4 ulp of the scalar form.

@@ -102,14 +102,14 @@ unsafe fn scale_channels_avx512(x: &[f32], gate: &[f32], act: Option<Activation>
             let m = lane_mask(c - cb);
             // SAFETY: the mask keeps the lanes inside the pixel's channels.
             unsafe {
-                let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.as_ptr().add(p * c + cb)), _mm512_maskz_loadu_ps(m, gate.as_ptr().add(cb)));
+                let v =
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x.as_ptr().add(p * c + cb)), _mm512_maskz_loadu_ps(m, gate.as_ptr().add(cb)));
                 let v = super::activation::activation_lanes(act, v);
                 _mm512_mask_storeu_ps(out.as_mut_ptr().add(p * c + cb), m, v);
             }
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,11 @@ pub enum Store<'a> {
     /// Overwrite with the finished value: `act(a·B + bias + residual)` (no bias when empty; the
     /// residual, if any, laid out like the output), applied to the registers before the store rather
     /// than in further passes over the output.
-    Finish { bias: &'a [f32], residual: Option<&'a [f32]>, act: Option<Activation> },
+    Finish {
+        bias: &'a [f32],
+        residual: Option<&'a [f32]>,
+        act: Option<Activation>,
+    },
 }
 
 impl Store<'_> {
@@ -127,7 +131,6 @@ impl Rows {
     }
 }
 
-
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
 /// Rows per kernel call.
@@ -160,28 +163,17 @@ impl Weight {
     pub fn new(k: usize, n: usize, row_major: &[f32]) -> Self {
         assert_eq!(row_major.len(), k * n, "weight matrix size");
         if !avx512() {
-            return Weight {
-                k,
-                n,
-                data: row_major.to_vec(),
-                packed: false,
-            };
+            return Weight { k, n, data: row_major.to_vec(), packed: false };
         }
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
         for p in 0..panels {
             let cols = (n - p * NR).min(NR);
             for r in 0..k {
-                data[(p * k + r) * NR..][..cols]
-                    .copy_from_slice(&row_major[r * n + p * NR..][..cols]);
+                data[(p * k + r) * NR..][..cols].copy_from_slice(&row_major[r * n + p * NR..][..cols]);
             }
         }
-        Weight {
-            k,
-            n,
-            data,
-            packed: true,
-        }
+        Weight { k, n, data, packed: true }
     }
 
     pub fn k(&self) -> usize {
@@ -254,7 +246,16 @@ impl Weight {
     /// `out` points to `layout.span(m, n)` writable values that nothing else accesses in these rows
     /// and columns meanwhile.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul_into(&self, m: usize, a: &[f32], rows: std::ops::Range<usize>, out: *mut f32, layout: Rows, store: Store, panels: std::ops::Range<usize>) {
+    pub unsafe fn matmul_into(
+        &self,
+        m: usize,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        out: *mut f32,
+        layout: Rows,
+        store: Store,
+        panels: std::ops::Range<usize>,
+    ) {
         assert!(
             self.packed && self.k > 0 && panels.end <= self.panels() && rows.end <= m && a.len() >= m * self.k,
             "matmul_into: bad call"
@@ -272,7 +273,15 @@ impl Weight {
     /// of `k`, and `panels` are in range.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_avx512(&self, a: &[f32], rows: std::ops::Range<usize>, out: *mut f32, layout: Rows, store: Store, panels: std::ops::Range<usize>) {
+    unsafe fn matmul_avx512(
+        &self,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        out: *mut f32,
+        layout: Rows,
+        store: Store,
+        panels: std::ops::Range<usize>,
+    ) {
         let (k, n) = (self.k, self.n);
         let mask = lane_mask;
         // Panels in groups that stay in L2 while every row block passes over them; otherwise a wide
@@ -371,7 +380,11 @@ unsafe fn kernel<const R: usize>(
             // activation).
             // The second half of a panel may lie past the bias or residual (wholly masked off then):
             // its address is formed with `wrapping_add` and never read.
-            let bv = if bias.is_null() { None } else { Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16))]) };
+            let bv = if bias.is_null() {
+                None
+            } else {
+                Some([_mm512_maskz_loadu_ps(m0, bias), _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16))])
+            };
             let masks = [m0, m1];
             for (r, row) in acc.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
@@ -477,20 +490,10 @@ mod tests {
     fn matmul_matches_direct_product() {
         let mut seed = 1u64;
         let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (7, 5, 3),
-            (8, 27, 24),
-            (9, 54, 33),
-            (17, 64, 64),
-            (100, 96, 216),
-            (25, 13, 65),
-        ] {
+        for &(m, k, n) in &[(1, 1, 1), (7, 5, 3), (8, 27, 24), (9, 54, 33), (17, 64, 64), (100, 96, 216), (25, 13, 65)] {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let init: Vec<f32> = (0..m * n).map(|_| next()).collect();
@@ -500,11 +503,7 @@ mod tests {
                 w.matmul(m, &a, &mut out, if accumulate { Store::Accumulate } else { Store::Overwrite });
                 for i in 0..m {
                     for j in 0..n {
-                        let mut want: f64 = if accumulate {
-                            init[i * n + j] as f64
-                        } else {
-                            0.0
-                        };
+                        let mut want: f64 = if accumulate { init[i * n + j] as f64 } else { 0.0 };
                         for p in 0..k {
                             want += a[i * k + p] as f64 * b[p * n + j] as f64;
                         }

@@ -48,9 +48,10 @@ impl Isa {
     /// The level `COINFER_ISA=value` asks for on a CPU whose best is `detected`: the requested level
     /// capped at `detected`, with a warning when capped; an unknown value is an error.
     pub fn requested(value: &str, detected: Isa) -> Result<(Isa, Option<String>), String> {
-        let wanted = Isa::ALL.into_iter().find(|isa| isa.name() == value.trim().to_ascii_lowercase()).ok_or_else(|| {
-            format!("{ISA_VAR}={value:?} is not a kernel level; use one of scalar, avx2, avx512")
-        })?;
+        let wanted = Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name() == value.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("{ISA_VAR}={value:?} is not a kernel level; use one of scalar, avx2, avx512"))?;
         if wanted > detected {
             let warning = format!("{ISA_VAR}={}: this CPU has only {}; using {}", wanted.name(), detected.name(), detected.name());
             return Ok((detected, Some(warning)));

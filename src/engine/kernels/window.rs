@@ -84,7 +84,16 @@ impl Window {
     /// rows, `OW·C` values each): added to `out`, or with `start` (per channel, e.g. the bias) written
     /// over it.
     #[allow(clippy::too_many_arguments)]
-    pub fn depthwise_rows(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: Range<usize>) {
+    pub fn depthwise_rows(
+        &self,
+        terms: &[(&[f32], &[f32])],
+        start: Option<&[f32]>,
+        h: usize,
+        w: usize,
+        c: usize,
+        out: &mut [f32],
+        rows: Range<usize>,
+    ) {
         for (x, wt) in terms {
             assert!(x.len() >= h * w * c && wt.len() >= self.kh * self.kw * c, "depthwise: buffers too small");
         }
@@ -106,7 +115,16 @@ impl Window {
     /// here) are read from memory once and reused from L1 by the rows below; channels-last frames
     /// would have to be read one 64-byte piece per pixel for that. Needs [`Self::has_blocked_kernel`].
     #[allow(clippy::too_many_arguments)]
-    pub fn depthwise_blocked_rows(&self, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: Range<usize>) {
+    pub fn depthwise_blocked_rows(
+        &self,
+        terms: &[(&[f32], &[f32])],
+        start: Option<&[f32]>,
+        h: usize,
+        w: usize,
+        c: usize,
+        out: &mut [f32],
+        rows: Range<usize>,
+    ) {
         assert!(self.has_blocked_kernel(), "depthwise: no blocked kernel for {self:?}");
         for (x, wt) in terms {
             assert!(x.len() >= blocked_len(h, w, c) && wt.len() >= self.kh * self.kw * c, "depthwise: buffers too small");
@@ -266,7 +284,17 @@ impl Window {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_avx512(&self, op: Op, start: Option<&[f32]>, h: usize, w: usize, c: usize, out: &mut [f32], rows: Range<usize>, cols: Range<usize>) {
+    unsafe fn run_avx512(
+        &self,
+        op: Op,
+        start: Option<&[f32]>,
+        h: usize,
+        w: usize,
+        c: usize,
+        out: &mut [f32],
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) {
         // SAFETY (all loads and stores): masked lanes lie inside a pixel's `c` channels, and every
         // pixel and tap offset lies inside the buffers the callers checked. The blocks past `c` are
         // wholly masked off: their addresses are formed with `wrapping_add` (they may lie past the
@@ -282,7 +310,7 @@ impl Window {
                     let o = out[((oy - rows.start) * ow + ox) * c..][..c].as_mut_ptr();
                     for cb in (0..c).step_by(4 * B) {
                         let m = [mask(cb), mask(cb + B), mask(cb + 2 * B), mask(cb + 3 * B)];
-                            let mut acc = [_mm512_setzero_ps(); 4];
+                        let mut acc = [_mm512_setzero_ps(); 4];
                         // Start from `start` (the same for every pixel) or from the output itself.
                         let from = match start {
                             Some(s) => s.as_ptr(),
@@ -312,7 +340,12 @@ impl Window {
                                     for kx in kx0..kx1 {
                                         let xp = x.as_ptr().add(((iy0 + ky - ky0) * w + ix0 + kx - kx0) * c + cb);
                                         for b in 0..4 {
-                                            acc[b] = _mm512_mask_max_ps(acc[b], m[b], acc[b], _mm512_maskz_loadu_ps(m[b], xp.wrapping_add(b * B)));
+                                            acc[b] = _mm512_mask_max_ps(
+                                                acc[b],
+                                                m[b],
+                                                acc[b],
+                                                _mm512_maskz_loadu_ps(m[b], xp.wrapping_add(b * B)),
+                                            );
                                         }
                                     }
                                 }
@@ -648,4 +681,3 @@ pub fn avg_pool(x: &[f32], h: usize, w: usize, c: usize, k: usize, out: &mut [f3
         }
     }
 }
-

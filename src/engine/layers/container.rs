@@ -37,7 +37,8 @@ fn release(lent: Option<Lender>, out: Option<FrameRef<'_>>) -> Result<()> {
 
 impl Sequential {
     pub fn new(name: impl Into<String>, layers: Vec<Box<dyn Layer>>) -> Self {
-        let mut seq = Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new(), lenders: Vec::new(), timings: Timings::default() };
+        let mut seq =
+            Sequential { name: name.into(), layers: Vec::new(), fused: Vec::new(), lenders: Vec::new(), timings: Timings::default() };
         for layer in layers {
             seq.push_boxed(layer);
         }
@@ -76,13 +77,18 @@ impl Sequential {
     /// Step every layer in turn; with `residual`, the last one steps with it. A layer that can write
     /// its output straight into the next layer's input buffer (a 1×1 conv before a depthwise conv's
     /// padded frame window) does so, which saves a copy of the frame.
-    fn step_frame_ending<'a>(&'a mut self, x: FrameRef<'a>, residual: Option<(FrameRef<'_>, Option<Activation>)>) -> Result<Option<FrameRef<'a>>> {
+    fn step_frame_ending<'a>(
+        &'a mut self,
+        x: FrameRef<'a>,
+        residual: Option<(FrameRef<'_>, Option<Activation>)>,
+    ) -> Result<Option<FrameRef<'a>>> {
         let Sequential { layers, fused, lenders, timings, .. } = self;
         let last = layers.len().saturating_sub(1);
         let mut y = x;
         // The lender of `y`, if it lies in a scratch slot.
         let mut lent = None;
-        let mut layers = layers.iter_mut().zip(fused.iter()).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
+        let mut layers =
+            layers.iter_mut().zip(fused.iter()).enumerate().filter(|(_, (_, fused))| !**fused).map(|(i, (l, _))| (i, l)).peekable();
         while let Some((i, layer)) = layers.next() {
             let start = timings.start();
             if let Some(shape) = layer.slot_output(y.shape)
@@ -212,13 +218,17 @@ impl Layer for Sequential {
 }
 
 impl Fusion for Sequential {
-
     /// The last layer adds the residual, unless an activation was fused into it.
     fn accepts_residual(&self) -> bool {
         matches!((self.layers.last(), self.fused.last()), (Some(last), Some(false)) if last.accepts_residual())
     }
 
-    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+    fn step_frame_residual<'a>(
+        &'a mut self,
+        x: FrameRef<'a>,
+        residual: FrameRef<'_>,
+        act: Option<Activation>,
+    ) -> Result<Option<FrameRef<'a>>> {
         if !self.accepts_residual() {
             bail!("{}: no residual form", self.name);
         }
@@ -447,7 +457,6 @@ impl Layer for Parallel {
 }
 
 impl Fusion for Parallel {
-
     fn fuse_activation(&mut self, act: Activation) -> bool {
         self.act = Some(act);
         true
@@ -455,7 +464,13 @@ impl Fusion for Parallel {
 }
 
 /// Branch outputs summed, or concatenated along channels (per pixel, in branch order), into `out`.
-fn combine_frames<'a>(name: &str, reduce: Reduce, act: Option<Activation>, ys: impl Iterator<Item = FrameRef<'a>> + Clone, out: &mut Frame) -> Result<()> {
+fn combine_frames<'a>(
+    name: &str,
+    reduce: Reduce,
+    act: Option<Activation>,
+    ys: impl Iterator<Item = FrameRef<'a>> + Clone,
+    out: &mut Frame,
+) -> Result<()> {
     let first = ys.clone().next().expect("at least one branch");
     let (h, w) = (first.shape.h, first.shape.w);
     if ys.clone().any(|y| (y.shape.h, y.shape.w) != (h, w)) {

@@ -9,7 +9,9 @@ use crate::engine::kernels::channels::add_rows;
 use crate::engine::kernels::gemm::{self, Rows, Store, Weight};
 use crate::engine::kernels::lanes::{B as BLOCK, blocked_len, to_blocked};
 use crate::engine::kernels::{Activation, Pad2d, Window};
-use crate::engine::stream::{Emission, Fill, Frame, FrameRef, InputSlot, Lender, PendingSums, Scratch, ScratchOutput, StreamPosition, TemporalPad};
+use crate::engine::stream::{
+    Emission, Fill, Frame, FrameRef, InputSlot, Lender, PendingSums, Scratch, ScratchOutput, StreamPosition, TemporalPad,
+};
 use crate::engine::threads::ops::{self, matmul, matmul_into};
 use crate::engine::threads::split::{pass_work, split_rows};
 use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal, prime_by_stepping};
@@ -188,10 +190,7 @@ impl ConvStep {
         let (c_in, c_out) = (first.c_in(), first.c_out());
         let (kh, kw) = first.kernel();
         let window = Window { kh, kw, stride: first.stride(), pad: first.pad() };
-        let weights = taps
-            .iter()
-            .map(|t| t.weight().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
-            .collect::<Result<Vec<_>>>()?;
+        let weights = taps.iter().map(|t| t.weight().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()).collect::<Result<Vec<_>>>()?;
         let kind = if first.groups() == 1 {
             // (C_out, C_in, kh, kw) → ((ky·kw + kx)·C_in + ci, co)
             let taps = weights
@@ -300,7 +299,17 @@ impl ConvStep {
 /// Tap `tap`'s term of frame `x` (`h × w`) added into `out`, or written over it when not
 /// `accumulate`; `cols` is the frame's im2col (if used).
 #[allow(clippy::too_many_arguments)]
-fn add_term(kind: &StepKind, window: &Window, cols: &[f32], x: &[f32], (h, w): (usize, usize), c_in: usize, tap: usize, out: &mut [f32], accumulate: bool) {
+fn add_term(
+    kind: &StepKind,
+    window: &Window,
+    cols: &[f32],
+    x: &[f32],
+    (h, w): (usize, usize),
+    c_in: usize,
+    tap: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
     let (oh, ow) = window.output_hw(h, w);
     match kind {
         StepKind::Matmul { taps, direct } => {
@@ -421,11 +430,13 @@ impl TemporalConv {
         // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
         // still kept while such outputs are due.
         // SAFETY: the output is returned tied to this step's borrow of the conv.
-        let data = unsafe { fw.output(scratch, js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
-            i if i >= 0 => Some(i as usize % k),
-            _ if fill == Fill::Replicate => Some(0),
-            _ => None,
-        }) }?;
+        let data = unsafe {
+            fw.output(scratch, js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+                i if i >= 0 => Some(i as usize % k),
+                _ if fill == Fill::Replicate => Some(0),
+                _ => None,
+            })
+        }?;
         Ok(Some(FrameRef { data, shape }))
     }
 
@@ -533,12 +544,26 @@ impl Layer for TemporalConv {
                 let fw = st.frames.as_mut().expect("checked above");
                 // Inputs past the end are padding: zeros, or (replicate) the last frame.
                 // SAFETY: the output is copied at once.
-                let data = unsafe { fw.output(self.scratch.as_ref(), js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
-                    i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
-                    i if i >= 0 => Some(i as usize % k),
-                    _ if fill == Fill::Replicate => Some(0),
-                    _ => None,
-                }) }?;
+                let data = unsafe {
+                    fw.output(
+                        self.scratch.as_ref(),
+                        js / s,
+                        &st.kind,
+                        &st.window,
+                        &st.bias,
+                        st.act,
+                        (k, s, p_b),
+                        st.in_hw,
+                        st.c_in,
+                        shape.numel(),
+                        |i| match i {
+                            i if i >= seen as i64 => (fill == Fill::Replicate).then_some((seen - 1) % k),
+                            i if i >= 0 => Some(i as usize % k),
+                            _ if fill == Fill::Replicate => Some(0),
+                            _ => None,
+                        },
+                    )
+                }?;
                 outs.push(Frame { data: data.to_vec(), shape });
             }
             fw_reset(self.step.as_mut().expect("checked above"));
@@ -634,7 +659,6 @@ impl Fusion for TemporalConv {
         self.scratch.as_ref().map(ScratchOutput::lender)
     }
 
-
     /// A frame window lends the slot of the next input.
     fn input_slot(&mut self, shape: Chw) -> Option<InputSlot<'_>> {
         if !self.uses_frame_window() || shape.c != self.taps[0].c_in() {
@@ -681,7 +705,12 @@ impl Fusion for TemporalConv {
         self.taps[0].groups() == 1 && self.is_stateless() && self.act.is_none()
     }
 
-    fn step_frame_residual<'a>(&'a mut self, x: FrameRef<'a>, residual: FrameRef<'_>, act: Option<Activation>) -> Result<Option<FrameRef<'a>>> {
+    fn step_frame_residual<'a>(
+        &'a mut self,
+        x: FrameRef<'a>,
+        residual: FrameRef<'_>,
+        act: Option<Activation>,
+    ) -> Result<Option<FrameRef<'a>>> {
         if !self.accepts_residual() {
             bail!("{}: no residual form", self.name);
         }

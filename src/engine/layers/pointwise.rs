@@ -102,15 +102,7 @@ impl Layer for Pointwise {
                 ("spatial pool", Chw::new(input.c, h, w))
             }
         };
-        LayerReport {
-            name: kind.to_string(),
-            kind,
-            input,
-            output,
-            macs_per_output: 0,
-            temporal: Temporal::POINTWISE,
-            ..Default::default()
-        }
+        LayerReport { name: kind.to_string(), kind, input, output, macs_per_output: 0, temporal: Temporal::POINTWISE, ..Default::default() }
     }
 }
 
@@ -123,4 +115,3 @@ impl Fusion for Pointwise {
         }
     }
 }
-

@@ -51,14 +51,7 @@ struct SeStep {
 
 impl SqueezeExcite {
     /// `w1`: `(hidden, C, 1, 1, 1)` or `(hidden, C)`; `w2`: `(C, hidden, …)`; biases `(hidden,)`, `(C,)`.
-    pub fn new(
-        name: impl Into<String>,
-        w1: &Tensor,
-        b1: &Tensor,
-        w2: &Tensor,
-        b2: &Tensor,
-        scope: SeScope,
-    ) -> Result<Self> {
+    pub fn new(name: impl Into<String>, w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor, scope: SeScope) -> Result<Self> {
         let as_1x1 = |w: &Tensor| -> Result<SpatialConv> {
             let (o, i) = (w.dim(0)?, w.dim(1)?);
             SpatialConv::new(w.reshape((o, i, 1, 1))?, 1, [0; 4], 1)
@@ -175,4 +168,3 @@ impl Fusion for SqueezeExcite {
         true
     }
 }
-

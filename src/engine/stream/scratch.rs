@@ -164,7 +164,9 @@ mod tests {
         b.fill(2.0);
         let a = unsafe { dw.lend(4) }.unwrap();
         assert_eq!((a.as_ptr(), &a[..]), (ptr, &[1.0; 4][..]), "the same memory, untouched by the other slot");
-        let elsewhere = std::thread::spawn(move || unsafe { ScratchOutput::new(Scratch::Depthwise).lend(8) }.unwrap().as_ptr() as usize).join().unwrap();
+        let elsewhere = std::thread::spawn(move || unsafe { ScratchOutput::new(Scratch::Depthwise).lend(8) }.unwrap().as_ptr() as usize)
+            .join()
+            .unwrap();
         assert_ne!(elsewhere, ptr as usize, "each thread has its own");
         unsafe { release(dw.lender(), &[]).unwrap() };
         unsafe { release(ex.lender(), &[]).unwrap() };

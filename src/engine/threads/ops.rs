@@ -66,7 +66,16 @@ pub fn depthwise_acc(win: &Window, x: &[f32], h: usize, w: usize, c: usize, weig
 /// The sum of depthwise convolutions of several frames ([`Window::depthwise_rows`]) over the whole
 /// output `out (OH, OW, C)`, then `act`.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_sum(win: &Window, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, act: Option<Activation>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+pub fn depthwise_sum(
+    win: &Window,
+    terms: &[(&[f32], &[f32])],
+    start: Option<&[f32]>,
+    act: Option<Activation>,
+    h: usize,
+    w: usize,
+    c: usize,
+    out: &mut [f32],
+) {
     let (oh, ow) = win.output_hw(h, w);
     assert!(out.len() >= oh * ow * c, "window op: output too small");
     let work = oh * ow * c * (win.kh * win.kw * terms.len() + Activation::work_per_value(act));
@@ -80,7 +89,16 @@ pub fn depthwise_sum(win: &Window, terms: &[(&[f32], &[f32])], start: Option<&[f
 
 /// [`depthwise_sum`] over frames kept in 16-channel blocks ([`Window::depthwise_blocked_rows`]).
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_sum_blocked(win: &Window, terms: &[(&[f32], &[f32])], start: Option<&[f32]>, act: Option<Activation>, h: usize, w: usize, c: usize, out: &mut [f32]) {
+pub fn depthwise_sum_blocked(
+    win: &Window,
+    terms: &[(&[f32], &[f32])],
+    start: Option<&[f32]>,
+    act: Option<Activation>,
+    h: usize,
+    w: usize,
+    c: usize,
+    out: &mut [f32],
+) {
     let (oh, ow) = win.output_hw(h, w);
     assert!(out.len() >= oh * ow * c, "depthwise: output too small");
     let work = oh * ow * c * (win.kh * win.kw * terms.len() + Activation::work_per_value(act));
@@ -227,7 +245,11 @@ mod tests {
             for shared in [false, true] {
                 framed.fill(7.0);
                 let mut run = || matmul_into(m, &a, &weight, &mut framed[offset..], Rows::segments(w, stride), store);
-                if shared { team::session(run) } else { run() }
+                if shared {
+                    team::session(run)
+                } else {
+                    run()
+                }
                 for y in 0..h + 2 * pad {
                     for x in 0..pw {
                         let got = &framed[(y * pw + x) * n..][..n];
@@ -269,7 +291,11 @@ mod tests {
                 framed.fill(7.0);
                 let layout = Rows::segments(w, stride).in_blocks(plane);
                 let mut run = || matmul_into(m, &a, &weight, &mut framed[offset..], layout, store);
-                if shared { team::session(run) } else { run() }
+                if shared {
+                    team::session(run)
+                } else {
+                    run()
+                }
                 for (i, &got) in framed.iter().enumerate() {
                     let (ch, px) = ((i / plane) * B + i % B, (i % plane) / B);
                     let (y, x) = (px / pw, px % pw);
@@ -324,7 +350,11 @@ mod tests {
                         for shared in [false, true] {
                             let mut got = vec![f32::NAN; oh * ow * c];
                             let mut run = || depthwise_sum_blocked(&win, &in_blocks, Some(&start), act, h, w, c, &mut got);
-                            if shared { team::session(run) } else { run() }
+                            if shared {
+                                team::session(run)
+                            } else {
+                                run()
+                            }
                             assert_eq!(got, want, "c {c} {win:?} {h}x{w} terms {terms} {act:?}");
                         }
                     }
@@ -337,7 +367,13 @@ mod tests {
     /// (the fixed-size row copy), other widths and channel counts, strides and paddings.
     #[test]
     fn im2col_gathers_every_window() {
-        for (kh, kw, stride, pad, c, h, w) in [(3, 3, 2, [1, 1, 1, 1], 3, 9, 8), (3, 3, 1, [1, 1, 1, 1], 5, 4, 6), (7, 7, 2, [3, 3, 3, 3], 3, 11, 12), (1, 1, 2, [0; 4], 4, 5, 5), (3, 2, 1, [0, 1, 1, 0], 2, 3, 4)] {
+        for (kh, kw, stride, pad, c, h, w) in [
+            (3, 3, 2, [1, 1, 1, 1], 3, 9, 8),
+            (3, 3, 1, [1, 1, 1, 1], 5, 4, 6),
+            (7, 7, 2, [3, 3, 3, 3], 3, 11, 12),
+            (1, 1, 2, [0; 4], 4, 5, 5),
+            (3, 2, 1, [0, 1, 1, 0], 2, 3, 4),
+        ] {
             let win = Window { kh, kw, stride, pad };
             let mut seed = 5;
             let x: Vec<f32> = (0..h * w * c).map(|_| lcg(&mut seed)).collect();
@@ -351,10 +387,15 @@ mod tests {
                     for ky in 0..kh {
                         for kx in 0..kw {
                             for ch in 0..c {
-                                let (iy, ix) = ((oy * stride + ky) as isize - pad[0] as isize, (ox * stride + kx) as isize - pad[2] as isize);
+                                let (iy, ix) =
+                                    ((oy * stride + ky) as isize - pad[0] as isize, (ox * stride + kx) as isize - pad[2] as isize);
                                 let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
                                 let want = if inside { x[((iy as usize) * w + ix as usize) * c + ch] } else { 0.0 };
-                                assert_eq!(cols[(oy * ow + ox) * k + (ky * kw + kx) * c + ch], want, "{kh}x{kw}/{stride} c {c}: ({oy},{ox}) tap ({ky},{kx}) ch {ch}");
+                                assert_eq!(
+                                    cols[(oy * ow + ox) * k + (ky * kw + kx) * c + ch],
+                                    want,
+                                    "{kh}x{kw}/{stride} c {c}: ({oy},{ox}) tap ({ky},{kx}) ch {ch}"
+                                );
                             }
                         }
                     }

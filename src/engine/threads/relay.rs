@@ -198,7 +198,12 @@ impl Stage<'_, '_> {
 /// Step `units` in order from `x`; the last output, or `None` when a unit emitted nothing (the rest
 /// then see nothing this step). With `cost`, each unit's time goes into its running mean, the first
 /// one's counted from `start`.
-fn run_chain<'a>(units: &'a mut [Box<dyn Layer>], x: FrameRef<'a>, mut cost: Option<&mut [f64]>, start: Instant) -> Result<Option<FrameRef<'a>>> {
+fn run_chain<'a>(
+    units: &'a mut [Box<dyn Layer>],
+    x: FrameRef<'a>,
+    mut cost: Option<&mut [f64]>,
+    start: Instant,
+) -> Result<Option<FrameRef<'a>>> {
     let mut y = x;
     for (i, unit) in units.iter_mut().enumerate() {
         let t = if i == 0 { start } else { Instant::now() };
@@ -242,7 +247,8 @@ mod tests {
 
     fn tensor(shape: &[usize], seed: u32) -> Tensor {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) % 997) as f32 / 498.0 - 1.0).collect();
+        let v: Vec<f32> =
+            (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 9) % 997) as f32 / 498.0 - 1.0).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 

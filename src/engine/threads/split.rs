@@ -64,7 +64,14 @@ pub fn split_rows(out: &mut [f32], row_len: usize, rows: usize, work: usize, f: 
 }
 
 /// [`split_rows`] into `chunks` parts whose row counts are multiples of `unit` (but the last).
-pub(super) fn split_rows_by(out: &mut [f32], row_len: usize, rows: usize, unit: usize, chunks: usize, f: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync) {
+pub(super) fn split_rows_by(
+    out: &mut [f32],
+    row_len: usize,
+    rows: usize,
+    unit: usize,
+    chunks: usize,
+    f: impl Fn(&mut [f32], std::ops::Range<usize>) + Sync,
+) {
     let out = &mut out[..rows * row_len];
     let units = rows.div_ceil(unit);
     let chunks = chunks.min(units);

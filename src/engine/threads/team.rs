@@ -182,9 +182,7 @@ fn team() -> &'static Team {
         let wanted = configured_threads().saturating_sub(1);
         let mut helpers = 0;
         for i in 0..wanted {
-            let spawned = std::thread::Builder::new()
-                .name(format!("coinfer-step-{}", i + 1))
-                .spawn(move || shared.helper_loop());
+            let spawned = std::thread::Builder::new().name(format!("coinfer-step-{}", i + 1)).spawn(move || shared.helper_loop());
             if spawned.is_ok() {
                 helpers += 1;
             }
@@ -279,7 +277,11 @@ mod tests {
                         });
                     }
                 };
-                if in_session { session(run) } else { run() }
+                if in_session {
+                    session(run)
+                } else {
+                    run()
+                }
                 assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50), "{chunks} chunks, session {in_session}");
             }
         }
