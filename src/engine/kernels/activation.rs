@@ -103,7 +103,7 @@ pub unsafe fn swish_avx512_lanes(x: std::arch::x86_64::__m512) -> std::arch::x86
     let r = _mm512_fnmadd_ps(n, f(-2.121_944_4e-4), _mm512_fnmadd_ps(n, f(0.693_359_4), t));
     let r2 = _mm512_mul_ps(r, r);
     let mut p = f(1.987_569_1e-4);
-    for coef in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    for coef in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
         p = _mm512_fmadd_ps(p, r, f(coef));
     }
     let e_r = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), f(1.0));
@@ -142,10 +142,10 @@ pub fn swish(x: f32) -> f32 {
     let shifted = t * std::f32::consts::LOG2_E + MAGIC;
     let n_bits = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
     let n = shifted - MAGIC;
-    // r = t − n·ln 2 in two parts (Cephes C1, C2), |r| ≤ ln2 / 2.
+    // r = t − n·ln 2 in two parts (Cephes C1, C2), |r| ≤ ln2 / 2. The last coefficient, Cephes' 5.0000001e-1, is 0.5 in f32.
     let r = t - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let e_r = p * r2 + r + 1.0;
     // 2^n from the exponent bits (n in −126..=127 after the clamp).
     let pow2n = f32::from_bits(n_bits.wrapping_add(127).wrapping_shl(23));
