@@ -4,12 +4,13 @@
 //! under each lower kernel level the CPU has (`COINFER_ISA`), so that every kernel path is checked.
 
 use candle_core::{Device, Tensor};
-use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
     Delay, Fill, Frame, Layer, PadMode, Parallel, PoolKind, Reduce, Scratch, Sequential, TemporalConv, TemporalPad, TemporalPool,
     forward_steps,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+mod common;
 
 /// A clip as nested Vec, index [t][c][h][w].
 type Clip = Vec<Vec<Vec<Vec<f32>>>>;
@@ -448,22 +449,8 @@ fn scratch_outputs_are_checked() {
     assert_eq!(run(&mut Sequential::new("other", vec![Box::new(dw(Some(Scratch::Depthwise))), Box::new(pw())])).unwrap(), want);
 }
 
-/// This file's tests again under every kernel level below the one this process runs (on an AVX-512
-/// CPU: AVX2 and scalar; on an AVX2 one: scalar), each in a child process with `COINFER_ISA` set.
+/// This file's tests again under every kernel level below the one this process runs.
 #[test]
 fn every_test_passes_on_every_lower_kernel_level() {
-    if std::env::var_os(ISA_VAR).is_some() {
-        return; // a child, or a run pinned to one level
-    }
-    let exe = std::env::current_exe().unwrap();
-    for level in Isa::ALL.into_iter().filter(|&l| l < isa()) {
-        let out = std::process::Command::new(&exe)
-            .env(ISA_VAR, level.name())
-            .args(["--skip", "every_test_passes_on_every_lower_kernel_level", "--test-threads", "2"])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{ISA_VAR}={}:\n{stdout}\n{}", level.name(), String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("test result: ok. 6 passed"), "{ISA_VAR}={}: {stdout}", level.name());
-    }
+    common::levels::rerun_on_lower_kernel_levels(&["--skip", "every_test_passes_on_every_lower_kernel_level", "--test-threads", "2"], 6);
 }

@@ -9,6 +9,8 @@ use coinfer::models::i3d::{CoI3d, I3dConfig};
 use coinfer::models::{Fill, RandomWeights, StreamModel};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+mod common;
+
 fn model(size: usize, seed: u64) -> CoI3d {
     CoI3d::new(&mut RandomWeights::new(seed), &I3dConfig { size, pool: 3, fill: Fill::Zeros }).unwrap()
 }
@@ -275,4 +277,19 @@ fn fills_differ_only_in_the_transient() {
             assert!(d > 1e-6, "step {t}: the first output should depend on the fill");
         }
     }
+}
+
+/// The CoI3D stream-versus-clip equivalences again under every kernel level below this process's.
+#[test]
+fn equivalences_hold_on_every_lower_kernel_level() {
+    common::levels::rerun_on_lower_kernel_levels(
+        &[
+            "--exact",
+            "one_clip_flush_equals_regular_forward",
+            "stream_prefix_equals_start_padded_forward",
+            "steady_state_depends_on_the_last_107_frames_only",
+            "fills_differ_only_in_the_transient",
+        ],
+        4,
+    );
 }

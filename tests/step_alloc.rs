@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{Device, Tensor};
 use coinfer::engine::kernels::gemm::fallback_calls;
-use coinfer::engine::kernels::isa::{ISA_VAR, Isa, isa};
 use coinfer::engine::{
     Fill, Frame, Layer, Parallel, Pointwise, PoolKind, Reduce, SeScope, Sequential, SpatialPool, SqueezeExcite, TemporalConv, TemporalPad,
     TemporalPool,
 };
 use coinfer::models::{self, ModelOptions, Schedule};
+
+mod common;
 
 struct Counting;
 
@@ -145,17 +146,5 @@ fn steady_state_steps_allocate_nothing() {
     model_steps_allocate_nothing("i3d", Schedule::Split, 16);
     // The same under every lower kernel level (`COINFER_ISA`), in child processes: after the
     // counting above, since the counter sees this process's every allocation.
-    if std::env::var_os(ISA_VAR).is_none() {
-        let exe = std::env::current_exe().unwrap();
-        for level in Isa::ALL.into_iter().filter(|&l| l < isa()) {
-            let out = std::process::Command::new(&exe).env(ISA_VAR, level.name()).output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("test result: ok. 1 passed"),
-                "{ISA_VAR}={}:\n{stdout}\n{}",
-                level.name(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    common::levels::rerun_on_lower_kernel_levels(&[], 1);
 }

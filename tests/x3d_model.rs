@@ -9,6 +9,8 @@ use coinfer::models::x3d::{self, CoX3d, X3dConfig, X3dWeights};
 use coinfer::models::{Fill, ModelOptions, RandomWeights, StreamModel, WeightSource};
 use coinfer::weights::Layout;
 
+mod common;
+
 /// A small X3D with every structural feature of the real ones: a projection shortcut with stride in
 /// block 0 of every stage (s2's with din = dout), SE on even blocks only, Swish, the full head.
 /// Widths: stem 8; stages 8/18, 16/36, 32/72, 64/144 (out/inner); 8 blocks: d_b = 10, R_b = 21.
@@ -451,4 +453,22 @@ fn hub_key_map() {
     ] {
         assert_eq!(x3d::hub_name(n), None, "{n}");
     }
+}
+
+/// The CoX3D stream-versus-clip equivalences again under every kernel level below this process's.
+#[test]
+fn equivalences_hold_on_every_lower_kernel_level() {
+    common::levels::rerun_on_lower_kernel_levels(
+        &[
+            "--exact",
+            "one_clip_flush_equals_regular_forward",
+            "stream_outputs_equal_the_prefix_oracle",
+            "steady_state_equals_the_valid_network",
+            "steady_state_forgets_everything_older_than_the_receptive_field",
+            "real_depths_prefix_and_steady_state_at_small_crop",
+            "priming_equals_stepping_the_same_frame",
+            "pipelined_steps_give_the_same_outputs_one_step_later",
+        ],
+        7,
+    );
 }

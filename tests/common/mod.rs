@@ -1,6 +1,9 @@
-//! Helpers shared by the decoder tests: the ffmpeg CLI makes the clips and is the reference decode.
+//! Helpers shared by the tests: the ffmpeg CLI makes the clips and is the reference decode; `levels`
+//! re-runs a test binary under every lower kernel level.
 
 #![allow(dead_code)]
+
+pub mod levels;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
