@@ -3,7 +3,7 @@
 
 Recomputes the first endpoints (Conv3d_1a_7x7, MaxPool3d_2a_3x3, Conv3d_2c_3x3) of the 16-frame fixture clip
 with jax.lax in NCDHW/OIDHW layout, reading weights/i3d-kinetics400-rgb.safetensors and padding explicitly with
-TF SAME's asymmetric pads (spec §2.2), and compares with tests/fixtures/i3d/endpoints.safetensors (made by the
+TF SAME's asymmetric pads (docs/continual.md, "Padding and fill"), and compares with tests/fixtures/i3d/endpoints.safetensors (made by the
 flax model from the pickle). Agreement shows the OIDHW permutation, names, BN (eps 1e-3, no gamma) and the
 fixture's (C,T,H,W) corner layout are consistent.  Run: python tools/i3d/check_layout.py
 """

@@ -74,7 +74,7 @@ def flax_variables(tree):
     """The tree in the shape flax 0.12 expects: BN statistics (1,1,1,1,C) -> (C,).
 
     Without this, flax broadcasts the stats into extra leading dims and the first Inception
-    concat fails (spec §1.5)."""
+    concat fails (docs/models.md, "I3D")."""
     def fix(t):
         return {k: fix(v) if isinstance(v, dict) else np.asarray(v).reshape(-1) for k, v in t.items()}
 

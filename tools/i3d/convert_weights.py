@@ -6,7 +6,7 @@ Usage (from the repository root, with the venv of tools/i3d/README.md):
         --out weights/i3d-kinetics400-rgb.safetensors
 
 The pickle is read by a restricted Unpickler (ckpt.py) that only resolves numpy's ndarray globals.
-Every tensor is checked against the shapes implied by the architecture (models-i3d.md §1.3-1.5), and the
+Every tensor is checked against the shapes implied by the architecture (docs/models.md, "I3D"), and the
 written file is read back and compared bit for bit with the source arrays.
 """
 
@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ckpt  # noqa: E402
 
-# Inception module channels (c0, c1a, c1b, c2a, c2b, c3) and input channels, spec §1.4.
+# Inception module channels (c0, c1a, c1b, c2a, c2b, c3) and input channels (docs/models.md, "I3D").
 MIXED = {
     "Mixed_3b": (192, (64, 96, 128, 16, 32, 32)),
     "Mixed_3c": (256, (128, 128, 192, 32, 96, 64)),

@@ -37,7 +37,7 @@ CKPT_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 
 
 def positions(t):
-    """Logit positions of a T-frame clip: ceil(ceil(ceil(T/2)/2)/2) - 1 (spec §1.3)."""
+    """Logit positions of a T-frame clip: ceil(ceil(ceil(T/2)/2)/2) - 1 (docs/models.md, "I3D")."""
     for _ in range(3):
         t = -(-t // 2)
     return t - 1
@@ -178,7 +178,7 @@ def main():
     assert len(labels) == 400
     os.makedirs(args.out, exist_ok=True)
 
-    # --- preprocessing (spec §5.2) ---
+    # --- preprocessing (docs/models.md, "Preprocessing") ---
     t0 = time.time()
     frames, src_idx = preprocess.preprocess(args.video)
     print(f"preprocessed {len(frames)} frames in {time.time() - t0:.1f} s")
@@ -258,7 +258,7 @@ def main():
         "ckpt_sha256": CKPT_SHA256,
         "weights_sha256": sha256_file(args.weights) if os.path.exists(args.weights) else None,
         "video": {"path": args.video, "sha256": sha256_file(args.video),
-                  "preprocessing": "models-i3d.md §5.2: ffmpeg CLI rgb24; 25 fps pick floor((12n+5)/10); "
+                  "preprocessing": "docs/models.md Preprocessing: ffmpeg CLI rgb24; 25 fps pick floor((12n+5)/10); "
                                    "bilinear half-pixel float64 resize 994x1768 -> 256x455, rows then columns, "
                                    "round half up; centre crop 224 at (16,115); x = u8/127.5 - 1 (float32)",
                   "frames": len(frames), "source_index": src_idx},

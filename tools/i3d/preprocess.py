@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference preprocessing of models-i3d.md §5.2 (exactly what the fixtures were made with).
+"""Reference preprocessing of docs/models.md, "Preprocessing" (exactly what the fixtures were made with).
 
 1. decode with the ffmpeg CLI to rgb24 (`ffmpeg -i IN -f rawvideo -pix_fmt rgb24 -`: BT.709 limited range
    for the sports2d clip, as tagged);

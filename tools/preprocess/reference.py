@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference preprocessing for coinfer's tests (run by hand; needs numpy and the ffmpeg CLI).
 
-Decodes a clip with the ffmpeg CLI (`ffmpeg -i CLIP -f rawvideo -pix_fmt rgb24 -`, as models-i3d.md §5.2
+Decodes a clip with the ffmpeg CLI (`ffmpeg -i CLIP -f rawvideo -pix_fmt rgb24 -`, as docs/models.md, "Preprocessing"
 step 1), picks the frames of each model's timeline, and applies the design's preprocessing in numpy:
 
 * frame selection, for a constant-rate source of rate R: model step n takes source frame round(n * R / fps)

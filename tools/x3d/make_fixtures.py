@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Build the X3D / CoX3D reference fixtures for coinfer's tests (run by hand, never by tests).
 
-A tiny X3D of the official architecture family (spec models-x3d-slowfast.md §1) with random weights and
+A tiny X3D of the official architecture family (docs/models.md, "X3D") with random weights and
 randomised BatchNorm statistics is built three ways and checked against each other before anything is
 written:
-  * `RefX3D`: plain torch modules named exactly like pyslowfast's state dict (§1.4);
-  * PyTorchVideo's `create_x3d` (hub layout §1.6), loaded with the same weights through the name mapping;
-  * CoX3D composed from continual-inference modules (§2), loaded from the same pyslowfast state dict.
+  * `RefX3D`: plain torch modules named exactly like pyslowfast's state dict (docs/models.md, "X3D");
+  * PyTorchVideo's `create_x3d` (hub layout: docs/models.md, "Checkpoint layouts"), loaded with the same weights through the name mapping;
+  * CoX3D composed from continual-inference modules (docs/continual.md), loaded from the same pyslowfast state dict.
 It then writes the checkpoint containers a reader must handle and the expected outputs.
 
 Usage:  /work/venv-torch/bin/python tools/x3d/make_fixtures.py   (from the repository root)
@@ -59,7 +59,7 @@ MEAN, STD = 0.45, 0.225
 
 
 def round_width(width, multiplier, min_width=8, divisor=8):
-    """pyslowfast/PTV X3D width rounding (spec §1.2)."""
+    """pyslowfast/PTV X3D width rounding (docs/models.md, "X3D")."""
     width *= multiplier
     out = max(min_width, int(width + divisor / 2) // divisor * divisor)
     if out < 0.9 * width:
@@ -95,7 +95,7 @@ D = derive(CFG)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Regular X3D from plain torch modules, module tree = pyslowfast names (§1.3, §1.4)
+# Regular X3D from plain torch modules, module tree = pyslowfast names (docs/models.md, "X3D")
 def bn(c):
     return nn.BatchNorm3d(c, eps=CFG["BN_EPS"], momentum=0.1)
 
@@ -236,7 +236,7 @@ def randomise(model, gen):
 
 
 # ---------------------------------------------------------------------------------------------------
-# PyTorchVideo hub layout (§1.6)
+# PyTorchVideo hub layout (docs/models.md, "Checkpoint layouts")
 def ptv_name(k):
     """pyslowfast key -> PyTorchVideo create_x3d key (None for the s2 shortcut BN that PTV lacks)."""
     p = k.split(".")
@@ -276,7 +276,7 @@ def build_ptv(head_activation=None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# CoX3D from continual-inference modules (§2), weights copied from RefX3D
+# CoX3D from continual-inference modules (docs/continual.md), weights copied from RefX3D
 def co_conv(m, fill):
     return co.Conv3d.build_from(m, temporal_fill=fill)
 
@@ -311,7 +311,7 @@ def co_block(blk, fill, se_mode):
         short = co.Sequential(sc)
     else:
         short = co.Delay(0)
-    # auto_delay pads the shortcut with Delay(branch2.delay) (§2.3)
+    # auto_delay pads the shortcut with Delay(branch2.delay) (docs/continual.md, "Temporal shape")
     return co.Sequential(co.BroadcastReduce(short, main, reduce="sum", auto_delay=True), nn.ReLU())
 
 
@@ -450,7 +450,7 @@ def main():
             net, co_keys = build_co(ref, fill, pool_t)
             assert co_keys == list(sd.keys()), "flattened CoX3D names differ from pyslowfast names"
             if pool_t == T:
-                # §2.8 statement 1: forward(clip) is the regular computation (clip-wise SE in forward mode)
+                # Equivalence statement 1 (docs/continual.md, "Equivalence"): forward(clip) is the regular computation (clip-wise SE in forward mode)
                 check(f"co.forward == regular probs, fill={fill}, T=4",
                       net.forward(x4).flatten(2).mean(-1), probs4, 1e-6)
                 check(f"co.forward == regular probs, fill={fill}, T=13",
@@ -466,7 +466,7 @@ def main():
                   f"padding={net.padding} emitted steps {steps[0]}..{steps[-1]}")
             assert steps == list(range(int(net.delay), T_STREAM))
 
-    # §2.8 statement 3 (zeros fill, frame-wise SE) checked with the plain torch network on every prefix.
+    # Equivalence statement 3 (zeros fill, frame-wise SE) checked with the plain torch network on every prefix.
     d_b = 2 + sum(D["stage_blocks"])
     for pool_t in [T, 2 * T]:
         steps, probs = co_out[("zeros", pool_t)]
@@ -481,7 +481,7 @@ def main():
             worst = max(worst, maxdiff(z, probs[i]))
         print(f"  statement 3 (prefix oracle), pool={pool_t}: max |diff| = {worst:.3e}")
         assert worst < 1e-5
-    # §2.8 statement 4: steady state does not depend on the fill
+    # Equivalence statement 4: steady state does not depend on the fill
     for pool_t in [T, 2 * T]:
         R = meta_co[f"zeros_pool{pool_t}"]["receptive_field"]
         sz, pz = co_out[("zeros", pool_t)]
@@ -493,7 +493,7 @@ def main():
         print(f"    step R-2 differs by {before:.3e} (transient)")
         assert before > 0.0
 
-    # §2.8 statement 2: one-clip flush, with a network whose SE is frame-wise in forward and step modes
+    # Equivalence statement 2: one-clip flush, with a network whose SE is frame-wise in forward and step modes
     net_fw, _ = build_co(ref, "zeros", T, se_mode="frame")
     check("frame-wise co.forward == RefX3D frame-wise SE (T=4)", net_fw.forward(x4).flatten(2).mean(-1), probs4_fw, 1e-6)
     net_fw.clean_state()
