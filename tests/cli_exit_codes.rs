@@ -61,6 +61,22 @@ fn bad_flags_are_2() {
     assert_usage(&[]); // no command: help on stderr
 }
 
+/// `--threads` and `--jobs` take 1 to 4 × the cores available; beyond, a usage error that states the
+/// cap instead of an abort or a panic when the threads cannot be spawned.
+#[test]
+fn thread_counts_are_capped_at_four_per_core() {
+    let cap = 4 * std::thread::available_parallelism().unwrap().get();
+    let (range, over) = (format!("out of range: 1 to {cap}"), (cap + 1).to_string());
+    assert_fails(&["--threads", "100000", SAMPLE], 2, &range);
+    assert_fails(&["--threads", &over, SAMPLE], 2, &range);
+    assert_fails(&["bench", "--threads", "0", "--model", "x3d-xs"], 2, &range);
+    assert_fails(&["bench", "--threads", "2000", "--model", "x3d-xs"], 2, &range);
+    assert_fails(&["batch", "--jobs", "0", SAMPLE], 2, &format!("--jobs 0 is {range}"));
+    assert_fails(&["batch", "--jobs", &over, SAMPLE], 2, &range);
+    // The cap itself is accepted: the run gets as far as the missing input.
+    assert_fails(&["--threads", &cap.to_string(), "/no/such/clip.mp4"], 66, "no such file");
+}
+
 #[test]
 fn raw_without_fps_is_a_usage_error() {
     assert_fails(&["--raw", "64x48", "-"], 2, "--fps");

@@ -185,7 +185,10 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
             FormatArg::Jsonl => Format::Jsonl,
             FormatArg::Csv => Format::Csv,
         },
-        jobs: args.jobs.unwrap_or((cores / 2).max(1)),
+        jobs: match args.jobs {
+            Some(n) => super::check_threads("--jobs", n as u64)?,
+            None => (cores / 2).max(1),
+        },
         shard: args.shard,
         resume: args.resume,
         fail_fast: args.fail_fast,
