@@ -77,6 +77,28 @@ fn thread_counts_are_capped_at_four_per_core() {
     assert_fails(&["--threads", &cap.to_string(), "/no/such/clip.mp4"], 66, "no such file");
 }
 
+/// Numeric options beyond what the model can honour are usage errors, not allocation aborts
+/// (README, "Options").
+#[test]
+fn windows_beyond_their_range_are_2() {
+    for n in ["1000000000", "1025"] {
+        let arg = format!("mean:{n}");
+        assert_usage(&["--smooth", &arg, SAMPLE]);
+        let err = String::from_utf8_lossy(&coinfer(&["--smooth", &arg, SAMPLE]).stderr).into_owned();
+        assert!(err.contains("N out of range") && err.contains("mean:N with 1<=N<=1024"), "{err}");
+    }
+    assert_fails(&["--pool", "4294967296", SAMPLE], 2, "--pool 4294967296 is out of range for i3d: 1 to 1024");
+    assert_fails(&["--pool", "1025", "--model", "x3d-s", SAMPLE], 2, "--pool 1025 is out of range for x3d-s: 1 to 1024");
+    assert_fails(&["-k", "1000000000", SAMPLE], 2, "-k 1000000000 is out of range for i3d: 1 to 400 classes");
+    assert_fails(&["batch", "-k", "401", SAMPLE], 2, "-k 401 is out of range for i3d");
+    // The bounds themselves are accepted.
+    assert_fails(&["--smooth", "mean:1024", "-k", "400", "/no/such/clip.mp4"], 66, "no such file");
+    for model in ["i3d", "x3d-s"] {
+        let out = coinfer(&["flops", "--model", model, "--pool", "1024"]);
+        assert_eq!(out.status.code(), Some(0), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[test]
 fn raw_without_fps_is_a_usage_error() {
     assert_fails(&["--raw", "64x48", "-"], 2, "--fps");

@@ -174,6 +174,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     // Fail before any clip if the model or its weights are wrong.
     let desc = models::describe(&args.model, &model_opts)?;
     labels.check_fits(&args.model, desc.spec.num_classes)?;
+    super::run::check_top_k(args.top_k as u64, &desc.spec)?;
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }
