@@ -99,6 +99,23 @@ fn windows_beyond_their_range_are_2() {
     }
 }
 
+/// Weights with a NaN are bad data (65), one line naming the tensor, before any step could turn them
+/// into `null` scores.
+#[test]
+fn non_finite_weights_are_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    let cpu = candle_core::Device::Cpu;
+    let tensors = [
+        ("Conv3d_1a_7x7.bn.bias".to_string(), candle_core::Tensor::new(&[0.5f32, f32::NAN], &cpu).unwrap()),
+        ("Logits.Conv3d_0c_1x1.conv.bias".to_string(), candle_core::Tensor::new(&[0.5f32, 1.0], &cpu).unwrap()),
+    ];
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &path).unwrap();
+    let weights = path.to_str().unwrap();
+    assert_fails(&["--weights", weights, SAMPLE], 65, "tensor Conv3d_1a_7x7.bn.bias holds NaN at flat index 1");
+    assert_fails(&["batch", "--weights", weights, SAMPLE], 65, "tensor Conv3d_1a_7x7.bn.bias holds NaN");
+}
+
 #[test]
 fn raw_without_fps_is_a_usage_error() {
     assert_fails(&["--raw", "64x48", "-"], 2, "--fps");
