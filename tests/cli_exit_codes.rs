@@ -221,6 +221,30 @@ fn broken_pipe_ends_quietly_with_0() {
     assert!(err.is_empty(), "nothing on stderr: {err}");
 }
 
+/// `coinfer … | true`: the reader is gone before the first byte. Every printing subcommand ends
+/// quietly with 0, as `run` does (serde_json wraps the write error of `--json` in its own type).
+#[test]
+fn closed_stdout_ends_quietly_with_0() {
+    let commands: [&[&str]; 8] = [
+        &["models"],
+        &["models", "--json"],
+        &["labels"],
+        &["labels", "--json"],
+        &["flops", "--model", "x3d-xs"],
+        &["flops", "--model", "x3d-xs", "--json"],
+        &["bench", "--model", "x3d-xs", "--steps", "1", "--regular-runs", "1"],
+        &["bench", "--model", "x3d-xs", "--steps", "1", "--regular-runs", "1", "--json"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_coinfer")).args(args).stdin(Stdio::null()).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn run_broken_pipe_ends_quietly_with_0() {
     let (first, status, err) = first_line_then_close(&[SAMPLE]);
