@@ -116,6 +116,17 @@ fn non_finite_weights_are_65() {
     assert_fails(&["batch", "--weights", weights, SAMPLE], 65, "tensor Conv3d_1a_7x7.bn.bias holds NaN");
 }
 
+/// `bench` times at least one step and one regular clip: a mean over none printed `NaN ms`.
+#[test]
+fn bench_needs_at_least_one_step() {
+    for args in [["--steps", "0"], ["--regular-runs", "0"], ["--steps", "1000001"], ["--regular-runs", "10001"]] {
+        let args = [&["bench", "--model", "x3d-xs"], args.as_slice()].concat();
+        assert_usage(&args);
+        let err = String::from_utf8_lossy(&coinfer(&args).stderr).into_owned();
+        assert!(err.contains("is not in 1.."), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn raw_without_fps_is_a_usage_error() {
     assert_fails(&["--raw", "64x48", "-"], 2, "--fps");
