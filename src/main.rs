@@ -14,8 +14,7 @@ fn main() {
             std::process::exit(e.exit_code());
         }
     };
-    cli::apply_threads(&cli);
-    let code = match cli::dispatch(cli) {
+    let code = match cli::apply_threads(&cli).and_then(|()| cli::dispatch(cli)) {
         Ok(()) => 0,
         // The reader went away (`coinfer clip.mp4 | head -1`): not an error.
         Err(e) if cli::is_broken_pipe(&e) => 0,

@@ -61,6 +61,72 @@ fn bad_flags_are_2() {
     assert_usage(&[]); // no command: help on stderr
 }
 
+/// `--threads` and `--jobs` take 1 to 4 × the cores available; beyond, a usage error that states the
+/// cap instead of an abort or a panic when the threads cannot be spawned.
+#[test]
+fn thread_counts_are_capped_at_four_per_core() {
+    let cap = 4 * std::thread::available_parallelism().unwrap().get();
+    let (range, over) = (format!("out of range: 1 to {cap}"), (cap + 1).to_string());
+    assert_fails(&["--threads", "100000", SAMPLE], 2, &range);
+    assert_fails(&["--threads", &over, SAMPLE], 2, &range);
+    assert_fails(&["bench", "--threads", "0", "--model", "x3d-xs"], 2, &range);
+    assert_fails(&["bench", "--threads", "2000", "--model", "x3d-xs"], 2, &range);
+    assert_fails(&["batch", "--jobs", "0", SAMPLE], 2, &format!("--jobs 0 is {range}"));
+    assert_fails(&["batch", "--jobs", &over, SAMPLE], 2, &range);
+    // The cap itself is accepted: the run gets as far as the missing input.
+    assert_fails(&["--threads", &cap.to_string(), "/no/such/clip.mp4"], 66, "no such file");
+}
+
+/// Numeric options beyond what the model can honour are usage errors, not allocation aborts
+/// (README, "Options").
+#[test]
+fn windows_beyond_their_range_are_2() {
+    for n in ["1000000000", "1025"] {
+        let arg = format!("mean:{n}");
+        assert_usage(&["--smooth", &arg, SAMPLE]);
+        let err = String::from_utf8_lossy(&coinfer(&["--smooth", &arg, SAMPLE]).stderr).into_owned();
+        assert!(err.contains("N out of range") && err.contains("mean:N with 1<=N<=1024"), "{err}");
+    }
+    assert_fails(&["--pool", "4294967296", SAMPLE], 2, "--pool 4294967296 is out of range for i3d: 1 to 1024");
+    assert_fails(&["--pool", "1025", "--model", "x3d-s", SAMPLE], 2, "--pool 1025 is out of range for x3d-s: 1 to 1024");
+    assert_fails(&["-k", "1000000000", SAMPLE], 2, "-k 1000000000 is out of range for i3d: 1 to 400 classes");
+    assert_fails(&["batch", "-k", "401", SAMPLE], 2, "-k 401 is out of range for i3d");
+    // The bounds themselves are accepted.
+    assert_fails(&["--smooth", "mean:1024", "-k", "400", "/no/such/clip.mp4"], 66, "no such file");
+    for model in ["i3d", "x3d-s"] {
+        let out = coinfer(&["flops", "--model", model, "--pool", "1024"]);
+        assert_eq!(out.status.code(), Some(0), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Weights with a NaN are bad data (65), one line naming the tensor, before any step could turn them
+/// into `null` scores.
+#[test]
+fn non_finite_weights_are_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    let cpu = candle_core::Device::Cpu;
+    let tensors = [
+        ("Conv3d_1a_7x7.bn.bias".to_string(), candle_core::Tensor::new(&[0.5f32, f32::NAN], &cpu).unwrap()),
+        ("Logits.Conv3d_0c_1x1.conv.bias".to_string(), candle_core::Tensor::new(&[0.5f32, 1.0], &cpu).unwrap()),
+    ];
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &path).unwrap();
+    let weights = path.to_str().unwrap();
+    assert_fails(&["--weights", weights, SAMPLE], 65, "tensor Conv3d_1a_7x7.bn.bias holds NaN at flat index 1");
+    assert_fails(&["batch", "--weights", weights, SAMPLE], 65, "tensor Conv3d_1a_7x7.bn.bias holds NaN");
+}
+
+/// `bench` times at least one step and one regular clip: a mean over none printed `NaN ms`.
+#[test]
+fn bench_needs_at_least_one_step() {
+    for args in [["--steps", "0"], ["--regular-runs", "0"], ["--steps", "1000001"], ["--regular-runs", "10001"]] {
+        let args = [&["bench", "--model", "x3d-xs"], args.as_slice()].concat();
+        assert_usage(&args);
+        let err = String::from_utf8_lossy(&coinfer(&args).stderr).into_owned();
+        assert!(err.contains("is not in 1.."), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn raw_without_fps_is_a_usage_error() {
     assert_fails(&["--raw", "64x48", "-"], 2, "--fps");
@@ -164,6 +230,30 @@ fn broken_pipe_ends_quietly_with_0() {
     assert_eq!(first, "class number 0\n");
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(err.is_empty(), "nothing on stderr: {err}");
+}
+
+/// `coinfer … | true`: the reader is gone before the first byte. Every printing subcommand ends
+/// quietly with 0, as `run` does (serde_json wraps the write error of `--json` in its own type).
+#[test]
+fn closed_stdout_ends_quietly_with_0() {
+    let commands: [&[&str]; 8] = [
+        &["models"],
+        &["models", "--json"],
+        &["labels"],
+        &["labels", "--json"],
+        &["flops", "--model", "x3d-xs"],
+        &["flops", "--model", "x3d-xs", "--json"],
+        &["bench", "--model", "x3d-xs", "--steps", "1", "--regular-runs", "1"],
+        &["bench", "--model", "x3d-xs", "--steps", "1", "--regular-runs", "1", "--json"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_coinfer")).args(args).stdin(Stdio::null()).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe") && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -101,14 +101,20 @@ fn regular_forward_lengths_follow_tf_same() {
 }
 
 /// Stride 8, delay 62, receptive field 107, composed start padding 44; outputs exactly on steps
-/// 62 + 8l (S5), and the stream model's probabilities come on the same steps.
+/// 62 + 8l (S5), and the stream model's probabilities come on the same steps. The head window of
+/// `pool` positions widens the output's receptive field by 8·(pool − 1) and leaves its delay
+/// (docs/models.md, "I3D").
 #[test]
 fn emission_schedule() {
     let mut m = model(32, 3);
     let t = m.temporal();
     assert_eq!((t.stride, t.delay(), t.receptive_field, t.padding), (8, 62, 107, 44));
     let s = m.shape();
-    assert_eq!((s.stride, s.delay, s.receptive_field), (8, 62, 107));
+    assert_eq!((s.stride, s.delay, s.receptive_field), (8, 62, 123));
+    for (pool, r) in [(1, 107), (2, 115), (7, 155)] {
+        let s = model_pool(32, 3, pool).shape();
+        assert_eq!((s.stride, s.delay, s.receptive_field), (8, 62, r), "pool {pool}");
+    }
     let mut rng = StdRng::seed_from_u64(4);
     let clip = random_clip(&mut rng, 136, 32);
     let at: Vec<usize> = stream(&mut m, &clip).into_iter().map(|(t, _)| t).collect();
@@ -255,7 +261,7 @@ fn costs_match_the_spec() {
     let classifier = 1024.0 * 400.0;
     let clip = 64.0 * per_frame - classifier;
     assert!((clip / 1e9 - 111.153).abs() < 5e-4, "64-frame clip {clip}");
-    assert_eq!((desc.shape.delay, desc.shape.stride, desc.shape.receptive_field), (62, 8, 107));
+    assert_eq!((desc.shape.delay, desc.shape.stride, desc.shape.receptive_field), (62, 8, 123));
 }
 
 /// The replicate fill changes only the transient (steps 62 … 102); from step 110 on the

@@ -308,3 +308,26 @@ fn take_conv_bn_folds_real_torch_batchnorm() {
     let left = format!("{:#}", s.finish().unwrap_err());
     assert!(left.contains("12 unexpected tensors") && !left.contains("bn."), "{left}");
 }
+
+/// A NaN or an infinity in any floating-point tensor is refused as bad data, naming the tensor and
+/// the place; finite files and integer tensors pass.
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
+    let steps = Tensor::new(&[7i64], &Device::Cpu).unwrap();
+    for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+        let values = Tensor::new(&[1.0f32, 2.0, bad, 3.0], &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+        let path = dir.path().join("bad.safetensors");
+        let tensors = [("a.weight", good.clone()), ("b.bias", values), ("n.num_batches_tracked", steps.clone())];
+        candle_core::safetensors::save(&tensors.into_iter().map(|(n, t)| (n.to_string(), t)).collect(), &path).unwrap();
+        let err = weights::load(&path, &Device::Cpu).unwrap().check_finite().unwrap_err();
+        let msg = format!("{err:#}");
+        assert_eq!(kind_of(&err), ErrorKind::Data, "{msg}");
+        assert!(msg.contains(&format!("tensor b.bias holds {shown} at flat index 2")), "{msg}");
+    }
+    let path = dir.path().join("good.safetensors");
+    let tensors = [("a.weight".to_string(), good), ("n.num_batches_tracked".to_string(), steps)];
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &path).unwrap();
+    weights::load(&path, &Device::Cpu).unwrap().check_finite().unwrap();
+}

@@ -165,10 +165,11 @@ pub fn run(
     let jobs = opts.jobs.max(1);
     let mut no_labeler: Option<anyhow::Error> = None;
     std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..jobs {
+        for i in 0..jobs {
             let tx = tx.clone();
             let (queue, stop) = (&queue, &stop);
-            scope.spawn(move || {
+            // A worker that cannot be started fails the run with an error line, not a panic.
+            let spawned = std::thread::Builder::new().name(format!("coinfer-batch-{i}")).spawn_scoped(scope, move || {
                 let mut labeler = match make_labeler() {
                     Ok(l) => Some(l),
                     Err(e) => {
@@ -195,6 +196,10 @@ pub fn run(
                     }
                 }
             });
+            if let Err(e) = spawned {
+                stop.store(true, Ordering::SeqCst);
+                return Err(anyhow::Error::new(e).context(format!("cannot start batch worker {} of {jobs}", i + 1)));
+            }
         }
         drop(tx);
         for done in rx {

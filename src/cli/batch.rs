@@ -174,6 +174,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     // Fail before any clip if the model or its weights are wrong.
     let desc = models::describe(&args.model, &model_opts)?;
     labels.check_fits(&args.model, desc.spec.num_classes)?;
+    super::run::check_top_k(args.top_k as u64, &desc.spec)?;
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }
@@ -185,7 +186,10 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
             FormatArg::Jsonl => Format::Jsonl,
             FormatArg::Csv => Format::Csv,
         },
-        jobs: args.jobs.unwrap_or((cores / 2).max(1)),
+        jobs: match args.jobs {
+            Some(n) => super::check_threads("--jobs", n as u64)?,
+            None => (cores / 2).max(1),
+        },
         shard: args.shard,
         resume: args.resume,
         fail_fast: args.fail_fast,

@@ -22,11 +22,12 @@ pub struct BenchArgs {
     /// Model to measure (default: every built-in model)
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Continual steps to time (after warming up to steady state)
-    #[arg(long, default_value_t = 60)]
+    /// Continual steps to time (after warming up to steady state), 1 to 1000000
+    // At least one: a mean over no steps is NaN. At most a million: their times are kept (8 MB).
+    #[arg(long, default_value_t = 60, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub steps: usize,
-    /// Regular sliding-window clips to time
-    #[arg(long, default_value_t = 5)]
+    /// Regular sliding-window clips to time, 1 to 10000
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub regular_runs: usize,
     /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS)
     #[arg(long)]

@@ -95,21 +95,38 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `--threads N` or `--jobs N` checked against 1 ..= 4 × the cores available: more threads only
+/// contend for the cores, and thousands cannot all be spawned (README, "Options"). A usage error
+/// that states the cap otherwise.
+pub fn check_threads(option: &str, n: u64) -> anyhow::Result<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cap = 4 * cores;
+    if n == 0 || n > cap as u64 {
+        return Err(crate::error::classified(
+            crate::error::ErrorKind::Usage,
+            format!("{option} {n} is out of range: 1 to {cap} (4 × the {cores} cores available)"),
+        ));
+    }
+    Ok(n as usize)
+}
+
 /// Apply a `--threads` option to the process environment (candle and rayon read it once, at their
 /// first use). Call from `main` before any other thread exists.
-pub fn apply_threads(cli: &Cli) {
+pub fn apply_threads(cli: &Cli) -> anyhow::Result<()> {
     let n = match &cli.command {
         Command::Run(args) => args.threads,
         Command::Bench(args) => args.threads.map(|n| n as u64),
         _ => None,
     };
     if let Some(n) = n {
+        let n = check_threads("--threads", n)?;
         // SAFETY: called before any other thread exists, so nothing reads the environment concurrently.
         unsafe {
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
         }
     }
+    Ok(())
 }
 
 /// `--schedule`: how the network shares a step between its threads.
@@ -139,7 +156,12 @@ impl ScheduleArg {
 
 /// True when the error is a closed output (`coinfer … | head`), which ends the program quietly.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    use std::io::ErrorKind::BrokenPipe;
+    // serde_json wraps the write error of `--json` output in its own type.
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind) == Some(BrokenPipe)
+    })
 }
 
 #[cfg(test)]

@@ -142,6 +142,14 @@ impl FillArg {
     }
 }
 
+/// `-k` lists at most every class of the model (README, "Options").
+pub fn check_top_k(k: u64, spec: &models::ModelSpec) -> anyhow::Result<()> {
+    if k == 0 || k > spec.num_classes as u64 {
+        return Err(classified(ErrorKind::Usage, format!("-k {k} is out of range for {}: 1 to {} classes", spec.name, spec.num_classes)));
+    }
+    Ok(())
+}
+
 fn parse_probability(s: &str) -> Result<f32, String> {
     let p: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not between 0 and 1")) }
@@ -201,6 +209,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
     labels.check_fits(&args.model, desc.spec.num_classes)?;
+    check_top_k(args.top_k, &desc.spec)?;
 
     let open_opts = OpenOptions {
         raw: args.raw.map(|(width, height)| RawVideo { width, height, pix_fmt: args.pix_fmt.clone() }),

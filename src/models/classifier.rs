@@ -104,6 +104,19 @@ impl<A: Architecture> ContinualClassifier<A> {
         self.backbone.temporal().then(self.head.temporal())
     }
 
+    /// Temporal shape of the outputs: the network, then the logit window if any. The window averages
+    /// the newest `n` positions that exist, so an output reads `n − 1` positions further back while
+    /// the first output still comes on the first position: a window of `n` with `n − 1` positions of
+    /// start padding, adding `(n − 1)·stride` to the receptive field and nothing to the delay
+    /// (docs/continual.md, "Temporal shape").
+    pub fn output_temporal(&self) -> Temporal {
+        let net = self.temporal();
+        match &self.window {
+            Some(w) => net.then(Temporal { receptive_field: w.len, padding: w.len - 1, stride: 1 }),
+            None => net,
+        }
+    }
+
     /// Shapes and multiply-accumulates of one step, layer by layer.
     pub fn report(&self) -> LayerReport {
         let input = Chw::new(3, self.spec.crop, self.spec.crop);
@@ -287,7 +300,7 @@ impl<A: Architecture> StreamModel for ContinualClassifier<A> {
     }
 
     fn shape(&self) -> StreamShape {
-        StreamShape { lag: (self.schedule == Schedule::Pipeline) as usize, ..self.temporal().into() }
+        StreamShape { lag: (self.schedule == Schedule::Pipeline) as usize, ..self.output_temporal().into() }
     }
 
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {

@@ -36,6 +36,9 @@ pub const NUM_CLASSES: usize = 400;
 /// a second, while still smoothing over three positions (as many as a regular 32-frame clip averages).
 /// `--pool 7` gives the span of a regular 64-frame clip.
 pub const DEFAULT_POOL: usize = 3;
+/// Longest head window, in positions: 1024 positions span 8283 frames (5.5 minutes at 25 fps); the
+/// window's logits stay 1.6 MB instead of an allocation the machine cannot make (docs/models.md, "I3D").
+pub const MAX_POOL: usize = 1024;
 /// BatchNorm epsilon of Sonnet v1.
 const BN_EPS: f64 = 1e-3;
 /// Shortest clip with one logit position (docs/models.md, "I3D").
@@ -109,8 +112,8 @@ pub fn spec() -> ModelSpec {
 fn pool_window(opts: &ModelOptions) -> anyhow::Result<usize> {
     match opts.pool {
         None => Ok(DEFAULT_POOL),
-        Some(0) => Err(classified(ErrorKind::Usage, "--pool must be at least 1 (emitted positions to average)")),
-        Some(n) => Ok(n),
+        Some(n) if (1..=MAX_POOL).contains(&n) => Ok(n),
+        Some(n) => Err(classified(ErrorKind::Usage, format!("--pool {n} is out of range for {NAME}: 1 to {MAX_POOL} positions"))),
     }
 }
 
@@ -155,8 +158,8 @@ pub struct I3d {
 
 impl CoI3d {
     pub fn new(weights: &mut dyn WeightSource, config: &I3dConfig) -> anyhow::Result<Self> {
-        if config.pool == 0 {
-            bail!("the head window must be at least one position");
+        if !(1..=MAX_POOL).contains(&config.pool) {
+            bail!("the head window must be 1 to {MAX_POOL} positions, got {}", config.pool);
         }
         if config.size < 32 {
             bail!("I3D needs frames of at least 32×32, got {}", config.size);

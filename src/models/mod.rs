@@ -208,6 +208,7 @@ pub fn load_with<T>(
         ));
     }
     let mut store = crate::weights::load(&path, &candle_core::Device::Cpu)?;
+    store.check_finite()?;
     store.ignore(|n| n.ends_with("num_batches_tracked"));
     let names = store.names().to_vec();
     let model = {

@@ -399,12 +399,17 @@ pub struct X3d {
     params: usize,
 }
 
+/// Longest head window, in backbone positions (one per step): 2.8 to 6.8 minutes at the variants'
+/// 2.5 to 6 fps, far past the paper's 64; the head's pending sums stay a few MB and a small part of a
+/// step, instead of an allocation the machine cannot make (docs/models.md, "X3D").
+pub const MAX_POOL: usize = 1024;
+
 impl CoX3d {
     /// Build from `config` with head window `pool` (None = the training clip length) and start fill.
     pub fn new(config: X3dConfig, pool: Option<usize>, fill: Fill, ws: &mut dyn WeightSource) -> anyhow::Result<Self> {
         let pool = pool.unwrap_or(config.num_frames);
-        if pool == 0 {
-            return Err(classified(ErrorKind::Usage, "--pool must be at least 1"));
+        if !(1..=MAX_POOL).contains(&pool) {
+            return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
         }
         let mut counting = CountingSource::new(ws);
         let params = load(&config, &mut counting).with_context(|| format!("loading {} weights", config.name))?;

@@ -2,6 +2,7 @@
 
 use super::pull::{Layout, cache_dir, official, pull, pullable, recorded_sha256};
 use crate::error::{ErrorKind, classified};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -50,8 +51,10 @@ pub fn run(args: &WeightsArgs) -> anyhow::Result<()> {
             let path = pull(entry.url, &dir, pinned, true)?;
             let hash = recorded_sha256(&path).unwrap_or_default();
             eprintln!("sha256 {hash}{}", if pinned.is_some() { " (verified)" } else { " (not pinned; pass --sha256 to verify)" });
-            println!("{}", path.display());
-            Ok(())
+            // Not println!, which panics when the reader has gone (`… | true`).
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", path.display())?;
+            Ok(out.flush()?)
         }
     }
 }

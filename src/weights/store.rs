@@ -202,6 +202,25 @@ impl TensorStore {
         self.tensors.get(name)
     }
 
+    /// Every floating-point tensor must be finite as f32: a NaN or an infinity would only show later
+    /// as `null` scores. A data error naming the first bad tensor in file order, and where.
+    pub fn check_finite(&self) -> Result<()> {
+        for name in &self.order {
+            let t = &self.tensors[name];
+            if !t.dtype().is_float() {
+                continue;
+            }
+            let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(classified(
+                    ErrorKind::Data,
+                    format!("{}: tensor {name} holds {v} at flat index {i} (weights must be finite)", self.source),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Take a tensor for the model: it must exist with exactly `expected` shape; returned as f32.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
         let Some(t) = self.tensors.get(name) else {
