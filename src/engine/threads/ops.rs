@@ -76,15 +76,7 @@ pub fn depthwise_sum(
     c: usize,
     out: &mut [f32],
 ) {
-    let (oh, ow) = win.output_hw(h, w);
-    assert!(out.len() >= oh * ow * c, "window op: output too small");
-    let work = oh * ow * c * (win.kh * win.kw * terms.len() + Activation::work_per_value(act));
-    split_rows(out, ow * c, oh, work, |out, rows| {
-        win.depthwise_rows(terms, start, h, w, c, out, rows);
-        if let Some(act) = act {
-            act.apply(out);
-        }
-    })
+    split_depthwise(win, Window::depthwise_rows, terms, start, act, (h, w, c), out)
 }
 
 /// [`depthwise_sum`] over frames kept in 16-channel blocks ([`Window::depthwise_blocked_rows`]).
@@ -99,11 +91,26 @@ pub fn depthwise_sum_blocked(
     c: usize,
     out: &mut [f32],
 ) {
+    split_depthwise(win, Window::depthwise_blocked_rows, terms, start, act, (h, w, c), out)
+}
+
+/// The output rows of a depthwise sum, split across the team: `rows_of` computes a band of rows.
+type DepthwiseRows = fn(&Window, &[(&[f32], &[f32])], Option<&[f32]>, usize, usize, usize, &mut [f32], std::ops::Range<usize>);
+
+fn split_depthwise(
+    win: &Window,
+    rows_of: DepthwiseRows,
+    terms: &[(&[f32], &[f32])],
+    start: Option<&[f32]>,
+    act: Option<Activation>,
+    (h, w, c): (usize, usize, usize),
+    out: &mut [f32],
+) {
     let (oh, ow) = win.output_hw(h, w);
     assert!(out.len() >= oh * ow * c, "depthwise: output too small");
     let work = oh * ow * c * (win.kh * win.kw * terms.len() + Activation::work_per_value(act));
     split_rows(out, ow * c, oh, work, |out, rows| {
-        win.depthwise_blocked_rows(terms, start, h, w, c, out, rows);
+        rows_of(win, terms, start, h, w, c, out, rows);
         if let Some(act) = act {
             act.apply(out);
         }
