@@ -10,6 +10,7 @@ use ffmpeg_next::format::context::Input;
 use ffmpeg_next::{Error as AvError, Packet, codec, frame};
 
 use super::convert::{Picture, RgbConverter, pixel_format};
+use super::orient::Orientation;
 use super::{Frame, FrameSelector, FrameSource, OpenOptions, SourceInfo};
 use crate::error::{ErrorKind, classified, kind_of};
 
@@ -47,6 +48,10 @@ pub(crate) struct AvSource {
     held: bool,
     /// Frames skipped so far.
     skipped: u64,
+    /// How the stream asks to be shown (its display matrix), applied to every converted frame.
+    orientation: Orientation,
+    /// A converted frame as stored, before `orientation` turns it (used only when it is not the identity).
+    stored: Vec<u8>,
 }
 
 /// Packet timestamps kept to find predecessors: far more than any decoder's reordering depth.
@@ -171,6 +176,8 @@ impl AvSource {
             let order = (&raw const (*par).field_order).cast::<u32>().read();
             order == AVFieldOrder::AV_FIELD_PROGRESSIVE as u32 || order == AVFieldOrder::AV_FIELD_UNKNOWN as u32
         };
+        // SAFETY: `stream_index < nb_streams` of the live `ctx`.
+        let orientation = unsafe { display_orientation(name, *(*ctx).streams.add(stream_index)) };
         let stream = input.stream(stream_index).expect("stream index from the context");
         let tb = stream.time_base();
         let time_base = if tb.denominator() != 0 { f64::from(tb) } else { 0.0 };
@@ -210,8 +217,9 @@ impl AvSource {
         let codec_name = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
         let container = input.format().name().to_string();
         let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
-        let info =
-            SourceInfo { width: decoder.width(), height: decoder.height(), fps, frames, duration, codec: codec_name, container, is_stream };
+        // What a player shows: the size after the display matrix's turn.
+        let (width, height) = orientation.displayed_size(decoder.width(), decoder.height());
+        let info = SourceInfo { width, height, fps, frames, duration, codec: codec_name, container, is_stream };
         Ok(AvSource {
             info,
             input,
@@ -235,6 +243,8 @@ impl AvSource {
             skippable: BTreeSet::new(),
             held: false,
             skipped: 0,
+            orientation,
+            stored: Vec::new(),
         })
     }
 
@@ -254,8 +264,7 @@ impl AvSource {
         let (width, height) = unsafe { ((*f).width, (*f).height) };
         out.index = self.next_index;
         out.pts = pts;
-        out.width = width as u32;
-        out.height = height as u32;
+        (out.width, out.height) = self.orientation.displayed_size(width as u32, height as u32);
         self.next_index += 1;
         if !selector.feed(pts) {
             return Ok(false);
@@ -286,9 +295,16 @@ impl AvSource {
             color_space,
             color_range,
         };
-        // SAFETY: the planes are those the decoder wrote into `decoded` for this format and size; they stay
-        // untouched until the next `receive_frame`, after this call.
-        unsafe { self.conv.convert(&pic, &mut out.rgb)? };
+        if self.orientation.is_identity() {
+            // SAFETY: the planes are those the decoder wrote into `decoded` for this format and size; they
+            // stay untouched until the next `receive_frame`, after this call.
+            unsafe { self.conv.convert(&pic, &mut out.rgb)? };
+            return Ok(true);
+        }
+        // SAFETY: as above.
+        unsafe { self.conv.convert(&pic, &mut self.stored)? };
+        self.orientation.apply(&self.stored, width as usize, height as usize, &mut out.rgb);
+        (out.width, out.height) = self.orientation.displayed_size(width as u32, height as u32);
         Ok(true)
     }
 
@@ -396,6 +412,30 @@ impl AvSource {
 }
 
 /// libavformat's interrupt callback: non-zero makes blocking I/O return AVERROR_EXIT.
+/// The orientation a stream's display matrix asks for (identity without one). A matrix that is not a
+/// turn by a multiple of 90° (with or without a mirror) is ignored, with a warning: players disagree
+/// on such matrices and the ffmpeg command line resamples the image for them.
+///
+/// # Safety
+/// `stream` is a live stream of an opened format context.
+unsafe fn display_orientation(name: &str, stream: *const AVStream) -> Orientation {
+    let mut size: usize = 0;
+    // SAFETY: `stream` is live (the caller's contract); the side data, if any, belongs to it.
+    let data = unsafe { av_stream_get_side_data(stream, AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX, &mut size) };
+    if data.is_null() || size < 9 * 4 {
+        return Orientation::IDENTITY;
+    }
+    let mut matrix = [0i32; 9];
+    // SAFETY: `data` holds at least `size ≥ 36` bytes (checked above); read unaligned, as i32s.
+    for (i, m) in matrix.iter_mut().enumerate() {
+        *m = unsafe { data.cast::<i32>().add(i).read_unaligned() };
+    }
+    Orientation::from_display_matrix(&matrix).unwrap_or_else(|| {
+        eprintln!("warning: {name}: the display matrix is not a turn by a multiple of 90 degrees; frames are used as stored");
+        Orientation::IDENTITY
+    })
+}
+
 unsafe extern "C" fn interrupt_cb(_opaque: *mut std::os::raw::c_void) -> c_int {
     super::interrupted() as c_int
 }

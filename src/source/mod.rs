@@ -20,7 +20,10 @@
 
 mod av;
 mod convert;
+mod orient;
 mod raw;
+
+pub use orient::Orientation;
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
