@@ -472,6 +472,25 @@ fn raw_and_y4m_files() {
     let got = decode_all(y4m.to_str().unwrap(), &OpenOptions::default()).unwrap();
     assert_eq!(got.hashes, cli_rgb_hashes(&[], &y4m, w, h));
 
+    // A torn last y4m frame follows the raw rule: the whole frames, then an error naming the torn one.
+    let whole = std::fs::read(&y4m).unwrap();
+    let frame_bytes = "FRAME\n".len() + w * h * 3;
+    for cut in [100, 3, frame_bytes - 1] {
+        let torn = p(&dir, "torn.y4m");
+        std::fs::write(&torn, &whole[..whole.len() - cut]).unwrap();
+        let mut src = open(torn.to_str().unwrap(), &OpenOptions::default()).unwrap();
+        for i in 0..7 {
+            assert!(src.next_frame(&mut f).unwrap(), "cut {cut}: frame {i}");
+        }
+        let e = src.next_frame(&mut f).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::Data, "cut {cut}: {e}");
+        assert!(e.to_string().contains("frame 7 is torn"), "cut {cut}: {e}");
+    }
+    // Cut exactly between frames: a clean end.
+    let clean = p(&dir, "clean.y4m");
+    std::fs::write(&clean, &whole[..whole.len() - frame_bytes]).unwrap();
+    assert_eq!(decode_all(clean.to_str().unwrap(), &OpenOptions::default()).unwrap().hashes.len(), 7);
+
     // A short last frame is an error naming it.
     let mut short = bytes.clone();
     short.truncate(5 * w * h * 3 + 100);

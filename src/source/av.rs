@@ -52,7 +52,13 @@ pub(crate) struct AvSource {
     orientation: Orientation,
     /// A converted frame as stored, before `orientation` turns it (used only when it is not the identity).
     stored: Vec<u8>,
+    /// For demuxers that cut a byte stream into fixed-size frames (y4m, raw): the byte position where
+    /// the last whole packet ended, to tell a torn last frame from a clean end.
+    framed_end: Option<i64>,
 }
+
+/// Demuxers whose packets are fixed-size slices of the byte stream (see `AvSource::framed_end`).
+const FRAMED_DEMUXERS: &[&str] = &["yuv4mpegpipe", "rawvideo"];
 
 /// Packet timestamps kept to find predecessors: far more than any decoder's reordering depth.
 const RECENT_PACKETS: usize = 64;
@@ -76,6 +82,11 @@ fn open_error(input: &str, e: c_int) -> anyhow::Error {
     };
     let what = if kind == ErrorKind::NoInput { "cannot open" } else { "not a readable video" };
     classified(kind, format!("{input}: {what}: {}", av_err(e)))
+}
+
+/// `<stdio.h>` whence for `avio_seek`.
+mod libc_seek {
+    pub const SEEK_CUR: std::os::raw::c_int = 1;
 }
 
 mod libc_errno {
@@ -216,6 +227,7 @@ impl AvSource {
             .map_err(|e| classified(ErrorKind::Data, format!("{name}: cannot decode video codec {codec_id:?}: {e}")))?;
         let codec_name = decoder.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{codec_id:?}").to_lowercase());
         let container = input.format().name().to_string();
+        let container_name = container.clone();
         let hint = (name == "-" && container.starts_with("mov,mp4")).then_some(PIPE_MP4_HINT);
         // What a player shows: the size after the display matrix's turn.
         let (width, height) = orientation.displayed_size(decoder.width(), decoder.height());
@@ -245,6 +257,7 @@ impl AvSource {
             skipped: 0,
             orientation,
             stored: Vec::new(),
+            framed_end: FRAMED_DEMUXERS.contains(&container_name.as_str()).then_some(0),
         })
     }
 
@@ -369,6 +382,30 @@ impl AvSource {
         self.emit(out, selector)
     }
 
+    /// At the end of a y4m or raw stream: bytes read past the last whole frame are a torn frame, which
+    /// the demuxer drops silently; report it like coinfer's own raw reader does (exit 65, naming the
+    /// frame), so that every framed input follows one rule (docs/architecture.md, "Torn frames").
+    fn check_torn_tail(&mut self) {
+        let Some(end) = self.framed_end else { return };
+        // SAFETY: `input` owns a live, opened format context; `pb` is its I/O context (null only for
+        // demuxers without one, checked), read, not changed.
+        let read = unsafe {
+            let ctx = self.input.as_ptr();
+            if (*ctx).pb.is_null() {
+                return;
+            }
+            // `avio_tell` (an inline C function): the position the demuxer has read up to.
+            avio_seek((*ctx).pb, 0, libc_seek::SEEK_CUR)
+        };
+        if read > end && !super::interrupted() && self.read_error.is_none() {
+            self.read_error = Some(format!(
+                "frame {} is torn: the input ends {} bytes into it (a frame header included, for y4m)",
+                self.next_index,
+                read - end
+            ));
+        }
+    }
+
     /// The end of the input: first the frames skipped at the very end, in order; then `None`, or the
     /// error that explains a premature end.
     fn end(&mut self, out: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
@@ -411,7 +448,6 @@ impl AvSource {
     }
 }
 
-/// libavformat's interrupt callback: non-zero makes blocking I/O return AVERROR_EXIT.
 /// The orientation a stream's display matrix asks for (identity without one). A matrix that is not a
 /// turn by a multiple of 90° (with or without a mirror) is ignored, with a warning: players disagree
 /// on such matrices and the ffmpeg command line resamples the image for them.
@@ -436,6 +472,7 @@ unsafe fn display_orientation(name: &str, stream: *const AVStream) -> Orientatio
     })
 }
 
+/// libavformat's interrupt callback: non-zero makes blocking I/O return AVERROR_EXIT.
 unsafe extern "C" fn interrupt_cb(_opaque: *mut std::os::raw::c_void) -> c_int {
     super::interrupted() as c_int
 }
@@ -517,6 +554,11 @@ impl AvSource {
                     if packet.stream() != self.stream_index {
                         continue;
                     }
+                    if let Some(end) = &mut self.framed_end
+                        && packet.position() >= 0
+                    {
+                        *end = packet.position() as i64 + packet.size() as i64;
+                    }
                     self.choose_discard(&packet, selector);
                     if let Err(e) = self.decoder.send_packet(&packet) {
                         self.bad_packets += 1;
@@ -524,6 +566,7 @@ impl AvSource {
                     }
                 }
                 Err(AvError::Eof) => {
+                    self.check_torn_tail();
                     let _ = self.decoder.send_eof();
                     self.eof_sent = true;
                 }
