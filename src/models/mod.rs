@@ -11,6 +11,8 @@
 pub mod classifier;
 pub mod i3d;
 pub mod registry;
+pub mod resnet;
+pub mod slow;
 pub mod x3d;
 
 use candle_core::Tensor;
@@ -231,6 +233,10 @@ impl WeightSource for crate::weights::TensorStore {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         crate::weights::TensorStore::take(self, name, shape)
     }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.get(name).map(|t| t.dims().to_vec())
+    }
 }
 
 /// Where a model builder gets its tensors: a checkpoint (strict: names and shapes are checked) or
@@ -238,11 +244,22 @@ impl WeightSource for crate::weights::TensorStore {
 pub trait WeightSource {
     /// The tensor `name` with exactly `shape`, as f32 on the CPU.
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor>;
+
+    /// The shape the tensor `name` has in the source, without taking it; `None` where the source
+    /// has no such tensor or makes its tensors up (random and zero weights take any shape). A builder
+    /// reads sizes that a checkpoint decides this way, such as its number of classes.
+    fn shape(&self, _name: &str) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 impl<W: WeightSource + ?Sized> WeightSource for &mut W {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         (**self).take(name, shape)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        (**self).shape(name)
     }
 }
 
@@ -316,6 +333,10 @@ impl WeightSource for CountingSource<'_> {
             self.learnable += shape.iter().product::<usize>();
         }
         Ok(t)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
     }
 }
 
