@@ -172,8 +172,18 @@ pub const DEFAULT_MODEL: &str = registry::MODELS[0].name;
 /// Describe a built-in model without loading its weights.
 pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
     let entry = registry::find(name)?;
-    let outline = (entry.family.outline)(entry.name, opts)?;
     let weights = entry.weights_path(opts)?;
+    // A checkpoint the user names may be fine-tuned: its head decides the classes
+    // (docs/models.md, "Your own classes"). The published defaults are Kinetics-400.
+    let outline = match &opts.weights {
+        Some(path) if path.is_file() => {
+            let mut store = crate::weights::load(path, &candle_core::Device::Cpu)?;
+            let names = store.names().to_vec();
+            let source = (entry.family.checkpoint)(&names, &mut store)?;
+            (entry.family.outline)(entry.name, opts, &mut ShapesOf { inner: &*source })?
+        }
+        _ => (entry.family.outline)(entry.name, opts, &mut ZeroWeights)?,
+    };
     Ok(ModelDescription {
         spec: outline.spec,
         shape: outline.shape,
@@ -311,6 +321,36 @@ pub struct ZeroWeights;
 impl WeightSource for ZeroWeights {
     fn take(&mut self, _name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         Ok(Tensor::zeros(shape, candle_core::DType::F32, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// The number of classes of a checkpoint's head: the first dimension of its classifier weight
+/// `tensor` (docs/models.md, "Your own classes"); Kinetics-400's 400 where the source makes its
+/// tensors up (random or zero weights).
+pub fn head_classes(ws: &dyn WeightSource, tensor: &str) -> anyhow::Result<usize> {
+    match ws.shape(tensor) {
+        None => Ok(crate::labels::KINETICS400_CLASSES),
+        Some(s) if s.len() >= 2 && s[0] > 0 => Ok(s[0]),
+        Some(s) => Err(crate::error::classified(
+            crate::error::ErrorKind::Data,
+            format!("{tensor} has shape {s:?}: a classifier weight is (classes, features, …)"),
+        )),
+    }
+}
+
+/// Zeros of every requested shape, and the shapes of a checkpoint's tensors: lays a network out as
+/// a checkpoint decides it (its number of classes) without copying its values.
+pub struct ShapesOf<'a> {
+    pub inner: &'a dyn WeightSource,
+}
+
+impl WeightSource for ShapesOf<'_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        ZeroWeights.take(name, shape)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
     }
 }
 

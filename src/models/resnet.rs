@@ -30,8 +30,6 @@ use crate::weights::{BatchNorm, Layout};
 pub const BN_EPS: f64 = 1e-5;
 /// Stage depths of ResNet-50: blocks in s2..s5.
 pub const R50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
-/// Classes of a Kinetics-400 head, the width of random-weight heads.
-pub const KINETICS_CLASSES: usize = 400;
 
 /// One bottleneck block: widths, the temporal kernel of its `a` conv and the spatial stride of `b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,14 +196,9 @@ pub fn head_pool(name: &str, positions: usize) -> anyhow::Result<TemporalPool> {
     Ok(TemporalPool::new(name, PoolKind::Avg, positions, 1, TemporalPad::symmetric(0), Some(SpatialPool::GlobalMean), Fill::Zeros)?)
 }
 
-/// Number of classes of the checkpoint's `head.projection` (its first dimension); a source that
-/// makes its tensors up (random or zero weights) gets the Kinetics-400 head.
+/// Number of classes of the checkpoint's `head.projection` (see [`crate::models::head_classes`]).
 pub fn num_classes(ws: &dyn WeightSource) -> anyhow::Result<usize> {
-    match ws.shape("head.projection.weight") {
-        None => Ok(KINETICS_CLASSES),
-        Some(s) if s.len() == 2 && s[0] > 0 => Ok(s[0]),
-        Some(s) => Err(classified(ErrorKind::Data, format!("head.projection.weight has shape {s:?}; a head is (classes, features)"))),
-    }
+    crate::models::head_classes(ws, "head.projection.weight")
 }
 
 /// `head.projection`: `features → classes` with bias, on the pooled features.
