@@ -293,7 +293,11 @@ fn slowfast_toy_emits_on_the_derived_steps() {
     assert_eq!(report.kind, "graph");
     assert_eq!(report.children.len(), 13);
     assert_eq!(report.output, coinfer::engine::Chw::new(3 + 2, 4, 3));
-    assert_eq!(report.children.iter().filter(|c| c.kind == "join concat").count(), 3);
+    // One `graph node` per node: its input's shape from the graph input, and the node's own report.
+    assert!(report.children.iter().all(|c| c.kind == "graph node" && c.children.len() == 1));
+    assert_eq!(report.children.iter().filter(|c| c.children[0].kind == "join concat").count(), 3);
+    let lat1 = &report.children[4];
+    assert_eq!((lat1.name.as_str(), lat1.temporal), ("lat1", temporals[2]));
 }
 
 /// A lateral that comes later than its slow partner and one that comes earlier: the join's output

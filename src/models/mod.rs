@@ -13,6 +13,7 @@ pub mod i3d;
 pub mod registry;
 pub mod resnet;
 pub mod slow;
+pub mod slowfast;
 pub mod x3d;
 
 use candle_core::Tensor;

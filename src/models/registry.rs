@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::classifier::Family;
-use super::{ModelOptions, i3d, slow, x3d};
+use super::{ModelOptions, i3d, slow, slowfast, x3d};
 use crate::error::{ErrorKind, classified};
 use crate::weights::Layout::{Hub, Pyslowfast};
 use crate::weights::pull::Checkpoint;
@@ -33,6 +33,7 @@ pub enum DefaultWeights {
 const X3D: &Family = &Family::of::<x3d::X3d>();
 const I3D: &Family = &Family::of::<i3d::I3d>();
 const SLOW: &Family = &Family::of::<slow::Slow>();
+const SLOWFAST: &Family = &Family::of::<slowfast::SlowFast>();
 
 const fn published(layout: crate::weights::Layout, url: &'static str) -> Checkpoint {
     Checkpoint { layout, url, sha256: None }
@@ -95,6 +96,16 @@ pub const MODELS: &[Model] = &[
         family: SLOW,
         weights: DefaultWeights::Pulled,
         checkpoints: &[published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth")],
+    },
+    Model {
+        name: "slowfast-r50",
+        aliases: &["coslowfast-r50", "coslowfast"],
+        family: SLOWFAST,
+        weights: DefaultWeights::Pulled,
+        checkpoints: &[
+            published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"),
+            published(Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/SLOWFAST_8x8_R50.pkl"),
+        ],
     },
 ];
 

@@ -286,6 +286,9 @@ impl Layer for Graph {
         self.nodes[self.output].temporal
     }
 
+    /// Each node (build order, the output last) as a `graph node` whose `temporal` is the shape from
+    /// the graph input to the node's input, holding the node's own report (docs/engine.md, "Layer
+    /// graphs"): what a cost count needs to place the node on the graph's clock.
     fn report(&self, input: Chw) -> LayerReport {
         let shapes = self.shapes(input);
         let children = self
@@ -293,22 +296,26 @@ impl Layer for Graph {
             .iter()
             .enumerate()
             .filter_map(|(i, node)| {
-                let report = match &node.op {
+                let (report, from) = match &node.op {
                     Op::Input => return None,
-                    Op::Layer { from, layer } => layer.report(shapes[*from]),
-                    Op::Join(j) => LayerReport {
-                        name: j.name.clone(),
-                        kind: match j.reduce {
-                            Reduce::Sum => "join sum",
-                            Reduce::Concat => "join concat",
-                        },
-                        input: shapes[j.inputs[0]],
-                        output: shapes[i],
-                        temporal: Temporal::POINTWISE,
-                        ..Default::default()
-                    },
+                    Op::Layer { from, layer } => (layer.report(shapes[*from]), *from),
+                    Op::Join(j) => {
+                        let report = LayerReport {
+                            name: j.name.clone(),
+                            kind: match j.reduce {
+                                Reduce::Sum => "join sum",
+                                Reduce::Concat => "join concat",
+                            },
+                            input: shapes[j.inputs[0]],
+                            output: shapes[i],
+                            temporal: Temporal::POINTWISE,
+                            ..Default::default()
+                        };
+                        // The join's positions are on its own clock: the same as its output's.
+                        return Some(graph_node(report, node.temporal, self.timings.get(i)));
+                    }
                 };
-                Some(LayerReport { step_time: self.timings.get(i), ..report })
+                Some(graph_node(report, self.nodes[from].temporal, self.timings.get(i)))
             })
             .collect();
         LayerReport {
@@ -321,6 +328,20 @@ impl Layer for Graph {
             children,
             ..Default::default()
         }
+    }
+}
+
+/// A node's report wrapped with `upstream`, the shape from the graph input to the node's input; the
+/// step time goes on the node's own report (where per-layer tables read it).
+fn graph_node(report: LayerReport, upstream: Temporal, step_time: Option<crate::engine::timing::StepTime>) -> LayerReport {
+    LayerReport {
+        name: report.name.clone(),
+        kind: "graph node",
+        input: report.input,
+        output: report.output,
+        temporal: upstream,
+        children: vec![LayerReport { step_time, ..report }],
+        ..Default::default()
     }
 }
 
