@@ -4,14 +4,47 @@
 //! statements of docs/continual.md ("Equivalence", "Joins and clocks") on it and on the full-size
 //! network.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use coinfer::engine::{Layer, PadMode};
 use coinfer::models::classifier::Architecture;
 use coinfer::models::slowfast::{CoSlowFast, SlowFast, SlowFastConfig};
 use coinfer::models::{Fill, StreamModel, ZeroWeights};
+
+/// Counts allocations on every thread (the step team's helpers included).
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; counting is one atomic add.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Every test holds it: the allocation count sees the whole process, so tests run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet/slowfast").join(name)
@@ -123,6 +156,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn clip_path_equals_the_reference_clip_network() {
+    let _serial = serial();
     let exp = expected();
     let model = build("slowfast_hub.pyth", None, Fill::Zeros);
     assert_eq!(model.num_params() as u64, json()["learnable_scalars"].as_u64().unwrap());
@@ -143,6 +177,7 @@ fn clip_path_equals_the_reference_clip_network() {
 /// top-5), for the default window and `--pool 16`; outputs come on steps `4J + 48` for window J.
 #[test]
 fn stream_equals_the_reference_sliding_head() {
+    let _serial = serial();
     let exp = expected();
     let clip = stream(&exp);
     for (pool, probs, ends) in [(None, "stream_probs", "stream_ends"), (Some(16), "stream_probs_pool16", "stream_ends_pool16")] {
@@ -169,6 +204,7 @@ fn stream_equals_the_reference_sliding_head() {
 /// The hub, pyslowfast and Caffe2 files load to the same network: identical outputs.
 #[test]
 fn the_three_checkpoint_layouts_are_one_network() {
+    let _serial = serial();
     let exp = expected();
     let clip = stream(&exp).narrow(0, 0, 96).unwrap();
     let mut outputs = Vec::new();
@@ -188,6 +224,7 @@ fn the_three_checkpoint_layouts_are_one_network() {
 /// A fresh zero-filled stream fed one regular clip and flushed gives the clip network's output.
 #[test]
 fn one_clip_flushed_equals_the_clip_network() {
+    let _serial = serial();
     let exp = expected();
     let mut model = build("slowfast_pyslowfast.pyth", None, Fill::Zeros);
     let clip = stream(&exp).narrow(0, 0, 32).unwrap();
@@ -204,6 +241,7 @@ fn one_clip_flushed_equals_the_clip_network() {
 /// (at the same phase) give bit-identical outputs, sharing R − 1 does not.
 #[test]
 fn steady_state_depends_on_the_receptive_field_only() {
+    let _serial = serial();
     let exp = expected();
     let clip = looped(&exp, 220);
     let mut model = build("slowfast_hub.pyth", None, Fill::Zeros);
@@ -230,6 +268,7 @@ fn steady_state_depends_on_the_receptive_field_only() {
 /// schedule of docs/continual.md ("Joins and clocks").
 #[test]
 fn full_size_shape_is_the_worked_schedule() {
+    let _serial = serial();
     let cfg = SlowFastConfig::variant("slowfast-r50").unwrap();
     let model = CoSlowFast::new(cfg, None, Fill::Zeros, &mut ZeroWeights).unwrap();
     let backbone = model.backbone_layers().temporal();
@@ -238,4 +277,53 @@ fn full_size_shape_is_the_worked_schedule() {
     assert_eq!((shape.delay, shape.receptive_field, shape.stride), (48 + 4 * 7, 125, 4));
     // PyTorchVideo's SlowFast-8×8-R50 has 34.57 M parameters.
     assert_eq!((model.num_params() as f64 / 1e4).round() / 100.0, 34.57);
+}
+
+/// The regular clip's cost in the ptflops convention, by part, at 256²: slow 57.7 G, fast 7.07 G,
+/// laterals 1.45 G, 66.25 G in all (docs/models.md, "SlowFast"); the continual cost per fast frame is
+/// that over 32 frames, and the busiest step is a slow one.
+#[test]
+fn flops_are_the_published_slowfast_counts() {
+    let _serial = serial();
+    use coinfer::flops::{Convention, count};
+    let cfg = SlowFastConfig::variant("slowfast-r50").unwrap();
+    let model = CoSlowFast::new(cfg, None, Fill::Zeros, &mut ZeroWeights).unwrap();
+    let totals = count(&model.report(), 32, Convention::Paper);
+    let part = |f: &dyn Fn(&str) -> bool| totals.layers.iter().filter(|l| f(&l.name)).map(|l| l.regular_clip).sum::<f64>() / 1e9;
+    let slow = part(&|n| n.contains("pathway0") || n.contains("subsample"));
+    let fast = part(&|n| n.contains("pathway1"));
+    let laterals = part(&|n| n.contains("_fuse/"));
+    let close = |got: f64, want: f64, tol: f64, what: &str| assert!((got - want).abs() <= tol, "{what}: {got:.3} G, expected {want} G");
+    close(slow, 57.7, 0.05, "slow pathway");
+    close(fast, 7.07, 0.005, "fast pathway");
+    close(laterals, 1.45, 0.005, "laterals");
+    close(totals.regular_clip / 1e9, 66.25, 0.02, "clip");
+    // Every layer computes each of its outputs once: a clip's work spread over its 32 fast frames.
+    close(totals.continual_per_step * 32.0 / 1e9, totals.regular_clip / 1e9, 0.05, "continual per fast frame × 32");
+    assert!(totals.continual_peak_step > 3.0 * totals.continual_per_step, "the slow steps are bursts");
+}
+
+/// Steady-state steps allocate nothing: the graph's joins and the classifier reuse their buffers.
+/// Matrix products on CPUs without AVX-512 go to the `gemm` crate, which allocates its packing
+/// buffers (at most two per call), as tests/step_alloc.rs allows.
+#[test]
+fn steady_state_steps_allocate_nothing() {
+    let _serial = serial();
+    let exp = expected();
+    let clip = looped(&exp, 200);
+    let mut model = build("slowfast_hub.pyth", None, Fill::Replicate);
+    let frames: Vec<Vec<f32>> = (0..clip.dim(0).unwrap()).map(|t| planar(&clip.get(t).unwrap())).collect();
+    let mut probs = Vec::new();
+    for f in &frames[..160] {
+        model.step_planar(f, &mut probs).unwrap();
+    }
+    let (allocs, calls) = (ALLOCATIONS.load(Ordering::Relaxed), coinfer::engine::kernels::gemm::fallback_calls());
+    let mut emitted = 0;
+    for f in &frames[160..] {
+        emitted += model.step_planar(f, &mut probs).unwrap() as usize;
+    }
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs;
+    let calls = coinfer::engine::kernels::gemm::fallback_calls() - calls;
+    assert_eq!(emitted, 10, "one output every 4 steps");
+    assert!(allocs <= 2 * calls, "{allocs} allocations in 40 steady-state steps ({calls} products by the gemm crate)");
 }
