@@ -84,6 +84,17 @@ fn collect<'a>(r: &'a LayerReport, prefix: &str, upstream: Temporal, frames: usi
             }
             n
         }
+        "graph" => {
+            // Each child is a `graph node` holding one node, its `temporal` the shape from the graph
+            // input to the node's input; in a regular clip that value has one frame per stride
+            // (same-padded layers). The output node comes last.
+            let mut n_out = frames;
+            for node in &r.children {
+                let from = node.temporal;
+                n_out = node.children.iter().fold(frames, |_, c| collect(c, &path, upstream.then(from), frames.div_ceil(from.stride), out));
+            }
+            n_out
+        }
         "parallel sum" | "parallel concat" => {
             let mut n_out = frames;
             for (i, c) in r.children.iter().enumerate() {

@@ -12,6 +12,8 @@ use std::path::Path;
 use crate::error::{ErrorKind, classified};
 
 const KINETICS400: &str = include_str!("labels/kinetics400.txt");
+/// Classes of a Kinetics-400 head: checkpoints with another count get numbered names by default.
+pub const KINETICS400_CLASSES: usize = 400;
 
 /// An ordered list of class names.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +69,27 @@ impl Labels {
 
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Names for the `num_classes` classes of `model`'s head (docs/models.md, "Your own classes"):
+    /// the file's when one is given (a usage error unless it names every class), the embedded
+    /// Kinetics-400 list for a 400-class head, else numbered names (`class 0`, …) with a one-line
+    /// note for stderr.
+    pub fn for_model(file: Option<Labels>, model: &str, num_classes: usize) -> anyhow::Result<(Self, Option<String>)> {
+        if let Some(labels) = file {
+            labels.check_fits(model, num_classes)?;
+            return Ok((labels, None));
+        }
+        if num_classes == KINETICS400_CLASSES {
+            return Ok((Labels::kinetics400(), None));
+        }
+        let names = (0..num_classes).map(|i| format!("class {i}")).collect();
+        let note = format!(
+            "coinfer: note: the {model} checkpoint has {num_classes} classes, not Kinetics-400's {KINETICS400_CLASSES}: \
+             they are named 'class 0' to 'class {}' (name them with --labels FILE)",
+            num_classes.saturating_sub(1)
+        );
+        Ok((Labels { source: "numbered".into(), names }, Some(note)))
     }
 
     /// A usage error unless there is exactly one name per class of `model` (checked before any frame,

@@ -166,15 +166,16 @@ impl ClipLabeler for ModelLabeler {
 }
 
 pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
-    let labels = Arc::new(match &args.labels {
-        Some(path) => Labels::from_file(path)?,
-        None => Labels::kinetics400(),
-    });
+    let labels_file = args.labels.as_deref().map(Labels::from_file).transpose()?;
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: Fill::Replicate, pool: args.pool };
     // Fail before any clip if the model or its weights are wrong.
     let desc = models::describe(&args.model, &model_opts)?;
-    labels.check_fits(&args.model, desc.spec.num_classes)?;
+    let (labels, note) = Labels::for_model(labels_file, &args.model, desc.spec.num_classes)?;
+    let labels = Arc::new(labels);
     super::run::check_top_k(args.top_k as u64, &desc.spec)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }

@@ -57,9 +57,11 @@ pub fn count(name: &str, convention: Convention, pool: Option<usize>) -> anyhow:
     let model = models::build_random(name, &opts)?;
     let totals = flops::count(&model.report(), model.clip_frames(), convention);
     let g = 1e-9;
-    // The published CoX3D per-step figures carry their tooling's artefacts: report them as published,
-    // with the single count beside. No continual figures were published for the other models.
-    let published_model = name.trim_start_matches("co").starts_with("x3d");
+    // The published CoX3D, CoSlow and CoI3D-R50 per-step figures carry their tooling's artefacts:
+    // report them as published, with the single count beside. No continual figures were published
+    // for the other models.
+    let canonical = models::registry::find(name).map(|m| m.name).unwrap_or(name);
+    let published_model = canonical.starts_with("x3d") || ["slow-r50", "i3d-r50"].contains(&canonical);
     let (per_step, single) = match totals.continual_per_step_published {
         Some(published) if published_model => (published, Some(totals.continual_per_step * g)),
         _ => (totals.continual_per_step, None),

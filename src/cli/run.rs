@@ -197,10 +197,7 @@ fn check_input(input: &str, forced_format: bool) -> anyhow::Result<()> {
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let stop = interrupt_flag()?;
-    let labels = match &args.labels {
-        Some(path) => Labels::from_file(path)?,
-        None => Labels::kinetics400(),
-    };
+    let labels_file = args.labels.as_deref().map(Labels::from_file).transpose()?;
     if args.raw.is_some() && args.fps.is_none() {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
@@ -208,8 +205,11 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
-    labels.check_fits(&args.model, desc.spec.num_classes)?;
+    let (labels, note) = Labels::for_model(labels_file, &args.model, desc.spec.num_classes)?;
     check_top_k(args.top_k, &desc.spec)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
 
     let open_opts = OpenOptions {
         raw: args.raw.map(|(width, height)| RawVideo { width, height, pix_fmt: args.pix_fmt.clone() }),

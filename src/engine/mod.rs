@@ -32,7 +32,8 @@ pub use clip::{SpatialConv, SpatialPool};
 pub use kernels::{Activation, Pad2d};
 pub use layer::{Fusion, Layer, LayerReport, forward_steps, prime_by_stepping};
 pub use layers::{
-    Delay, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv, TemporalPool,
+    Delay, Graph, GraphBuilder, Node, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv,
+    TemporalPool,
 };
 pub use stream::{Fill, Frame, FrameRef, InputSlot, Scratch, TemporalPad, tf_same_pads};
 pub use threads::Relay;

@@ -14,7 +14,7 @@ use anyhow::bail;
 use candle_core::Tensor;
 
 use crate::engine::{Chw, Frame, FrameRef, Layer, LayerReport, Relay, Sequential, Temporal, session};
-use crate::models::{ModelOptions, ModelSpec, Schedule, StreamModel, StreamShape, WeightSource, ZeroWeights, softmax_mean};
+use crate::models::{ModelOptions, ModelSpec, Schedule, StreamModel, StreamShape, WeightSource, softmax_mean};
 
 /// What a model file provides beyond its layers.
 pub trait Architecture: Send + Sized + 'static {
@@ -366,7 +366,8 @@ pub type CheckpointFn = for<'a> fn(&[String], &'a mut crate::weights::TensorStor
 /// A model file's entry points, for the registry.
 pub struct Family {
     pub build: BuildFn,
-    pub outline: fn(&str, &ModelOptions) -> anyhow::Result<Outline>,
+    /// The network laid out over zeros (and the shapes `weights` tells, if any).
+    pub outline: fn(&str, &ModelOptions, &mut dyn WeightSource) -> anyhow::Result<Outline>,
     pub checkpoint: CheckpointFn,
 }
 
@@ -381,7 +382,7 @@ fn build_boxed<A: Architecture>(name: &str, opts: &ModelOptions, weights: &mut d
     Ok(Box::new(A::build(name, opts, weights)?))
 }
 
-fn outline<A: Architecture>(name: &str, opts: &ModelOptions) -> anyhow::Result<Outline> {
-    let model = A::build(name, opts, &mut ZeroWeights)?;
+fn outline<A: Architecture>(name: &str, opts: &ModelOptions, weights: &mut dyn WeightSource) -> anyhow::Result<Outline> {
+    let model = A::build(name, opts, weights)?;
     Ok(Outline { spec: model.spec.clone(), shape: model.shape(), macs_per_step: model.macs_per_step(), summary: A::summary(&model) })
 }

@@ -30,6 +30,7 @@ pub const DEFAULT_WEIGHTS: &str = "weights/i3d-kinetics400-rgb.safetensors";
 pub const WEIGHTS_DIR_ENV: &str = "COINFER_WEIGHTS_DIR";
 /// Side of the square input the checkpoint was trained on; the head's 7×7 pool needs it (docs/models.md, "I3D").
 pub const CROP: usize = 224;
+/// Classes of the published checkpoint; a fine-tuned one brings its own count (docs/models.md, "Your own classes").
 pub const NUM_CLASSES: usize = 400;
 /// Default head window in emitted positions. Positions come every 8 frames, so 3 positions turn over
 /// completely within 24 frames (0.96 s at 25 fps): a live label follows a change of action within about
@@ -164,9 +165,11 @@ impl CoI3d {
         if config.size < 32 {
             bail!("I3D needs frames of at least 32×32, got {}", config.size);
         }
-        let (backbone, head) = Builder { weights, fill: config.fill }.network(config.size)?;
+        let classes = crate::models::head_classes(weights, "Logits.Conv3d_0c_1x1.conv.weight")?;
+        let (backbone, head) = Builder { weights, fill: config.fill, classes }.network(config.size)?;
         let mut spec = spec();
         spec.crop = config.size;
+        spec.num_classes = classes;
         let arch = I3d { config: *config };
         // Positions come every 8 frames: the head window averages the logits of the last `pool`.
         ContinualClassifier::from_parts(Parts { spec, arch, backbone, head, logit_window: Some(config.pool), pipeline: false })
@@ -185,7 +188,7 @@ impl CoI3d {
     }
 
     /// Outputs of every stage (the TF endpoints of [`ENDPOINTS`], each `(T_e, C, H, W)`; `Logits` is the
-    /// per-position classifier output `(P, 400, 1, 1)`).
+    /// per-position classifier output `(P, classes, 1, 1)`).
     pub fn forward_endpoints(&self, clip: &Tensor, mode: PadMode) -> anyhow::Result<Vec<(&'static str, Tensor)>> {
         let t = self.check_clip(clip)?;
         if t < MIN_CLIP && mode != PadMode::Valid {
@@ -201,15 +204,15 @@ impl CoI3d {
         Ok(out)
     }
 
-    /// Per-position logits `(P, 400)` of a clip `(T, 3, size, size)`; `PadMode::Full` is the regular
+    /// Per-position logits `(P, classes)` of a clip `(T, 3, size, size)`; `PadMode::Full` is the regular
     /// (reference) model, P = ⌈⌈⌈T/2⌉/2⌉/2⌉ − 1.
     pub fn forward_logits(&self, clip: &Tensor, mode: PadMode) -> anyhow::Result<Tensor> {
         let (_, logits) = self.forward_endpoints(clip, mode)?.pop().expect("17 stages");
         let p = logits.dim(0)?;
-        Ok(logits.reshape((p, NUM_CLASSES))?)
+        Ok(logits.reshape((p, self.spec.num_classes))?)
     }
 
-    /// The regular model's output: logits averaged over positions `(400,)` (softmax comes after).
+    /// The regular model's output: logits averaged over positions `(classes,)` (softmax comes after).
     pub fn forward_mean(&self, clip: &Tensor) -> anyhow::Result<Tensor> {
         Ok(self.forward_logits(clip, PadMode::Full)?.mean(0)?)
     }
@@ -224,7 +227,7 @@ impl CoI3d {
         Ok(f.to_dtype(DType::F32)?.contiguous()?)
     }
 
-    /// Feed one frame `(3, size, size)` (or `(1, 3, size, size)`); the logits `(400,)` of the temporal
+    /// Feed one frame `(3, size, size)` (or `(1, 3, size, size)`); the logits `(classes,)` of the temporal
     /// position this step completes, on steps 62 + 8l (they join the head window).
     pub fn step_logits(&mut self, frame: &Tensor) -> anyhow::Result<Option<Tensor>> {
         let x = Frame::from_tensor(&self.as_frame(frame)?)?;
@@ -234,7 +237,7 @@ impl CoI3d {
         if let Some(window) = &mut self.window {
             window.push(&logits);
         }
-        Ok(Some(Tensor::from_vec(logits, NUM_CLASSES, &Device::Cpu)?))
+        Ok(Some(Tensor::from_vec(logits, self.spec.num_classes, &Device::Cpu)?))
     }
 
     /// End a finite stream: each layer processes its TF end padding for the frames it saw
@@ -242,16 +245,17 @@ impl CoI3d {
     /// `reset` before streaming again.
     pub fn flush_logits(&mut self) -> anyhow::Result<Vec<Tensor>> {
         let outs = self.flush_logit_frames()?;
-        outs.into_iter().map(|y| Ok(Tensor::from_vec(y.data, NUM_CLASSES, &Device::Cpu)?)).collect()
+        let classes = self.spec.num_classes;
+        outs.into_iter().map(|y| Ok(Tensor::from_vec(y.data, classes, &Device::Cpu)?)).collect()
     }
 
-    /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), `(400,)`.
+    /// Mean of the logits of the last `pool` positions (fewer while the stream is younger), `(classes,)`.
     pub fn pooled_logits(&mut self) -> anyhow::Result<Option<Tensor>> {
         let mean = self.window.as_mut().map(|w| w.mean().to_vec()).unwrap_or_default();
         if mean.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Tensor::from_vec(mean, NUM_CLASSES, &Device::Cpu)?))
+        Ok(Some(Tensor::from_vec(mean, self.spec.num_classes, &Device::Cpu)?))
     }
 }
 
@@ -293,6 +297,8 @@ impl Architecture for I3d {
 struct Builder<'a> {
     weights: &'a mut dyn WeightSource,
     fill: Fill,
+    /// Classes of the checkpoint's head.
+    classes: usize,
 }
 
 /// Square spatial TF 'SAME' pads `[top, bottom, left, right]` for a side of `n`.
@@ -417,8 +423,8 @@ impl Builder<'_> {
             Some(SpatialPool::Avg { k: n }),
             self.fill,
         )?;
-        let w = self.weights.take("Logits.Conv3d_0c_1x1.conv.weight", &[NUM_CLASSES, c, 1, 1, 1])?;
-        let b = self.weights.take("Logits.Conv3d_0c_1x1.conv.bias", &[NUM_CLASSES])?;
+        let w = self.weights.take("Logits.Conv3d_0c_1x1.conv.weight", &[self.classes, c, 1, 1, 1])?;
+        let b = self.weights.take("Logits.Conv3d_0c_1x1.conv.bias", &[self.classes])?;
         let classifier = TemporalConv::pointwise("Logits.Conv3d_0c_1x1", &w, Some(&b))?;
         let head = Sequential::new("Logits", vec![Box::new(avg), Box::new(classifier)]);
         Ok((Sequential::new("InceptionI3d", stages), head))

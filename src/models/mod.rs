@@ -11,6 +11,9 @@
 pub mod classifier;
 pub mod i3d;
 pub mod registry;
+pub mod resnet;
+pub mod slow;
+pub mod slowfast;
 pub mod x3d;
 
 use candle_core::Tensor;
@@ -170,8 +173,18 @@ pub const DEFAULT_MODEL: &str = registry::MODELS[0].name;
 /// Describe a built-in model without loading its weights.
 pub fn describe(name: &str, opts: &ModelOptions) -> anyhow::Result<ModelDescription> {
     let entry = registry::find(name)?;
-    let outline = (entry.family.outline)(entry.name, opts)?;
     let weights = entry.weights_path(opts)?;
+    // A checkpoint the user names may be fine-tuned: its head decides the classes
+    // (docs/models.md, "Your own classes"). The published defaults are Kinetics-400.
+    let outline = match &opts.weights {
+        Some(path) if path.is_file() => {
+            let mut store = crate::weights::load(path, &candle_core::Device::Cpu)?;
+            let names = store.names().to_vec();
+            let source = (entry.family.checkpoint)(&names, &mut store)?;
+            (entry.family.outline)(entry.name, opts, &mut ShapesOf { inner: &*source })?
+        }
+        _ => (entry.family.outline)(entry.name, opts, &mut ZeroWeights)?,
+    };
     Ok(ModelDescription {
         spec: outline.spec,
         shape: outline.shape,
@@ -231,6 +244,10 @@ impl WeightSource for crate::weights::TensorStore {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         crate::weights::TensorStore::take(self, name, shape)
     }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.get(name).map(|t| t.dims().to_vec())
+    }
 }
 
 /// Where a model builder gets its tensors: a checkpoint (strict: names and shapes are checked) or
@@ -238,11 +255,22 @@ impl WeightSource for crate::weights::TensorStore {
 pub trait WeightSource {
     /// The tensor `name` with exactly `shape`, as f32 on the CPU.
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor>;
+
+    /// The shape the tensor `name` has in the source, without taking it; `None` where the source
+    /// has no such tensor or makes its tensors up (random and zero weights take any shape). A builder
+    /// reads sizes that a checkpoint decides this way, such as its number of classes.
+    fn shape(&self, _name: &str) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 impl<W: WeightSource + ?Sized> WeightSource for &mut W {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         (**self).take(name, shape)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        (**self).shape(name)
     }
 }
 
@@ -297,6 +325,36 @@ impl WeightSource for ZeroWeights {
     }
 }
 
+/// The number of classes of a checkpoint's head: the first dimension of its classifier weight
+/// `tensor` (docs/models.md, "Your own classes"); Kinetics-400's 400 where the source makes its
+/// tensors up (random or zero weights).
+pub fn head_classes(ws: &dyn WeightSource, tensor: &str) -> anyhow::Result<usize> {
+    match ws.shape(tensor) {
+        None => Ok(crate::labels::KINETICS400_CLASSES),
+        Some(s) if s.len() >= 2 && s[0] > 0 => Ok(s[0]),
+        Some(s) => Err(crate::error::classified(
+            crate::error::ErrorKind::Data,
+            format!("{tensor} has shape {s:?}: a classifier weight is (classes, features, …)"),
+        )),
+    }
+}
+
+/// Zeros of every requested shape, and the shapes of a checkpoint's tensors: lays a network out as
+/// a checkpoint decides it (its number of classes) without copying its values.
+pub struct ShapesOf<'a> {
+    pub inner: &'a dyn WeightSource,
+}
+
+impl WeightSource for ShapesOf<'_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
+        ZeroWeights.take(name, shape)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
+    }
+}
+
 /// Counts the learnable scalars taken through it (running statistics are not learnable).
 pub struct CountingSource<'a> {
     pub inner: &'a mut dyn WeightSource,
@@ -316,6 +374,10 @@ impl WeightSource for CountingSource<'_> {
             self.learnable += shape.iter().product::<usize>();
         }
         Ok(t)
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
     }
 }
 

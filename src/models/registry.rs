@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::classifier::Family;
-use super::{ModelOptions, i3d, x3d};
+use super::{ModelOptions, i3d, slow, slowfast, x3d};
 use crate::error::{ErrorKind, classified};
 use crate::weights::Layout::{Hub, Pyslowfast};
 use crate::weights::pull::Checkpoint;
@@ -32,6 +32,8 @@ pub enum DefaultWeights {
 
 const X3D: &Family = &Family::of::<x3d::X3d>();
 const I3D: &Family = &Family::of::<i3d::I3d>();
+const SLOW: &Family = &Family::of::<slow::Slow>();
+const SLOWFAST: &Family = &Family::of::<slowfast::SlowFast>();
 
 const fn published(layout: crate::weights::Layout, url: &'static str) -> Checkpoint {
     Checkpoint { layout, url, sha256: None }
@@ -79,6 +81,30 @@ pub const MODELS: &[Model] = &[
         checkpoints: &[
             published(Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models/x3d_l.pyth"),
             published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_L.pyth"),
+        ],
+    },
+    Model {
+        name: "slow-r50",
+        aliases: &["coslow-r50", "coslow"],
+        family: SLOW,
+        weights: DefaultWeights::Pulled,
+        checkpoints: &[published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOW_8x8_R50.pyth")],
+    },
+    Model {
+        name: "i3d-r50",
+        aliases: &["coi3d-r50"],
+        family: SLOW,
+        weights: DefaultWeights::Pulled,
+        checkpoints: &[published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/I3D_8x8_R50.pyth")],
+    },
+    Model {
+        name: "slowfast-r50",
+        aliases: &["coslowfast-r50", "coslowfast"],
+        family: SLOWFAST,
+        weights: DefaultWeights::Pulled,
+        checkpoints: &[
+            published(Hub, "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"),
+            published(Pyslowfast, "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/SLOWFAST_8x8_R50.pkl"),
         ],
     },
 ];

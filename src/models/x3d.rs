@@ -407,6 +407,8 @@ pub const MAX_POOL: usize = 1024;
 impl CoX3d {
     /// Build from `config` with head window `pool` (None = the training clip length) and start fill.
     pub fn new(config: X3dConfig, pool: Option<usize>, fill: Fill, ws: &mut dyn WeightSource) -> anyhow::Result<Self> {
+        let mut config = config;
+        config.num_classes = crate::models::head_classes(ws, "head.projection.weight")?;
         let pool = pool.unwrap_or(config.num_frames);
         if !(1..=MAX_POOL).contains(&pool) {
             return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
@@ -659,6 +661,13 @@ impl WeightSource for X3dWeights<'_> {
                 let ptv = hub_name(name).with_context(|| format!("no PyTorchVideo name for {name}"))?;
                 self.inner.take(&ptv, shape)
             }
+        }
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self.layout {
+            Layout::Pyslowfast => self.inner.shape(name),
+            Layout::Hub => self.inner.shape(&hub_name(name)?),
         }
     }
 }

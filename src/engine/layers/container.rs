@@ -464,7 +464,7 @@ impl Fusion for Parallel {
 }
 
 /// Branch outputs summed, or concatenated along channels (per pixel, in branch order), into `out`.
-fn combine_frames<'a>(
+pub(super) fn combine_frames<'a>(
     name: &str,
     reduce: Reduce,
     act: Option<Activation>,
