@@ -477,7 +477,8 @@ mod tests {
             let mut c2 = ResnetWeights::from_store(&mut c2, HubModules::SlowFast, R50_DEPTHS, "SlowFast").unwrap();
             assert_eq!((hub.layout(), hub.is_caffe2(), c2.is_caffe2()), (Layout::Hub, false, true));
             for name in canonical.names().to_vec().into_iter().filter(|n| !n.ends_with("num_batches_tracked")) {
-                let want = canonical.take(&name, &canonical.get(&name).unwrap().dims().to_vec()).unwrap();
+                let dims: Vec<usize> = canonical.get(&name).unwrap().dims().into();
+                let want = canonical.take(&name, &dims).unwrap();
                 for (layout, source) in [("hub", &mut hub as &mut dyn WeightSource), ("caffe2", &mut c2)] {
                     assert_eq!(source.shape(&name).as_deref(), Some(want.dims()), "{layout} {name}");
                     let got = source.take(&name, want.dims()).unwrap();
