@@ -597,6 +597,68 @@ def window_dependence(name, model, a, xs, t_pool):
     return info, dead, worst_outside
 
 
+# ---------------------------------------------------------------------------------------------------
+# The continual form from continual-inference modules (as co3d composes CoSlow / CoI3D), Slow and I3D only:
+# no continual SlowFast exists anywhere to compare with (docs: the continual SlowFast is new work).
+def build_co(name, model, t_pool):
+    import continual as co
+
+    model = copy.deepcopy(model)  # the continual containers adapt the modules they hold (BN): keep ours intact
+
+    def conv(m):
+        return co.Conv3d.build_from(m, temporal_fill="zeros")
+
+    def block(rb):
+        b2 = rb.branch2
+        branch = co.Sequential(conv(b2.conv_a), b2.norm_a, nn.ReLU(), conv(b2.conv_b), b2.norm_b, nn.ReLU(),
+                               conv(b2.conv_c), b2.norm_c)
+        short = co.Sequential(conv(rb.branch1_conv), rb.branch1_norm) if rb.branch1_conv is not None else co.Delay(0)
+        # auto_delay delays the pointwise shortcut by the branch's delay (docs/continual.md, "Temporal shape")
+        return co.Sequential(co.BroadcastReduce(short, branch, reduce="sum", auto_delay=True), nn.ReLU())
+
+    stem = model.blocks[0]
+    layers = [conv(stem.conv), stem.norm, nn.ReLU(),
+              co.MaxPool3d(stem.pool.kernel_size, stem.pool.stride, stem.pool.padding)]
+    for blk in model.blocks[1:-1]:
+        if isinstance(blk, nn.MaxPool3d):
+            layers.append(co.MaxPool3d(blk.kernel_size, blk.stride, blk.padding))
+        else:
+            layers += [block(rb) for rb in blk.res_blocks]
+    proj = model.blocks[-1].proj
+    lin = co.Linear(proj.in_features, proj.out_features, bias=True, channel_dim=1)
+    lin.weight.copy_(proj.weight)
+    lin.bias.copy_(proj.bias)
+    layers += [co.AvgPool3d((t_pool, MAP, MAP), stride=1), lin, nn.Softmax(dim=1)]
+    return co.Sequential(*layers).eval()
+
+
+def check_continual(name, model, a, xs, t_pool, ends, probs, win):
+    """continual-inference's network, zero fill, fed frame by frame: it emits window J at the step that
+    delivers frame last_input_frame(J), with the reference's probabilities; its flush completes the rest."""
+    net = build_co(name, model, t_pool)
+    net.clean_state()
+    steps, outs = [], []
+    for t in range(xs.shape[2]):
+        y = net.forward_step(xs[:, :, t])
+        if y is not None:
+            steps.append(t)
+            outs.append(y.reshape(1, -1))
+    step_a, step_b = win["last_input_frame"]
+    want = [step_a * j + step_b for j in ends[: len(steps)]]
+    assert steps == want, (steps[:4], want[:4])
+    d_step = check(f"continual-inference steps == stream reference (pool {t_pool}, {len(steps)} emitted at "
+                   f"{steps[0]}, {steps[1]}, ..)", torch.cat(outs), probs[: len(steps)], 1e-5)
+    net.clean_state()
+    all_rows = net.forward_steps(xs, pad_end=True)
+    all_rows = all_rows.reshape(all_rows.shape[0], all_rows.shape[1], -1)[0].transpose(0, 1)
+    assert all_rows.shape[0] == len(ends), (all_rows.shape, len(ends))
+    d_flush = check(f"continual-inference forward_steps(stream, pad_end=True) == every row (pool {t_pool})",
+                    all_rows, probs, 1e-5)
+    return dict(library="continual-inference " + __import__("continual").__version__, delay=int(net.delay),
+                receptive_field=int(net.receptive_field), emitted_steps=[steps[0], steps[-1]],
+                max_diff_steps=d_step, max_diff_flush=d_flush)
+
+
 def search_seeds(name, lo, hi):
     a = ARCHS[name]
     clip, _ = read_clip(a["frame_step"])
@@ -760,6 +822,9 @@ def make(name):
               + ", ".join(f"{k} {v:.1e}" for k, v in info["edge_effect"].items()))
         assert outside == 0.0 and not dead
         win[f"pool{t_pool}"] = info
+        if name != "slowfast":
+            e, p = {t_head: (ends, probs), WIDE_POOL: (ends_w, probs_w)}.get(t_pool) or extra[f"pool{t_pool}"]
+            info["continual_inference"] = check_continual(name, model, a, xs, t_pool, e, p, info)
 
     # the official SlowFast slow sampling, which a stream cannot reproduce
     tensors = OrderedDict()
