@@ -62,7 +62,7 @@ FEATURE_LOGIT_STD = 0.5  # how far the features move the logits (calibrate_head)
 WIDE_POOL = 16  # head positions of the widened window (--pool), 2x the Slow/SlowFast default
 
 # Per architecture. Kernels are temporal sizes; "stage_kt" lists one pattern per stage, repeated over the
-# stage's blocks as PyTorchVideo's create_res_stage does (docs: the hub constructors).
+# stage's blocks as PyTorchVideo's create_res_stage does (tools/resnet/README.md, first table).
 ARCHS = OrderedDict(
     slowfast=dict(
         stem_dim=2,  # slow stem width; fast = 2 // BETA_INV (official 64 / 8)
@@ -599,7 +599,7 @@ def window_dependence(name, model, a, xs, t_pool):
 
 # ---------------------------------------------------------------------------------------------------
 # The continual form from continual-inference modules (as co3d composes CoSlow / CoI3D), Slow and I3D only:
-# no continual SlowFast exists anywhere to compare with (docs: the continual SlowFast is new work).
+# no library or paper code has a continual SlowFast to compare with.
 def build_co(name, model, t_pool):
     import continual as co
 
