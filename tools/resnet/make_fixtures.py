@@ -14,9 +14,9 @@ See tools/resnet/README.md for every file and tensor.
 
 Usage:  /work/venv-torch/bin/python tools/resnet/make_fixtures.py [slowfast|slow|i3d_r50 ...]
         (from the repository root; all three when no name is given)
-        --seeds A-B   only report the top-5 margins of seeds A..B (picks SEEDS below), writes nothing
-Optional: SLOWFAST_C2_RULES=/path/to/slowfast/utils/c2_model_loading.py also converts every Caffe2 blob name
-with pyslowfast's own rules and asserts they land on the pyslowfast names written here.
+        --seeds A-B   only print the rank gaps of seeds A..B (to pick each ARCHS seed), writes nothing
+Optional: SLOWFAST_C2_RULES=PATH, pyslowfast's Caffe2 name-conversion module (tools/resnet/README.md): the
+script then also converts every blob name with pyslowfast's own rules and asserts they land on our names.
 """
 
 import copy
