@@ -190,9 +190,11 @@ fn steady_state_forgets_older_than_r(arch: &str) {
     let mut m = load(arch, "hub", None);
     let r = m.shape().receptive_field;
     let (stride, delay) = (m.shape().stride, m.shape().delay);
-    let total = delay + r + 2 * stride;
-    // End the stream on a step that emits.
-    let total = total + (stride - (total - delay) % stride) % stride;
+    // End the stream on a step that emits (steps delay + k·stride).
+    let mut total = delay + r + 2 * stride;
+    while (total - 1 - delay) % stride != 0 {
+        total += 1;
+    }
     let base: Vec<Tensor> = (0..total).map(|t| stream_frame(&e["clip_u8"], t + 3)).collect();
     let loud = |t: usize| (stream_frame(&e["clip_u8"], t + 17) * -3.0).unwrap();
     let last = |m: &mut CoSlow, frames: &[Tensor]| -> Vec<f32> {
@@ -327,4 +329,38 @@ fn random_clip(seed: u64, t: usize, s: usize) -> Tensor {
     // Named like a BN variance: uniform in [0.5, 1.5).
     let x = RandomWeights::new(seed).take("clip.running_var", &[t, 3, s, s]).unwrap();
     ((x * 3.0).unwrap() - 2.5).unwrap()
+}
+
+#[test]
+fn i3d_r50_clip_path_equals_pytorchvideo() {
+    clip_path_equals_the_reference("i3d_r50");
+}
+
+#[test]
+fn i3d_r50_stream_equals_the_zero_padded_reference() {
+    stream_equals_the_reference("i3d_r50");
+}
+
+#[test]
+fn i3d_r50_one_clip_flush_equals_the_clip_network() {
+    one_clip_flush_equals_the_clip_network("i3d_r50");
+}
+
+#[test]
+fn i3d_r50_steady_state_forgets_older_than_the_receptive_field() {
+    steady_state_forgets_older_than_r("i3d_r50");
+}
+
+/// The fixture's delays and receptive fields (those continual-inference's CoI3D composition reports
+/// for the same layers) are what the layers give.
+#[test]
+fn i3d_r50_shape_matches_the_reference_library() {
+    let c = config_json("i3d_r50");
+    for (_, w) in c["window_inputs"].as_object().unwrap() {
+        let m = load("i3d_r50", "hub", Some(usize_of(&w["positions"])));
+        let lib = &w["continual_inference"];
+        assert_eq!(m.shape().delay, usize_of(&lib["delay"]));
+        assert_eq!(m.shape().receptive_field, usize_of(&lib["receptive_field"]));
+        assert_eq!(m.shape().receptive_field, usize_of(&w["receptive_field"]));
+    }
 }
