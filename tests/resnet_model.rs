@@ -192,7 +192,7 @@ fn steady_state_forgets_older_than_r(arch: &str) {
     let (stride, delay) = (m.shape().stride, m.shape().delay);
     // End the stream on a step that emits (steps delay + k·stride).
     let mut total = delay + r + 2 * stride;
-    while (total - 1 - delay) % stride != 0 {
+    while !(total - 1 - delay).is_multiple_of(stride) {
         total += 1;
     }
     let base: Vec<Tensor> = (0..total).map(|t| stream_frame(&e["clip_u8"], t + 3)).collect();
