@@ -113,7 +113,18 @@ fn engine_layers_allocate_nothing_per_step() {
 /// Steady-state steps of a whole model: no allocation, on the stepping thread or the step team's
 /// helpers (the counter sees every thread), beyond the `gemm` crate's own on CPUs without AVX-512.
 fn model_steps_allocate_nothing(name: &str, schedule: Schedule, steps: usize) {
-    let mut model = models::build_random(name, &ModelOptions::default()).unwrap();
+    let model = models::build_random(name, &ModelOptions::default()).unwrap();
+    stream_steps_allocate_nothing(name, model, schedule, steps);
+}
+
+/// A ResNet-3D variant at a small width and crop (the real depths and kernels), random weights.
+fn tiny_resnet(name: &str) -> Box<dyn models::StreamModel> {
+    use coinfer::models::slow::{CoSlow, SlowConfig};
+    let cfg = SlowConfig { stem_width: 8, crop: 64, ..SlowConfig::variant(name).unwrap() };
+    Box::new(CoSlow::new(cfg, None, coinfer::models::Fill::Zeros, &mut models::RandomWeights::new(3)).unwrap())
+}
+
+fn stream_steps_allocate_nothing(name: &str, mut model: Box<dyn models::StreamModel>, schedule: Schedule, steps: usize) {
     model.set_schedule(schedule).unwrap();
     let s = model.spec().crop;
     let frame: Vec<f32> = (0..3 * s * s).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
@@ -144,6 +155,11 @@ fn steady_state_steps_allocate_nothing() {
     // The two-stage pipeline hands frames over in two reused buffers.
     model_steps_allocate_nothing("x3d-xs", Schedule::Pipeline, 5);
     model_steps_allocate_nothing("i3d", Schedule::Split, 16);
+    // CoSlow and CoI3D-R50 (its stride-2 pool after res2), both schedules.
+    for name in ["slow-r50", "i3d-r50"] {
+        stream_steps_allocate_nothing(name, tiny_resnet(name), Schedule::Split, 8);
+        stream_steps_allocate_nothing(name, tiny_resnet(name), Schedule::Pipeline, 8);
+    }
     // The same under every lower kernel level (`COINFER_ISA`), in child processes: after the
     // counting above, since the counter sees this process's every allocation.
     common::levels::rerun_on_lower_kernel_levels(&[], 1);

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! The key maps at the end of the file give each canonical name its name in the published layouts
-//! (PyTorchVideo hub `blocks.N…`, and Caffe2 blobs through [`crate::weights::caffe2`]).
+//! (PyTorchVideo hub `blocks.N…`, and Caffe2 blobs through [`crate::weights::caffe2`]);
+//! [`ResnetWeights`] reads a checkpoint in any of them.
 
 use anyhow::Context;
 use candle_core::Tensor;
@@ -24,7 +25,7 @@ use crate::engine::{
 };
 use crate::error::{ErrorKind, classified};
 use crate::models::{Fill, WeightSource};
-use crate::weights::{BatchNorm, Layout};
+use crate::weights::{BatchNorm, Layout, caffe2};
 
 /// BatchNorm epsilon of every ResNet-3D BN (PyTorch's default).
 pub const BN_EPS: f64 = 1e-5;
@@ -305,29 +306,58 @@ pub fn detect_layout<S: AsRef<str>>(names: &[S], model: &str) -> anyhow::Result<
     }
 }
 
-/// A checkpoint seen through the canonical (pyslowfast) names whatever its layout.
+/// A checkpoint seen through the canonical (pyslowfast) names whatever its layout: pyslowfast
+/// names as they are, PyTorchVideo hub names through [`hub_name`], Caffe2 blobs through
+/// [`caffe2::blob_name`] (their solver blobs ignored; a blob stored with trailing unit dimensions
+/// dropped is taken at its own shape and reshaped).
 pub struct ResnetWeights<'a> {
     layout: Layout,
     modules: HubModules,
+    /// Stage depths for the Caffe2 lateral names; `None` unless the checkpoint is Caffe2 blobs.
+    caffe2_depths: Option<[usize; 4]>,
     inner: &'a mut dyn WeightSource,
 }
 
 impl<'a> ResnetWeights<'a> {
     /// `names`: the tensor names of the checkpoint behind `inner`, from which the layout is detected.
     pub fn new<S: AsRef<str>>(names: &[S], modules: HubModules, model: &str, inner: &'a mut dyn WeightSource) -> anyhow::Result<Self> {
-        Ok(ResnetWeights { layout: detect_layout(names, model)?, modules, inner })
+        Ok(ResnetWeights { layout: detect_layout(names, model)?, modules, caffe2_depths: None, inner })
+    }
+
+    /// A checkpoint store in any of the three layouts (Caffe2 told by its `conv1_w` blob); `depths`:
+    /// blocks of s2..s5.
+    pub fn from_store(
+        store: &'a mut crate::weights::TensorStore,
+        modules: HubModules,
+        depths: [usize; 4],
+        model: &str,
+    ) -> anyhow::Result<Self> {
+        let names = store.names().to_vec();
+        if caffe2::is_caffe2(&names) {
+            caffe2::prepare(store)?;
+            return Ok(ResnetWeights { layout: Layout::Pyslowfast, modules, caffe2_depths: Some(depths), inner: store });
+        }
+        Self::new(&names, modules, model, store)
     }
 
     /// A known layout.
     pub fn with_layout(layout: Layout, modules: HubModules, inner: &'a mut dyn WeightSource) -> Self {
-        ResnetWeights { layout, modules, inner }
+        ResnetWeights { layout, modules, caffe2_depths: None, inner }
     }
 
+    /// The zoo layout: Caffe2 blobs are pyslowfast's (see [`ResnetWeights::is_caffe2`]).
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
+    pub fn is_caffe2(&self) -> bool {
+        self.caffe2_depths.is_some()
+    }
+
     fn source_name(&self, name: &str) -> anyhow::Result<String> {
+        if let Some(depths) = self.caffe2_depths {
+            return caffe2::blob_name(name, depths).with_context(|| format!("no Caffe2 blob name for {name}"));
+        }
         match self.layout {
             Layout::Pyslowfast => Ok(name.to_string()),
             Layout::Hub => hub_name(name, self.modules).with_context(|| format!("no PyTorchVideo name for {name}")),
@@ -338,6 +368,16 @@ impl<'a> ResnetWeights<'a> {
 impl WeightSource for ResnetWeights<'_> {
     fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Tensor> {
         let source = self.source_name(name)?;
+        if self.is_caffe2() {
+            // Caffe2 may store a weight without its trailing unit dimensions.
+            if let Some(stored) = self.inner.shape(&source) {
+                let trailing_units =
+                    shape.len() > stored.len() && shape[..stored.len()] == stored[..] && shape[stored.len()..].iter().all(|&d| d == 1);
+                if trailing_units {
+                    return Ok(self.inner.take(&source, &stored)?.reshape(shape)?);
+                }
+            }
+        }
         self.inner.take(&source, shape)
     }
 
@@ -417,6 +457,40 @@ mod tests {
         let feats = crate::models::RandomWeights::new(6).take("x", &[16, 4, 4, 4]).unwrap();
         stream_matches_clip(&mut f, &feats);
         assert_eq!(f.forward(&feats, crate::engine::PadMode::Full).unwrap().dims(), &[4, 8, 4, 4]);
+    }
+
+    /// The SlowFast fixture's three checkpoints (tools/resnet) hold the same tensors under the
+    /// canonical names, every tensor used.
+    #[test]
+    fn the_three_slowfast_layouts_read_as_one() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet/slowfast");
+        let dev = candle_core::Device::Cpu;
+        let load = |f: &str| {
+            let mut s = crate::weights::load(&dir.join(f), &dev).unwrap();
+            s.ignore(|n| n.ends_with("num_batches_tracked"));
+            s
+        };
+        let mut canonical = load("slowfast_pyslowfast.pyth");
+        let (mut hub, mut c2) = (load("slowfast_hub.pyth"), load("slowfast_caffe2.pkl"));
+        {
+            let mut hub = ResnetWeights::from_store(&mut hub, HubModules::SlowFast, R50_DEPTHS, "SlowFast").unwrap();
+            let mut c2 = ResnetWeights::from_store(&mut c2, HubModules::SlowFast, R50_DEPTHS, "SlowFast").unwrap();
+            assert_eq!((hub.layout(), hub.is_caffe2(), c2.is_caffe2()), (Layout::Hub, false, true));
+            for name in canonical.names().to_vec().into_iter().filter(|n| !n.ends_with("num_batches_tracked")) {
+                let dims: Vec<usize> = canonical.get(&name).unwrap().dims().into();
+                let want = canonical.take(&name, &dims).unwrap();
+                for (layout, source) in [("hub", &mut hub as &mut dyn WeightSource), ("caffe2", &mut c2)] {
+                    assert_eq!(source.shape(&name).as_deref(), Some(want.dims()), "{layout} {name}");
+                    let got = source.take(&name, want.dims()).unwrap();
+                    let same =
+                        (&got - &want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() == 0.0;
+                    assert!(same, "{layout} {name}");
+                }
+            }
+        }
+        for store in [canonical, hub, c2] {
+            store.finish().unwrap();
+        }
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Architecture for Slow {
     /// has the pool after s2 in that place (I3D-R50).
     fn checkpoint<'a>(names: &[String], store: &'a mut crate::weights::TensorStore) -> anyhow::Result<Box<dyn WeightSource + 'a>> {
         let res2_pool = !names.iter().any(|n| n.starts_with("blocks.2.res_blocks."));
-        Ok(Box::new(ResnetWeights::new(names, HubModules::Resnet { res2_pool }, "ResNet-3D", store)?))
+        Ok(Box::new(ResnetWeights::from_store(store, HubModules::Resnet { res2_pool }, resnet::R50_DEPTHS, "ResNet-3D")?))
     }
 
     fn forward_clip(model: &CoSlow, clip: &Tensor) -> anyhow::Result<Tensor> {

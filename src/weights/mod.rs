@@ -1,5 +1,6 @@
 //! Checkpoints: a safe pickle reader, the torch zip and legacy containers, safetensors, pickles of
-//! numpy arrays, one strict tensor store over all of them, BatchNorm folding, the published layouts,
+//! numpy arrays, one strict tensor store over all of them, BatchNorm folding, the published layouts
+//! (and the Caffe2 blob names),
 //! and `weights pull` for the official files.
 //!
 //! A model loads like this (names and shapes as in (docs/models.md, "Checkpoint layouts"); every tensor must be used):
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod bn;
+pub mod caffe2;
 pub mod cli;
 pub mod layout;
 pub mod numpy;

@@ -14,9 +14,9 @@ See tools/resnet/README.md for every file and tensor.
 
 Usage:  /work/venv-torch/bin/python tools/resnet/make_fixtures.py [slowfast|slow|i3d_r50 ...]
         (from the repository root; all three when no name is given)
-        --seeds A-B   only report the top-5 margins of seeds A..B (picks SEEDS below), writes nothing
-Optional: SLOWFAST_C2_RULES=/path/to/slowfast/utils/c2_model_loading.py also converts every Caffe2 blob name
-with pyslowfast's own rules and asserts they land on the pyslowfast names written here.
+        --seeds A-B   only print the rank gaps of seeds A..B (to pick each ARCHS seed), writes nothing
+Optional: SLOWFAST_C2_RULES=PATH, pyslowfast's Caffe2 name-conversion module (tools/resnet/README.md): the
+script then also converts every blob name with pyslowfast's own rules and asserts they land on our names.
 """
 
 import copy
@@ -62,7 +62,7 @@ FEATURE_LOGIT_STD = 0.5  # how far the features move the logits (calibrate_head)
 WIDE_POOL = 16  # head positions of the widened window (--pool), 2x the Slow/SlowFast default
 
 # Per architecture. Kernels are temporal sizes; "stage_kt" lists one pattern per stage, repeated over the
-# stage's blocks as PyTorchVideo's create_res_stage does (docs: the hub constructors).
+# stage's blocks as PyTorchVideo's create_res_stage does (tools/resnet/README.md, first table).
 ARCHS = OrderedDict(
     slowfast=dict(
         stem_dim=2,  # slow stem width; fast = 2 // BETA_INV (official 64 / 8)
@@ -597,6 +597,68 @@ def window_dependence(name, model, a, xs, t_pool):
     return info, dead, worst_outside
 
 
+# ---------------------------------------------------------------------------------------------------
+# The continual form from continual-inference modules (as co3d composes CoSlow / CoI3D), Slow and I3D only:
+# no library or paper code has a continual SlowFast to compare with.
+def build_co(name, model, t_pool):
+    import continual as co
+
+    model = copy.deepcopy(model)  # the continual containers adapt the modules they hold (BN): keep ours intact
+
+    def conv(m):
+        return co.Conv3d.build_from(m, temporal_fill="zeros")
+
+    def block(rb):
+        b2 = rb.branch2
+        branch = co.Sequential(conv(b2.conv_a), b2.norm_a, nn.ReLU(), conv(b2.conv_b), b2.norm_b, nn.ReLU(),
+                               conv(b2.conv_c), b2.norm_c)
+        short = co.Sequential(conv(rb.branch1_conv), rb.branch1_norm) if rb.branch1_conv is not None else co.Delay(0)
+        # auto_delay delays the pointwise shortcut by the branch's delay (docs/continual.md, "Temporal shape")
+        return co.Sequential(co.BroadcastReduce(short, branch, reduce="sum", auto_delay=True), nn.ReLU())
+
+    stem = model.blocks[0]
+    layers = [conv(stem.conv), stem.norm, nn.ReLU(),
+              co.MaxPool3d(stem.pool.kernel_size, stem.pool.stride, stem.pool.padding)]
+    for blk in model.blocks[1:-1]:
+        if isinstance(blk, nn.MaxPool3d):
+            layers.append(co.MaxPool3d(blk.kernel_size, blk.stride, blk.padding))
+        else:
+            layers += [block(rb) for rb in blk.res_blocks]
+    proj = model.blocks[-1].proj
+    lin = co.Linear(proj.in_features, proj.out_features, bias=True, channel_dim=1)
+    lin.weight.copy_(proj.weight)
+    lin.bias.copy_(proj.bias)
+    layers += [co.AvgPool3d((t_pool, MAP, MAP), stride=1), lin, nn.Softmax(dim=1)]
+    return co.Sequential(*layers).eval()
+
+
+def check_continual(name, model, a, xs, t_pool, ends, probs, win):
+    """continual-inference's network, zero fill, fed frame by frame: it emits window J at the step that
+    delivers frame last_input_frame(J), with the reference's probabilities; its flush completes the rest."""
+    net = build_co(name, model, t_pool)
+    net.clean_state()
+    steps, outs = [], []
+    for t in range(xs.shape[2]):
+        y = net.forward_step(xs[:, :, t])
+        if y is not None:
+            steps.append(t)
+            outs.append(y.reshape(1, -1))
+    step_a, step_b = win["last_input_frame"]
+    want = [step_a * j + step_b for j in ends[: len(steps)]]
+    assert steps == want, (steps[:4], want[:4])
+    d_step = check(f"continual-inference steps == stream reference (pool {t_pool}, {len(steps)} emitted at "
+                   f"{steps[0]}, {steps[1]}, ..)", torch.cat(outs), probs[: len(steps)], 1e-5)
+    net.clean_state()
+    all_rows = net.forward_steps(xs, pad_end=True)
+    all_rows = all_rows.reshape(all_rows.shape[0], all_rows.shape[1], -1)[0].transpose(0, 1)
+    assert all_rows.shape[0] == len(ends), (all_rows.shape, len(ends))
+    d_flush = check(f"continual-inference forward_steps(stream, pad_end=True) == every row (pool {t_pool})",
+                    all_rows, probs, 1e-5)
+    return dict(library="continual-inference " + __import__("continual").__version__, delay=int(net.delay),
+                receptive_field=int(net.receptive_field), emitted_steps=[steps[0], steps[-1]],
+                max_diff_steps=d_step, max_diff_flush=d_flush)
+
+
 def search_seeds(name, lo, hi):
     a = ARCHS[name]
     clip, _ = read_clip(a["frame_step"])
@@ -760,6 +822,9 @@ def make(name):
               + ", ".join(f"{k} {v:.1e}" for k, v in info["edge_effect"].items()))
         assert outside == 0.0 and not dead
         win[f"pool{t_pool}"] = info
+        if name != "slowfast":
+            e, p = {t_head: (ends, probs), WIDE_POOL: (ends_w, probs_w)}.get(t_pool) or extra[f"pool{t_pool}"]
+            info["continual_inference"] = check_continual(name, model, a, xs, t_pool, e, p, info)
 
     # the official SlowFast slow sampling, which a stream cannot reproduce
     tensors = OrderedDict()
