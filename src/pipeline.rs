@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use crate::labels::Labels;
 use crate::models::{ModelSpec, StreamModel};
-use crate::sink::{SegmentRecord, Sink, StepRecord, Summary, TopEntry};
+use crate::sink::{NO_ACTION, ReportedLabel, SegmentRecord, Sink, StepRecord, Summary, TopEntry};
 use crate::smooth::{Hysteresis, Segments, SmoothMode, Smoother};
 
 /// One decoded source frame and what it feeds to the model.
@@ -36,7 +36,8 @@ pub struct Packet {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub top_k: usize,
-    /// Only classes with a smoothed score >= threshold are listed in `top`.
+    /// Only classes with a smoothed score >= threshold are listed in `top`; an output whose best
+    /// score is under it reports "none" as `current`.
     pub threshold: f32,
     pub smooth: SmoothMode,
     pub hold: usize,
@@ -46,6 +47,32 @@ pub struct Options {
     /// yields an output: with the `replicate` fill and `warmup = delay` the network starts as if the
     /// first frame had always been there. 0 = no warm-up.
     pub warmup: usize,
+    /// For a live source: measure the lag behind live and keep it bounded; `None` for files.
+    pub live: Option<Live>,
+}
+
+/// How a live source's lag is reported and bounded (docs/records.md, "Staying live").
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    /// Skip frames whose arrival already lags more than this many seconds (`--max-lag`).
+    pub max_lag_s: Option<f64>,
+    /// Called once, the first time the lag passes [`Live::warn_after_s`], with a one-line warning.
+    pub warn: fn(&str),
+}
+
+impl Live {
+    /// The lag past which the user is warned: the bound asked for, else [`LAG_WARNING_S`].
+    pub fn warn_after_s(&self) -> f64 {
+        self.max_lag_s.unwrap_or(LAG_WARNING_S)
+    }
+}
+
+/// Without `--max-lag`, the lag (s) at which a live run warns that its labels fall behind.
+pub const LAG_WARNING_S: f64 = 2.0;
+
+/// Rounds seconds to the millisecond, as every record time but `pts` is written.
+fn millis(s: f64) -> f64 {
+    (s * 1e3).round() / 1e3
 }
 
 /// Where one model step's input came from: what its output's record names.
@@ -56,7 +83,72 @@ struct StepOrigin {
     step: u64,
 }
 
-/// Turns model outputs into `step` records: smoothing, ranking, hysteresis, segments.
+/// The live timeline: when each frame should have arrived had the source never been held up, from the
+/// earliest arrival seen relative to presentation times (a late first frame moves it back).
+struct LiveClock {
+    start: Instant,
+    /// Min over frames of (arrival − pts), seconds since `start`.
+    origin: f64,
+    max_lag: f64,
+    warned: bool,
+}
+
+impl LiveClock {
+    fn new(start: Instant) -> Self {
+        LiveClock { start, origin: f64::INFINITY, max_lag: 0.0, warned: false }
+    }
+
+    /// A frame with time `pts` arrives now: its lag behind live, seconds (0 for the fastest seen).
+    fn arrive(&mut self, pts: f64) -> f64 {
+        let offset = self.start.elapsed().as_secs_f64() - pts;
+        self.origin = self.origin.min(offset);
+        offset - self.origin
+    }
+
+    /// The lag of an output of the frame at `pts`, written now.
+    fn lag_of(&mut self, pts: f64) -> f64 {
+        let lag = (self.start.elapsed().as_secs_f64() - pts - self.origin).max(0.0);
+        self.max_lag = self.max_lag.max(lag);
+        lag
+    }
+}
+
+/// The presentation times of the last steps, to tell the span an output covers (its window).
+struct StepTimes {
+    /// The times of steps `last + 1 − len ..= last`; at most `receptive_field + lag` of them.
+    recent: VecDeque<f64>,
+    capacity: usize,
+    first: Option<f64>,
+}
+
+impl StepTimes {
+    fn new(receptive_field: usize, lag: usize) -> Self {
+        let capacity = receptive_field + lag;
+        StepTimes { recent: VecDeque::with_capacity(capacity), capacity, first: None }
+    }
+
+    fn push(&mut self, pts: f64) {
+        if self.recent.len() == self.capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(pts);
+        self.first.get_or_insert(pts);
+    }
+
+    /// The window of the output of step `step`, `last` being the last step run: from the time of the
+    /// oldest step in its receptive field (the first frame's while the field reaches into the start
+    /// fill) to its own frame's, in ms.
+    fn window(&self, step: u64, last: u64, receptive_field: usize, pts: f64) -> [f64; 2] {
+        let oldest_kept = last + 1 - self.recent.len() as u64;
+        let start = match (step + 1).checked_sub(receptive_field as u64) {
+            Some(oldest) if oldest >= oldest_kept => self.recent[(oldest - oldest_kept) as usize],
+            _ => self.first.unwrap_or(pts),
+        };
+        [millis(start), millis(pts)]
+    }
+}
+
+/// Turns model outputs into `step` records: smoothing, ranking, threshold, hysteresis, segments.
 struct Reporter<'l> {
     labels: &'l Labels,
     opts: &'l Options,
@@ -69,16 +161,20 @@ struct Reporter<'l> {
     top: Vec<TopEntry<'l>>,
     outputs: u64,
     records: u64,
+    /// Frames skipped since the last record (`--max-lag`).
+    skipped: u64,
 }
 
 impl<'l> Reporter<'l> {
-    /// One output of the model, whose newest frame is `origin`'s, produced in `latency` ms. An
-    /// error is a model's (outer) or a sink's (inner; it ends the run without a summary).
+    /// One output of the model, whose newest frame is `origin`'s, produced in `latency` ms, covering
+    /// `window`. An error is a model's (outer) or a sink's (inner; it ends the run without a summary).
     fn output(
         &mut self,
         probs: &[f32],
         origin: StepOrigin,
+        window: [f64; 2],
         latency: f64,
+        live: Option<&mut LiveClock>,
         sinks: &mut [&mut dyn Sink],
     ) -> anyhow::Result<anyhow::Result<()>> {
         self.outputs += 1;
@@ -98,23 +194,34 @@ impl<'l> Reporter<'l> {
             label: labels.name(id),
             score: smoothed[id],
         }));
-        let current = self.hysteresis.update(self.order[0]);
-        self.segments.push(current, origin.pts, smoothed[current]);
+        // "none" is one more label for the hysteresis and the segments, with the id `classes`.
+        let best = self.order[0];
+        let leader = if smoothed[best] >= self.opts.threshold { best } else { self.classes };
+        let current = self.hysteresis.update(leader);
+        let reported = match current < self.classes {
+            true => ReportedLabel { id: Some(current), label: labels.name(current), score: smoothed[current] },
+            false => ReportedLabel { id: None, label: NO_ACTION, score: smoothed[best] },
+        };
+        self.segments.push(current, window, reported.score);
         let rec = StepRecord {
             kind: StepRecord::KIND,
             frame: origin.frame,
             pts: origin.pts,
             step: origin.step,
             ready,
+            window,
             top: &self.top,
-            current: TopEntry { id: current, label: labels.name(current), score: smoothed[current] },
+            current: reported,
             latency_ms: (latency * 1e3).round() / 1e3,
+            lag_s: live.map(|clock| millis(clock.lag_of(origin.pts))),
+            skipped: self.skipped,
         };
         for sink in sinks.iter_mut() {
             if let Err(e) = sink.step(&rec) {
                 return Ok(Err(anyhow::Error::from(e).context("writing a step record")));
             }
         }
+        self.skipped = 0;
         self.records += 1;
         Ok(Ok(()))
     }
@@ -125,6 +232,9 @@ impl<'l> Reporter<'l> {
 ///
 /// A model with a lag (a pipelined schedule) emits each output some steps after its frame: the
 /// record still names that frame, and the last outputs are drained at the end of the stream.
+///
+/// For a live source (`opts.live`), records carry their lag behind live, and frames that arrive more
+/// than `max_lag_s` late are skipped: not fed to the model, counted, and marked in the next record.
 ///
 /// Returns the summary; when `stop` was raised the summary's status is `interrupted`. An error from a
 /// sink (e.g. a closed stdout) ends the run at once without a summary.
@@ -152,12 +262,15 @@ pub fn run(
         top: Vec::with_capacity(opts.top_k),
         outputs: 0,
         records: 0,
+        skipped: 0,
     };
     let mut probs = vec![0f32; classes];
     let mut latencies: Vec<f32> = Vec::new();
     // The origins of the last `lag + 1` steps: an output comes `lag` steps after its frame's.
     let mut recent: VecDeque<StepOrigin> = VecDeque::with_capacity(shape.lag + 1);
-    let (mut frames, mut steps) = (0u64, 0u64);
+    let mut times = StepTimes::new(shape.receptive_field, shape.lag);
+    let mut clock = opts.live.map(|_| LiveClock::new(start));
+    let (mut frames, mut steps, mut skipped) = (0u64, 0u64, 0u64);
 
     let mut failure: Option<anyhow::Error> = None;
     let mut warmed = opts.warmup == 0;
@@ -177,6 +290,19 @@ pub fn run(
             sink.frame(packet.frame, packet.pts);
         }
         let Some(input) = packet.input.as_ref() else { continue };
+        if let (Some(live), Some(clock)) = (opts.live.as_ref(), clock.as_mut()) {
+            let lag = clock.arrive(packet.pts);
+            if !clock.warned && lag > live.warn_after_s() {
+                clock.warned = true;
+                (live.warn)(&lag_warning(lag, live.max_lag_s));
+            }
+            // The first frame is always stepped: the warm-up needs it.
+            if live.max_lag_s.is_some_and(|max| lag > max) && warmed {
+                skipped += 1;
+                reporter.skipped += 1;
+                continue;
+            }
+        }
         if !warmed {
             warmed = true;
             if let Err(e) = model.prime(input, opts.warmup, &mut probs) {
@@ -201,6 +327,7 @@ pub fn run(
                 recent.pop_front();
             }
             recent.push_back(StepOrigin { frame: packet.frame, pts: packet.pts, step });
+            times.push(packet.pts);
             if !out {
                 continue;
             }
@@ -213,7 +340,8 @@ pub fn run(
                     break 'packets;
                 }
             };
-            match reporter.output(&probs, origin, latency, sinks) {
+            let window = times.window(origin.step, step, shape.receptive_field, origin.pts);
+            match reporter.output(&probs, origin, window, latency, clock.as_mut(), sinks) {
                 Ok(written) => written?,
                 Err(e) => {
                     failure = Some(e);
@@ -227,10 +355,13 @@ pub fn run(
         let t0 = Instant::now();
         match (model.drain(&mut probs), recent.back().copied()) {
             (Ok(true), None) => failure = Some(anyhow::anyhow!("the model drained an output before any step")),
-            (Ok(true), Some(origin)) => match reporter.output(&probs, origin, t0.elapsed().as_secs_f64() * 1e3, sinks) {
-                Ok(written) => written?,
-                Err(e) => failure = Some(e),
-            },
+            (Ok(true), Some(origin)) => {
+                let window = times.window(origin.step, origin.step, shape.receptive_field, origin.pts);
+                match reporter.output(&probs, origin, window, t0.elapsed().as_secs_f64() * 1e3, clock.as_mut(), sinks) {
+                    Ok(written) => written?,
+                    Err(e) => failure = Some(e),
+                }
+            }
             (Ok(false), _) => {}
             (Err(e), _) => failure = Some(e.context("draining the model's last output failed")),
         }
@@ -256,17 +387,22 @@ pub fn run(
         steps_per_s: if wall_s > 0.0 { steps as f64 / wall_s } else { 0.0 },
         p50_ms: percentile(&latencies, 0.50),
         p95_ms: percentile(&latencies, 0.95),
+        skipped,
+        max_lag_s: clock.map(|c| millis(c.max_lag)),
         segments: reporter
             .segments
             .snapshot()
             .into_iter()
-            .map(|s| SegmentRecord {
-                start: s.start,
-                end: s.end,
-                id: s.id,
-                label: labels.name(s.id).to_string(),
-                outputs: s.outputs,
-                mean_score: s.mean_score,
+            .map(|s| {
+                let id = (s.id < classes).then_some(s.id);
+                SegmentRecord {
+                    start: s.start,
+                    end: s.end,
+                    id,
+                    label: id.map_or(NO_ACTION, |id| labels.name(id)).to_string(),
+                    outputs: s.outputs,
+                    mean_score: s.mean_score,
+                }
             })
             .collect(),
     };
@@ -278,6 +414,22 @@ pub fn run(
         None => Ok(summary),
     }
 }
+
+/// The one-time warning of a live run whose labels fall behind.
+fn lag_warning(lag: f64, max_lag_s: Option<f64>) -> String {
+    match max_lag_s {
+        Some(max) => format!("labels are {lag:.1} s behind live: skipping frames to stay within --max-lag {max}"),
+        None => format!("labels are {lag:.1} s behind live and the host is not keeping up; --max-lag SECONDS skips frames to stay live"),
+    }
+}
+
+/// Writes a warning as one line on stderr.
+pub fn warn_on_stderr(text: &str) {
+    eprintln!("coinfer: warning: {text}");
+}
+
+/// Drops a warning (`--quiet`).
+pub fn warn_nowhere(_text: &str) {}
 
 /// Fills `order` with the class ids by descending score, ties by ascending id: a total order (NaN too,
 /// through `total_cmp`, e.g. `f32::total_cmp`), so every caller ranks the same scores the same way.

@@ -177,12 +177,14 @@ impl Hysteresis {
     }
 }
 
-/// A run of consecutive outputs with the same reported label.
+/// A run of consecutive outputs with the same reported label, over the part of the timeline its
+/// outputs account for (docs/records.md, "Segments"): consecutive segments meet, none overlap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Segment {
-    /// Presentation time (s) of the first output with this label.
+    /// Where the evidence for the label begins (s): the end of the previous output's window, whose
+    /// newer frames turned the label; for the first segment, the start of its first output's window.
     pub start: f64,
-    /// Presentation time (s) of the last output with this label.
+    /// The end of the window of its last output (s).
     pub end: f64,
     pub id: usize,
     /// Number of outputs in the segment.
@@ -203,20 +205,25 @@ impl Segments {
         Self::default()
     }
 
-    /// Add one output: reported id, its presentation time, and its smoothed score.
-    pub fn push(&mut self, id: usize, pts: f64, score: f32) {
+    /// Add one output: reported id, the `[start, end]` window its output covers (s), and its smoothed
+    /// score.
+    pub fn push(&mut self, id: usize, window: [f64; 2], score: f32) {
+        let [start, end] = window;
         if let Some(seg) = &mut self.open {
             if seg.id == id {
-                seg.end = pts;
+                seg.end = end;
                 // mean_score holds the running sum until `finish`.
                 seg.mean_score += score as f64;
                 seg.outputs += 1;
                 return;
             }
             let seg = self.open.take().expect("checked");
+            let previous_end = seg.end;
             self.done.push(close(seg));
+            self.open = Some(Segment { start: previous_end, end, id, outputs: 1, mean_score: score as f64 });
+            return;
         }
-        self.open = Some(Segment { start: pts, end: pts, id, outputs: 1, mean_score: score as f64 });
+        self.open = Some(Segment { start, end, id, outputs: 1, mean_score: score as f64 });
     }
 
     /// The segments so far, the open one included.

@@ -384,7 +384,8 @@ fn csv_with_awkward_names_reads_back() {
     let bad2 = dir.join("(1);x\u{e9}.mkv");
     std::fs::write(&bad2, "").unwrap();
     let out_file = tmp.path().join("labels.csv");
-    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&out_file).args(["--format", "csv", "-q"]));
+    // No --out-format: CSV because --out ends in .csv.
+    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&out_file).args(["-q"]));
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
 
     let mut reader = csv::Reader::from_path(&out_file).unwrap();
@@ -424,9 +425,18 @@ fn csv_with_awkward_names_reads_back() {
 
     // Resuming the CSV journal finds every awkward name again: nothing is labelled twice.
     let before = std::fs::read(&out_file).unwrap();
+    // (`--format`, the older name of `--out-format`, still reads.)
     let out = run(batch(&weights).arg(&dir).arg("--out").arg(&out_file).args(["--format", "csv", "--resume"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(&out_file).unwrap(), before);
+
+    // CSV on stdout starts with the same header as a file.
+    let out = run(batch(&weights).arg(&good[0]).args(["--out-format", "csv", "-q"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first_line = std::fs::read_to_string(&out_file).unwrap().lines().next().unwrap().to_string();
+    assert_eq!(text.lines().next(), Some(first_line.as_str()), "{text}");
+    assert_eq!(text.lines().count(), 2, "header and one row: {text}");
 }
 
 #[test]

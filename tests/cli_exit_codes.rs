@@ -36,6 +36,8 @@ fn assert_usage(args: &[&str]) {
 #[test]
 fn missing_input_is_66() {
     assert_fails(&["/no/such/clip.mp4"], 66, "no such file");
+    // A typo of a subcommand is pointed to it.
+    assert_fails(&["model"], 66, "did you mean the subcommand `coinfer models`?");
     assert_fails(&["run", "--model", "no-such-model", "/no/such/clip.mp4"], 66, "no such file");
 }
 
@@ -141,6 +143,13 @@ fn help_and_version_succeed() {
     let out = coinfer(&["run", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--smooth") && help.contains("--emit-transient") && help.contains("--raw"));
+    // FFmpeg's input format and batch's output format have names of their own; no help shows how
+    // --threads is passed on inside.
+    assert!(help.contains("--input-format") && !help.contains("--format") && help.contains("--max-lag"), "{help}");
+    assert!(!help.contains("RAYON_NUM_THREADS"), "{help}");
+    let out = coinfer(&["batch", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--out-format") && !help.contains("--format"), "{help}");
     let out = coinfer(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), concat!("coinfer ", env!("CARGO_PKG_VERSION")));
@@ -184,6 +193,17 @@ fn labels_files_in_three_formats() {
     assert_fails(&["labels", "--labels", "/no/such/labels.txt"], 66, "cannot read labels file");
     // Labels are read before the input is opened.
     assert_fails(&["--labels", bad.to_str().unwrap(), SAMPLE], 65, "used twice");
+}
+
+#[test]
+fn models_table_says_model_fps() {
+    let out = coinfer(&["models"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header = text.lines().next().unwrap();
+    // "FPS" alone reads as throughput; the column is the frame rate of the model's timeline.
+    assert!(header.contains("MODEL FPS"), "{header}");
+    assert!(text.contains("not a speed"), "{text}");
 }
 
 #[test]
@@ -281,13 +301,60 @@ fn run_on_a_file_writes_meta_steps_summary_and_no_progress_bytes() {
     let text = String::from_utf8(out.stdout).unwrap();
     let recs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(recs[0]["type"], "meta");
-    assert_eq!(recs[0]["emit_transient"], false, "files report ready outputs only by default");
+    assert_eq!(recs[0]["emit_transient"], true, "files are answered from their first frame");
     let last = recs.last().unwrap();
     assert_eq!((last["type"].as_str(), last["status"].as_str()), (Some("summary"), Some("ok")));
-    let steps = recs.iter().filter(|r| r["type"] == "step").count() as u64;
-    assert!(steps > 0);
-    assert_eq!(last["records"], steps);
-    assert!(recs.iter().filter(|r| r["type"] == "step").all(|r| r["ready"] == true));
+    let steps: Vec<&serde_json::Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert_eq!(last["records"], steps.len() as u64);
+    // The first record is the first frame's (the warm-up's output), not yet ready; its window is that frame.
+    assert_eq!((steps[0]["frame"].as_u64(), steps[0]["ready"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(steps[0]["window"], serde_json::json!([0.0, 0.0]));
+    assert!(steps.iter().all(|r| r.get("lag_s").is_none()), "files have no live lag");
+    assert_eq!((last["skipped"].as_u64(), last["max_lag_s"].is_null()), (Some(0), true));
+    // The segments cover the clip from its start.
+    assert_eq!(last["segments"][0]["start"], 0.0);
+
+    // --no-transient keeps what `select(.ready)` keeps: the same records, bit for bit but for timings.
+    let out = Command::new(env!("CARGO_BIN_EXE_coinfer")).args(["--no-transient", SAMPLE]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let strip = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        r.as_object_mut().unwrap().remove("latency_ms");
+        r
+    };
+    let exact: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == "step")
+        .map(|r| strip(&r))
+        .collect();
+    let ready: Vec<serde_json::Value> = steps.iter().filter(|r| r["ready"] == true).map(|r| strip(r)).collect();
+    assert!(!exact.is_empty());
+    assert_eq!(exact, ready);
+}
+
+/// A clip far shorter than the receptive field (10 frames, 0.4 s, against I3D's 4.9 s) still gets
+/// step records and segments.
+#[test]
+fn a_short_file_is_answered_from_its_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("short.y4m");
+    let mut bytes = y4m_header().to_vec();
+    for _ in 0..10 {
+        bytes.extend(y4m_frame());
+    }
+    std::fs::write(&clip, bytes).unwrap();
+    let out = coinfer(&[clip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs[0]["source"]["is_stream"], false);
+    let steps: Vec<&serde_json::Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert!(!steps.is_empty(), "no answer for a short clip");
+    assert_eq!((steps[0]["frame"].as_u64(), steps[0]["ready"].as_bool()), (Some(0), Some(false)));
+    let segments = recs.last().unwrap()["segments"].as_array().unwrap().clone();
+    assert!(!segments.is_empty());
+    assert_eq!(segments[0]["start"], 0.0);
 }
 
 /// A 64x48 4:2:0 y4m header and mid-grey frames.
@@ -341,6 +408,9 @@ fn sigint_writes_the_summary_and_exits_130() {
     }
     drop(stdin);
     assert_eq!(code, Some(130));
+    // A live source: every step record says how far behind live it is.
+    let step: serde_json::Value = serde_json::from_str(lines.iter().find(|l| l.contains("\"type\":\"step\"")).unwrap()).unwrap();
+    assert!(step["lag_s"].as_f64().is_some_and(|l| l >= 0.0), "{step}");
     let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!((last["type"].as_str(), last["status"].as_str()), (Some("summary"), Some("interrupted")));
 }

@@ -4,13 +4,15 @@
 //! steps. Frames are constant per channel, so every expected score below is computed by hand from
 //! the window contents, independently of the pipeline's code.
 
+use std::cell::Cell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use coinfer::labels::Labels;
 use coinfer::models::{ModelSpec, Normalize, StreamModel, StreamShape};
-use coinfer::pipeline::{self, Options, Packet};
+use coinfer::pipeline::{self, Live, Options, Packet};
 use coinfer::sink::{InputSize, JsonLines, Meta, Sink, SourceMeta, StepRecord, Summary};
 use coinfer::smooth::SmoothMode;
 use coinfer::source::SourceInfo;
@@ -25,6 +27,8 @@ struct WindowModel {
     steps: usize,
     /// With lag 1 (like a pipelined schedule): the output of the step before, if it had one.
     held: Option<Vec<f32>>,
+    /// Time each step takes on purpose (a model too slow for its source).
+    pause: Duration,
 }
 
 impl WindowModel {
@@ -43,7 +47,14 @@ impl WindowModel {
             window: vec![[0.0; CLASSES]; rf],
             steps: 0,
             held: None,
+            pause: Duration::ZERO,
         }
+    }
+
+    /// The same model, taking `pause` per step.
+    fn slow(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// The same model, emitting every output one step late.
@@ -79,6 +90,7 @@ impl StreamModel for WindowModel {
         self.shape
     }
     fn step_planar(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> anyhow::Result<bool> {
+        std::thread::sleep(self.pause);
         let mut out = self.window_output(frame);
         if self.shape.lag > 0 {
             out = std::mem::replace(&mut self.held, out);
@@ -122,7 +134,7 @@ fn labels() -> Labels {
 }
 
 fn opts() -> Options {
-    Options { top_k: 5, threshold: 0.0, smooth: SmoothMode::None, hold: 0, emit_transient: false, warmup: 0 }
+    Options { top_k: 5, threshold: 0.0, smooth: SmoothMode::None, hold: 0, emit_transient: false, warmup: 0, live: None }
 }
 
 /// softmax of three values, the reference for the model's scores.
@@ -134,7 +146,7 @@ fn softmax3(m: [f64; 3]) -> [f64; 3] {
 
 /// Run and return the JSON values written, one per line.
 fn run_jsonl(
-    packets: Vec<anyhow::Result<Packet>>,
+    packets: impl IntoIterator<Item = anyhow::Result<Packet>>,
     model: &mut WindowModel,
     opts: &Options,
     stop: &AtomicBool,
@@ -212,6 +224,7 @@ fn check_record(v: &Value) {
                     ("top_k", Ty::UInt),
                     ("threshold", Ty::Num),
                     ("emit_transient", Ty::Bool),
+                    ("max_lag_s", Ty::OptNum),
                     ("version", Ty::Str),
                 ],
                 &["input", "source"],
@@ -239,23 +252,32 @@ fn check_record(v: &Value) {
             assert!(matches!(v["fill"].as_str(), Some("zeros" | "replicate")));
         }
         "step" => {
-            check_object(
-                v,
-                &[
-                    ("type", Ty::Str),
-                    ("frame", Ty::UInt),
-                    ("pts", Ty::Num),
-                    ("step", Ty::UInt),
-                    ("ready", Ty::Bool),
-                    ("latency_ms", Ty::Num),
-                ],
-                &["top", "current"],
-                "step",
-            );
+            let mut fields = vec![
+                ("type", Ty::Str),
+                ("frame", Ty::UInt),
+                ("pts", Ty::Num),
+                ("step", Ty::UInt),
+                ("ready", Ty::Bool),
+                ("latency_ms", Ty::Num),
+            ];
+            // Live sources only; `skipped` only where frames were skipped.
+            if v.get("lag_s").is_some() {
+                fields.push(("lag_s", Ty::Num));
+            }
+            if v.get("skipped").is_some() {
+                fields.push(("skipped", Ty::UInt));
+                assert!(v["skipped"].as_u64() > Some(0), "skipped is left out when 0: {v}");
+            }
+            check_object(v, &fields, &["top", "current", "window"], "step");
             for t in v["top"].as_array().expect("top is an array") {
                 check_object(t, TOP, &[], "step.top[]");
             }
-            check_object(&v["current"], TOP, &[], "step.current");
+            check_object(&v["current"], &[("id", Ty::OptUInt), ("label", Ty::Str), ("score", Ty::Num)], &[], "step.current");
+            assert_eq!(v["current"]["id"].is_null(), v["current"]["label"] == "none", "none and only none has no id: {v}");
+            let window = v["window"].as_array().expect("window is an array");
+            assert!(window.len() == 2 && window.iter().all(Value::is_number), "window is [start, end]: {v}");
+            let (start, end) = (window[0].as_f64().unwrap(), window[1].as_f64().unwrap());
+            assert!(start <= end && close(end, (v["pts"].as_f64().unwrap() * 1e3).round() / 1e3), "window ends at its frame: {v}");
         }
         "summary" => {
             check_object(
@@ -271,6 +293,8 @@ fn check_record(v: &Value) {
                     ("steps_per_s", Ty::Num),
                     ("p50_ms", Ty::OptNum),
                     ("p95_ms", Ty::OptNum),
+                    ("skipped", Ty::UInt),
+                    ("max_lag_s", Ty::OptNum),
                 ],
                 &["segments"],
                 "summary",
@@ -282,7 +306,7 @@ fn check_record(v: &Value) {
                     &[
                         ("start", Ty::Num),
                         ("end", Ty::Num),
-                        ("id", Ty::UInt),
+                        ("id", Ty::OptUInt),
                         ("label", Ty::Str),
                         ("outputs", Ty::UInt),
                         ("mean_score", Ty::Num),
@@ -324,6 +348,7 @@ fn meta_record_follows_the_schema() {
         top_k: 5,
         threshold: 0.0,
         emit_transient: true,
+        max_lag_s: Some(1.5),
         version: env!("CARGO_PKG_VERSION"),
         source: SourceMeta {
             input: "-".into(),
@@ -365,6 +390,9 @@ fn records_follow_the_schema_and_the_window_arithmetic() {
         assert_eq!(r["frame"], s);
         assert!(close(r["pts"].as_f64().unwrap(), s as f64 / 10.0));
         assert_eq!(r["ready"], true);
+        // The window spans the receptive field's 4 frames, s-3 ..= s.
+        assert!(close(r["window"][0].as_f64().unwrap(), (s - 3) as f64 / 10.0) && close(r["window"][1].as_f64().unwrap(), s as f64 / 10.0));
+        assert!(r.get("lag_s").is_none() && r.get("skipped").is_none(), "files: no lag, nothing skipped");
         assert_eq!(r["top"].as_array().unwrap().len(), 3, "top-5 of 3 classes lists all 3");
         // Window = frames s-3..=s; class-0 frames are those < 10.
         let zeros = (s - 3..=s).filter(|&f| f < 10).count() as f64;
@@ -381,12 +409,15 @@ fn records_follow_the_schema_and_the_window_arithmetic() {
 
     assert_eq!((summary.frames, summary.steps, summary.outputs, summary.records), (20, 20, 18, 17));
     assert_eq!(summary.status, "ok");
+    assert_eq!((summary.skipped, summary.max_lag_s), (0, None));
     let segs = &summary.segments;
     assert_eq!(segs.len(), 2);
-    assert_eq!((segs[0].id, segs[0].outputs), (0, 9));
-    assert!(close(segs[0].start, 0.3) && close(segs[0].end, 1.1));
-    assert_eq!((segs[1].id, segs[1].outputs, segs[1].label.as_str()), (1, 8, "one"));
-    assert!(close(segs[1].start, 1.2) && close(segs[1].end, 1.9));
+    assert_eq!((segs[0].id, segs[0].outputs), (Some(0), 9));
+    // Segments by the windows: the first from its first output's window start (frame 0); the label
+    // turns at step 12, so the second starts where step 11's window ended.
+    assert!(close(segs[0].start, 0.0) && close(segs[0].end, 1.1), "{segs:?}");
+    assert_eq!((segs[1].id, segs[1].outputs, segs[1].label.as_str()), (Some(1), 8, "one"));
+    assert!(close(segs[1].start, 1.1) && close(segs[1].end, 1.9), "{segs:?}");
     // Segment 0: seven full class-0 windows (steps 3..=9), then 3 of 4 and 2 of 4.
     let full = softmax3([1.0, 0.0, 0.0])[0];
     let want0 = (7.0 * full + softmax3([0.75, 0.25, 0.0])[0] + softmax3([0.5, 0.5, 0.0])[0]) / 9.0;
@@ -558,7 +589,8 @@ fn ema_and_hold_shape_the_track() {
         assert_eq!(r["current"]["id"], if st >= 14 { 1 } else { 0 }, "step {st}");
     }
     assert_eq!(s.segments.len(), 2);
-    assert!(close(s.segments[1].start, 1.4));
+    // The switch at step 14: the new segment starts where step 13's window ended.
+    assert!(close(s.segments[1].start, 1.3));
 }
 
 #[test]
@@ -659,4 +691,136 @@ fn every_sink_sees_frames_then_their_outputs() {
     packets.truncate(5);
     pipeline::run(packets.into_iter(), &mut model, &labels(), &opts(), &mut [&mut calls], &stop).unwrap();
     assert_eq!(calls.0, ["f0", "f1", "f2", "f3", "s3", "f4", "s4", "end"]);
+}
+
+/// Under `--threshold` the reported label is "none" (id null), for `current` and the segments: no
+/// class is claimed when none is likely enough. The `top` list is filtered as before.
+#[test]
+fn under_the_threshold_the_label_is_none() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { threshold: 0.5, ..opts() };
+    let (res, recs) = run_jsonl(two_scenes(), &mut model, &o, &stop);
+    let s = res.unwrap();
+    recs.iter().for_each(check_record);
+    // Best scores: full windows e/(e+2) = 0.576; 3 of 4 frames alike (steps 10, 12) 0.481; 2-2 (step 11) 0.38.
+    let mixed = [softmax3([0.75, 0.25, 0.0])[0], softmax3([0.5, 0.5, 0.0])[0], softmax3([0.75, 0.25, 0.0])[0]];
+    for st in 3..20u64 {
+        let r = recs.iter().find(|r| r["step"] == st).unwrap();
+        if (10..=12).contains(&st) {
+            assert_eq!((r["current"]["id"].is_null(), r["current"]["label"].as_str()), (true, Some("none")), "step {st}: {r}");
+            assert!(close(r["current"]["score"].as_f64().unwrap(), mixed[st as usize - 10]), "the best score, under the threshold: {r}");
+            assert!(r["top"].as_array().unwrap().is_empty());
+        } else {
+            assert_eq!(r["current"]["id"], if st < 10 { 0 } else { 1 }, "step {st}");
+        }
+    }
+    let segs = &s.segments;
+    let got: Vec<(Option<usize>, &str, usize)> = segs.iter().map(|g| (g.id, g.label.as_str(), g.outputs)).collect();
+    assert_eq!(got, [(Some(0), "zero", 7), (None, "none", 3), (Some(1), "one", 7)]);
+    assert!(close(segs[1].start, 0.9) && close(segs[1].end, 1.2), "{segs:?}");
+    assert!(close(segs[1].mean_score, mixed.iter().sum::<f64>() / 3.0));
+}
+
+/// A clip shorter than the receptive field is answered from its first frame: with the warm-up, its
+/// one frame gives a (transient) output whose window starts and ends at that frame, and a segment.
+#[test]
+fn a_one_frame_clip_gets_an_answer() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(2, 4, 1);
+    let o = Options { emit_transient: true, warmup: 2, ..opts() };
+    let one = vec![Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)) })];
+    let (res, recs) = run_jsonl(one, &mut model, &o, &stop);
+    let s = res.unwrap();
+    recs.iter().for_each(check_record);
+    assert_eq!((s.frames, s.steps, s.records), (1, 1, 1));
+    let r = &recs[0];
+    assert_eq!((r["ready"].as_bool(), r["current"]["id"].as_u64()), (Some(false), Some(2)));
+    assert_eq!(r["window"], serde_json::json!([0.0, 0.0]));
+    assert_eq!(s.segments.len(), 1);
+    assert_eq!((s.segments[0].id, s.segments[0].start, s.segments[0].end), (Some(2), 0.0, 0.0));
+}
+
+/// Transient windows start at the first frame (the fill before it stands in for it); past the
+/// receptive field they start at the oldest frame it holds. Times are rounded to the millisecond.
+#[test]
+fn windows_start_at_the_first_frame_until_the_field_is_full() {
+    let stop = AtomicBool::new(false);
+    let mut model = WindowModel::new(1, 4, 1);
+    let o = Options { emit_transient: true, ..opts() };
+    // 30 fps: pts in thirds of a second/10, which the records round.
+    let packets: Vec<anyhow::Result<Packet>> =
+        (0..8u64).map(|i| Ok(Packet { frame: i, pts: 0.5 + i as f64 / 30.0, steps: 1, input: Some(frame_of(0)) })).collect();
+    let (res, recs) = run_jsonl(packets, &mut model, &o, &stop);
+    res.unwrap();
+    let windows: Vec<(u64, Value)> =
+        recs.iter().filter(|r| r["type"] == "step").map(|r| (r["step"].as_u64().unwrap(), r["window"].clone())).collect();
+    let ms = |i: u64| ((0.5 + i as f64 / 30.0) * 1e3).round() / 1e3;
+    for (step, w) in windows {
+        let oldest = (step + 1).saturating_sub(4);
+        assert_eq!(w, serde_json::json!([ms(oldest), ms(step)]), "step {step}");
+    }
+}
+
+thread_local! {
+    static WARNINGS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_warning(_text: &str) {
+    WARNINGS.with(|w| w.set(w.get() + 1));
+}
+
+/// A live source that produces frame `i` at `i / fps` seconds after its start, as a camera does: a
+/// reader that comes late finds the frames it missed queued, a reader that comes early waits.
+fn live_source(n: u64, fps: f64) -> impl Iterator<Item = anyhow::Result<Packet>> {
+    let start = Instant::now();
+    (0..n).map(move |i| {
+        let due = start + Duration::from_secs_f64(i as f64 / fps);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Ok(Packet { frame: i, pts: i as f64 / fps, steps: 1, input: Some(frame_of((i % 3) as usize)) })
+    })
+}
+
+/// A model twice as slow as its live source falls behind. Without a bound every frame is still
+/// stepped and the records say how far behind they are (`lag_s`); with `max_lag_s` the frames that
+/// arrive too late are skipped, counted in the summary and marked in the next record, and the user is
+/// warned once. The assertions are on counts and markers, not on durations: load can only make the
+/// model slower, which makes it fall behind more.
+#[test]
+fn a_slow_model_on_a_live_source_skips_frames_to_stay_live() {
+    let (frames, fps, pause) = (60u64, 100.0, Duration::from_millis(20));
+    // Unbounded: every frame stepped, lag reported on every record, and it grows.
+    let stop = AtomicBool::new(false);
+    let o = Options { emit_transient: true, live: Some(Live { max_lag_s: None, warn: count_warning }), ..opts() };
+    let mut model = WindowModel::new(0, 4, 1).slow(pause);
+    let (res, recs) = run_jsonl(live_source(frames, fps), &mut model, &o, &stop);
+    let s = res.unwrap();
+    recs.iter().for_each(check_record);
+    assert_eq!((s.frames, s.steps, s.skipped), (frames, frames, 0));
+    let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
+    assert!(steps.iter().all(|r| r["lag_s"].is_number() && r.get("skipped").is_none()));
+    assert!(s.max_lag_s.is_some());
+
+    // Bounded: frames skipped, the count in the summary equal to the markers plus those after the last record.
+    WARNINGS.with(|w| w.set(0));
+    let o = Options { emit_transient: true, live: Some(Live { max_lag_s: Some(0.05), warn: count_warning }), ..opts() };
+    let mut model = WindowModel::new(0, 4, 1).slow(pause);
+    let (res, recs) = run_jsonl(live_source(frames, fps), &mut model, &o, &stop);
+    let s = res.unwrap();
+    recs.iter().for_each(check_record);
+    assert_eq!(s.frames, frames);
+    assert!(s.skipped > 0, "a model twice as slow as the source must skip: {s:?}");
+    assert_eq!(s.steps + s.skipped, frames, "each frame is either stepped or skipped");
+    assert_eq!(model.steps as u64, s.steps);
+    let marked: u64 = recs.iter().filter_map(|r| r["skipped"].as_u64().filter(|_| r["type"] == "step")).sum();
+    assert!(marked > 0 && marked <= s.skipped, "{marked} marked of {}", s.skipped);
+    assert_eq!(WARNINGS.with(Cell::get), 1, "warned once");
+    // A file (no live timeline) never skips, however slow the model.
+    let mut model = WindowModel::new(0, 4, 1).slow(pause);
+    let o = Options { emit_transient: true, ..opts() };
+    let (res, _) = run_jsonl(live_source(frames, fps).collect::<Vec<_>>(), &mut model, &o, &stop);
+    let s = res.unwrap();
+    assert_eq!((s.steps, s.skipped, s.max_lag_s), (frames, 0, None));
 }

@@ -77,21 +77,24 @@ fn hold_zero_and_one_switch_at_once() {
 #[test]
 fn segments_of_a_track() {
     let mut seg = Segments::new();
+    // (id, window [start, end], score): windows of 2 s, one output every 0.5 s.
     let track = [(0, 0.0, 0.5), (0, 0.5, 0.7), (3, 1.0, 0.4), (3, 1.5, 0.6), (3, 2.0, 0.8), (0, 2.5, 0.9)];
-    for (id, pts, score) in track {
-        seg.push(id, pts, score);
+    for (id, end, score) in track {
+        seg.push(id, [(end - 2.0f64).max(0.0), end], score);
     }
     let s = seg.snapshot();
     assert_eq!(s.len(), 3);
+    // The first segment starts where its first window does; each later one where the window of the
+    // output before it ended (the frames after that turned the label); each ends with its last window.
     assert_eq!((s[0].id, s[0].start, s[0].end, s[0].outputs), (0, 0.0, 0.5, 2));
     assert!((s[0].mean_score - 0.6).abs() < 1e-6);
-    assert_eq!((s[1].id, s[1].start, s[1].end, s[1].outputs), (3, 1.0, 2.0, 3));
+    assert_eq!((s[1].id, s[1].start, s[1].end, s[1].outputs), (3, 0.5, 2.0, 3));
     assert!((s[1].mean_score - 0.6).abs() < 1e-6);
-    assert_eq!((s[2].id, s[2].start, s[2].end, s[2].outputs), (0, 2.5, 2.5, 1));
+    assert_eq!((s[2].id, s[2].start, s[2].end, s[2].outputs), (0, 2.0, 2.5, 1));
     // A snapshot does not close the open segment.
-    seg.push(0, 3.0, 0.7);
+    seg.push(0, [1.0, 3.0], 0.7);
     let s = seg.snapshot();
-    assert_eq!((s.len(), s[2].outputs, s[2].end), (3, 2, 3.0));
+    assert_eq!((s.len(), s[2].outputs, s[2].start, s[2].end), (3, 2, 2.0, 3.0));
     assert!((s[2].mean_score - 0.8).abs() < 1e-6);
     assert!(Segments::new().snapshot().is_empty());
 }

@@ -64,7 +64,12 @@ impl Journal {
     /// Open `path` (or stdout when `None`). With `resume`, read the clips already recorded.
     pub fn open(path: Option<&Path>, format: Format, resume: bool) -> Result<Journal> {
         let Some(path) = path else {
-            return Ok(Journal { file: None, done: HashSet::new(), format });
+            // CSV on stdout starts with its header too, as a file does.
+            let mut journal = Journal { file: None, done: HashSet::new(), format };
+            if format == Format::Csv {
+                journal.write_raw(&(csv_line(CSV_COLUMNS.iter().map(|c| c.to_string()))?))?;
+            }
+            return Ok(journal);
         };
         let mut file = OpenOptions::new()
             .create(true)
@@ -178,7 +183,7 @@ fn check_format(text: &[u8], format: Format, path: &Path) -> Result<()> {
     };
     Err(classified(
         ErrorKind::Usage,
-        format!("{} does not start like {name}: resume it with the --format it was written in", path.display()),
+        format!("{} does not start like {name}: resume it with the --out-format it was written in", path.display()),
     ))
 }
 

@@ -30,16 +30,22 @@ pub enum FormatArg {
 Per clip one record (`clip`, or `error` for a clip that failed); the run goes on past failures and \
 exits 65 (bad data) or 1 at the end if any clip failed. The clip-level prediction is the mean of the \
 probabilities of the steady-state outputs (`aggregation: steady-mean`); a clip shorter than the model's \
-receptive field has none, and gets the mean of its transient outputs (`transient-mean`; with the default \
-replicate fill every clip with one frame or more has outputs).
+receptive field has none, and gets the mean of its transient outputs (`transient-mean`): with the \
+replicate warm-up every clip of one frame or more gets an answer. Its segments cover it from its \
+first frame.
 
 Examples:
   coinfer batch videos/ --out labels.jsonl
-  coinfer batch 'clips/**/*.mp4' @more.txt --out labels.csv --format csv --jobs 2
-  coinfer batch videos/ --out labels.jsonl --resume            # after an interruption
-  coinfer batch videos/ --shard 3/8 --out part-3.jsonl         # one of 8 machines
-Slurm:   #SBATCH --array=0-7   then  coinfer batch data/ --shard $SLURM_ARRAY_TASK_ID/8 --out part-$SLURM_ARRAY_TASK_ID.jsonl --resume
-GNU parallel over hosts:  parallel -S h1,h2 coinfer batch /nfs/data --shard {}/8 --out /nfs/out/part-{}.jsonl --resume ::: $(seq 0 7)")]
+  coinfer batch 'clips/**/*.mp4' @more.txt --out labels.csv --jobs 2
+  coinfer batch videos/ --out labels.jsonl --resume      # after an interruption
+  coinfer batch videos/ --shard 3/8 --out part-3.jsonl   # one of 8 machines
+
+Slurm (#SBATCH --array=0-7):
+  coinfer batch data/ --resume --shard $SLURM_ARRAY_TASK_ID/8 \\
+    --out part-$SLURM_ARRAY_TASK_ID.jsonl
+GNU parallel over hosts:
+  parallel -S h1,h2 coinfer batch /nfs/data --shard {}/8 \\
+    --out /nfs/out/part-{}.jsonl --resume ::: $(seq 0 7)")]
 pub struct BatchArgs {
     /// Files, directories (recursive, video extensions), globs, or @list.txt
     #[arg(required = true)]
@@ -47,8 +53,9 @@ pub struct BatchArgs {
     /// Output file (appended record by record; default stdout)
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "jsonl")]
-    pub format: FormatArg,
+    /// Output format [default: csv for an --out ending in .csv, else jsonl]
+    #[arg(long, value_enum, value_name = "FORMAT", alias = "format")]
+    pub out_format: Option<FormatArg>,
     /// Clips labelled in parallel, each worker with its own model (default: half the cores, at least 1)
     #[arg(long, short)]
     pub jobs: Option<usize>,
@@ -61,23 +68,35 @@ pub struct BatchArgs {
     /// Stop at the first failed clip
     #[arg(long)]
     pub fail_fast: bool,
+    /// Model to run (see `coinfer models`)
     #[arg(long, short, default_value = crate::models::DEFAULT_MODEL)]
     pub model: String,
-    #[arg(long)]
+    /// Checkpoint to load instead of the model's default
+    #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Classes per clip record
     #[arg(long, short = 'k', default_value_t = 5)]
     pub top_k: usize,
-    #[arg(long)]
+    /// Temporal window of the head's pooling, in its positions [default: the model's]
+    #[arg(long, value_name = "N")]
     pub pool: Option<usize>,
     /// Labels file (txt, JSON {name: id} or CSV id,name); default Kinetics-400
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// No progress display and no closing count on stderr (errors are still printed)
     #[arg(long, short)]
     pub quiet: bool,
     /// How the network's threads share a step (auto: the pipeline on two threads)
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
+}
+
+impl BatchArgs {
+    /// The output format: as asked, else from `--out`'s extension (`.csv`), else JSON Lines.
+    pub fn out_format(&self) -> FormatArg {
+        let csv_file = self.out.as_ref().and_then(|p| p.extension()).is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        self.out_format.unwrap_or(if csv_file { FormatArg::Csv } else { FormatArg::Jsonl })
+    }
 }
 
 /// Sums the probabilities of the outputs of one clip, steady-state and transient apart (running sums:
@@ -134,6 +153,7 @@ impl ClipLabeler for ModelLabeler {
             hold: 0,
             emit_transient: true,
             warmup: self.model.shape().delay,
+            live: None,
         };
         let mut collect = Collect::new(classes);
         let summary = pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?;
@@ -183,7 +203,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let opts = BatchOptions {
         out: args.out.clone(),
-        format: match args.format {
+        format: match args.out_format() {
             FormatArg::Jsonl => Format::Jsonl,
             FormatArg::Csv => Format::Csv,
         },

@@ -29,7 +29,7 @@ pub struct BenchArgs {
     /// Regular sliding-window clips to time, 1 to 10000
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub regular_runs: usize,
-    /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS)
+    /// Threads for the network step, 1 to 4 × the cores [default: the cores available]
     #[arg(long)]
     pub threads: Option<usize>,
     /// Feed frames of this video (preprocessed) instead of random frames

@@ -17,12 +17,13 @@ use crate::models::Schedule;
 
 const EXAMPLES: &str = "\
 Examples:
-  coinfer samples/sports2d-demo.mp4                 # JSON Lines on stdout, one record per output
+  coinfer samples/sports2d-demo.mp4
   coinfer clip.mp4 | jq -c 'select(.type==\"step\") | [.pts, .current.label]'
   coinfer --model x3d-s --smooth ema:0.3 --hold 3 clip.mp4
   ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | coinfer -
-  ffmpeg -i rtsp://camera/stream -f yuv4mpegpipe - | coinfer -
-  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt rgb24 - | coinfer --raw 640x360 --fps 30 -
+  ffmpeg -i rtsp://camera/stream -f yuv4mpegpipe - | coinfer --max-lag 1 -
+  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt rgb24 - |
+    coinfer --raw 640x360 --fps 30 -
   coinfer models
   coinfer labels
 
@@ -80,6 +81,38 @@ fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
         args.insert(1, OsString::from("run"));
     }
     args
+}
+
+/// The subcommand a word that is not one most likely meant (`model` → `models`): one within two
+/// edits of its name. Used to explain a missing input named like one.
+pub fn similar_subcommand(word: &str) -> Option<String> {
+    if word.len() < 3 || word.contains(['/', '.', '\\']) {
+        return None;
+    }
+    Cli::command()
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .filter(|name| name != "help")
+        .map(|name| (edit_distance(word, &name), name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Run a parsed command.
@@ -186,5 +219,41 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Example lines (indented) fit an 80-column terminal, so none wraps mid-command and each can be
+    /// copied as it stands; and every option of every subcommand says what it does.
+    #[test]
+    fn help_examples_fit_and_every_option_is_explained() {
+        let cli = Cli::command();
+        let mut commands: Vec<&clap::Command> = vec![&cli];
+        commands.extend(cli.get_subcommands());
+        for cmd in commands {
+            let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            for line in after.lines().filter(|l| l.starts_with("  ")) {
+                assert!(line.chars().count() <= 80, "{}: example line of {} columns: {line}", cmd.get_name(), line.chars().count());
+            }
+            // The subcommands of labelling (bench, flops and weights are tools of their own).
+            if !matches!(cmd.get_name(), "coinfer" | "run" | "batch" | "models" | "labels") {
+                continue;
+            }
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{} --{id} has no help text", cmd.get_name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_input_named_like_a_subcommand_is_explained() {
+        assert_eq!(similar_subcommand("model").as_deref(), Some("models"));
+        assert_eq!(similar_subcommand("lables").as_deref(), Some("labels"));
+        assert_eq!(similar_subcommand("flop").as_deref(), Some("flops"));
+        assert_eq!(similar_subcommand("clip.mp4"), None);
+        assert_eq!(similar_subcommand("holiday"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

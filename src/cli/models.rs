@@ -67,14 +67,14 @@ pub fn execute(args: &ModelsArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<12} {:>6} {:>9} {:>6} {:>6} {:>7} {:>11}  {:<8} DESCRIPTION",
-        "MODEL", "FPS", "INPUT", "DELAY", "RF", "STRIDE", "GMACS/STEP", "WEIGHTS"
+        "{:<12} {:>9} {:>9} {:>6} {:>6} {:>7} {:>11}  {:<8} DESCRIPTION",
+        "MODEL", "MODEL FPS", "INPUT", "DELAY", "RF", "STRIDE", "GMACS/STEP", "WEIGHTS"
     )?;
     for r in &rows {
         let name = if r.default { format!("{}*", r.name) } else { r.name.clone() };
         writeln!(
             out,
-            "{:<12} {:>6.2} {:>9} {:>6} {:>6} {:>7} {:>11.3}  {:<8} {}",
+            "{:<12} {:>9.2} {:>9} {:>6} {:>6} {:>7} {:>11.3}  {:<8} {}",
             name,
             r.fps,
             format!("{}x{}", r.crop, r.crop),
@@ -86,6 +86,7 @@ pub fn execute(args: &ModelsArgs) -> anyhow::Result<()> {
             r.summary
         )?;
     }
-    writeln!(out, "* default. DELAY and RF (receptive field) are in steps of the model's frame rate.")?;
+    writeln!(out, "* default. MODEL FPS: the frame rate of the model's timeline (frames it takes per second")?;
+    writeln!(out, "of video, not a speed). DELAY and RF (receptive field) are in steps of that timeline.")?;
     Ok(out.flush()?)
 }

@@ -23,15 +23,17 @@ Examples:
   coinfer run -k 3 --threshold 0.05 clip.mkv
   coinfer run --smooth mean:8 --hold 4 --no-transient clip.mp4
   ffmpeg -f v4l2 -i /dev/video0 -f yuv4mpegpipe - | coinfer run -
-  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt bgr24 - | coinfer run --raw 640x360 --pix-fmt bgr24 --fps 30 -
-  coinfer run --format v4l2 /dev/video0
+  ffmpeg -i clip.mp4 -f rawvideo -pix_fmt bgr24 - |
+    coinfer run --raw 640x360 --pix-fmt bgr24 --fps 30 -
+  coinfer run --input-format v4l2 /dev/video0
+  ffmpeg -re -i rtsp://cam/stream -f yuv4mpegpipe - | coinfer run --max-lag 1 -
 
-Defaults are chosen so a live user sees a label within about a second: --fill replicate warms
-the network up with copies of the first frame, so the first output comes with the first frame
-instead of after the model's delay (2.5 s for I3D). Streams (stdin, devices, URLs) report these
-early outputs, marked \"ready\":false until the receptive field is full; files report only ready
-outputs unless --emit-transient. No extra smoothing by default: the network's head already averages
-over its temporal window, and more smoothing only adds lag.";
+Every input is answered from its first frame: --fill replicate warms the network up with copies
+of the first frame, so the first output comes with the first frame instead of after the model's
+delay (2.5 s for I3D). These early outputs are marked \"ready\":false until the receptive field
+holds only real frames (select(.ready) or --no-transient keeps the exact ones). No extra smoothing
+by default: the network's head already averages over its temporal window, and more smoothing only
+adds lag. Live sources report lag_s; --max-lag skips frames to stay live.";
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = RUN_EXAMPLES)]
@@ -55,7 +57,7 @@ pub struct RunArgs {
     #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub top_k: u64,
 
-    /// List only classes whose (smoothed) score is at least P
+    /// List only classes whose (smoothed) score is at least P; under it the label is "none"
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub threshold: f32,
 
@@ -71,11 +73,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = FillArg::Replicate)]
     pub fill: FillArg,
 
-    /// Also report outputs emitted before the receptive field is full ("ready":false) [default for streams]
+    /// Also report outputs emitted before the receptive field is full ("ready":false) [default]
     #[arg(long, conflicts_with = "no_transient")]
     pub emit_transient: bool,
 
-    /// Report only outputs whose receptive field is full [default for files]
+    /// Report only outputs whose receptive field is full
     #[arg(long)]
     pub no_transient: bool,
 
@@ -96,8 +98,12 @@ pub struct RunArgs {
     pub fps: Option<f64>,
 
     /// Force the input format (FFmpeg's name: v4l2, mpegts, yuv4mpegpipe, …)
-    #[arg(long, value_name = "FMT")]
-    pub format: Option<String>,
+    #[arg(long, value_name = "FMT", alias = "format")]
+    pub input_format: Option<String>,
+
+    /// Live sources: skip frames that arrive more than SECONDS behind live, so labels stay current (files never skip)
+    #[arg(long, value_name = "SECONDS", value_parser = parse_max_lag)]
+    pub max_lag: Option<f64>,
 
     /// No progress display and no notes on stderr (errors are still printed)
     #[arg(short, long)]
@@ -111,7 +117,7 @@ pub struct RunArgs {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Threads for the network (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS) [default: the cores available]
+    /// Threads for the network step, 1 to 4 × the cores [default: the cores available]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
 
@@ -155,6 +161,11 @@ fn parse_probability(s: &str) -> Result<f32, String> {
     if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not between 0 and 1")) }
 }
 
+fn parse_max_lag(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if f.is_finite() && f > 0.0 { Ok(f) } else { Err(format!("{f} is not a lag in seconds (> 0)")) }
+}
+
 fn parse_fps(s: &str) -> Result<f64, String> {
     let f: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if f.is_finite() && f > 0.0 && f <= 10_000.0 { Ok(f) } else { Err(format!("{f} is not a frame rate (0 < FPS <= 10000)")) }
@@ -171,26 +182,26 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 }
 
 impl RunArgs {
-    /// Whether to report transient outputs: as asked, else for live streams only.
-    pub fn emit_transient(&self, is_stream: bool) -> bool {
-        if self.emit_transient {
-            true
-        } else if self.no_transient {
-            false
-        } else {
-            is_stream
-        }
+    /// Whether to report transient outputs: unless `--no-transient`, for files as for streams, so
+    /// that every input is answered from its first frame.
+    pub fn emit_transient(&self) -> bool {
+        !self.no_transient
     }
 }
 
 /// A file that is not there is a "no such input" (66) before any model is loaded; devices, URLs,
-/// stdin and forced formats (lavfi, v4l2 names) are left to the decoder.
+/// stdin and forced formats (lavfi, v4l2 names) are left to the decoder. A missing file named like a
+/// subcommand (`coinfer model`) is most likely a typo of it, and the error says so.
 fn check_input(input: &str, forced_format: bool) -> anyhow::Result<()> {
     if input == "-" || forced_format || input.contains("://") {
         return Ok(());
     }
     if !Path::new(input).exists() {
-        return Err(classified(ErrorKind::NoInput, format!("no such file: {input}")));
+        let hint = match crate::cli::similar_subcommand(input) {
+            Some(name) => format!(" (did you mean the subcommand `coinfer {name}`?)"),
+            None => String::new(),
+        };
+        return Err(classified(ErrorKind::NoInput, format!("no such file: {input}{hint}")));
     }
     Ok(())
 }
@@ -201,7 +212,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     if args.raw.is_some() && args.fps.is_none() {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
-    check_input(&args.input, args.format.is_some())?;
+    check_input(&args.input, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
@@ -214,7 +225,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let open_opts = OpenOptions {
         raw: args.raw.map(|(width, height)| RawVideo { width, height, pix_fmt: args.pix_fmt.clone() }),
         fps: args.fps,
-        format: args.format.clone(),
+        format: args.input_format.clone(),
     };
     let src = source::open(&args.input, &open_opts)?;
     let info = src.info().clone();
@@ -223,7 +234,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let mut model = models::build(&args.model, &model_opts)?;
     anyhow::ensure!(model.spec() == &desc.spec, "{}: the built model differs from its description", args.model);
     let weights_sha256 = sha256_file(&desc.weights)?;
-    let emit_transient = args.emit_transient(info.is_stream);
+    let emit_transient = args.emit_transient();
     model.set_schedule(args.schedule.resolve(info.is_stream))?;
     let shape = model.shape();
     let spec = model.spec().clone();
@@ -253,6 +264,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         top_k: args.top_k as usize,
         threshold: args.threshold,
         emit_transient,
+        max_lag_s: args.max_lag,
         version: env!("CARGO_PKG_VERSION"),
         source: SourceMeta { input: args.input.clone(), info: info.clone() },
     };
@@ -276,6 +288,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    if args.max_lag.is_some() && !info.is_stream && !args.quiet {
+        eprintln!("coinfer: note: --max-lag applies to live sources; a file never skips frames");
+    }
     let mut jsonl = JsonLines::new(std::io::stdout().lock());
     jsonl.meta(&meta)?;
     let mut progress = Progress::new(!args.quiet && !args.no_progress, if info.is_stream { None } else { info.frames });
@@ -286,6 +301,10 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         hold: args.hold,
         emit_transient,
         warmup,
+        live: info.is_stream.then_some(pipeline::Live {
+            max_lag_s: args.max_lag,
+            warn: if args.quiet { pipeline::warn_nowhere } else { pipeline::warn_on_stderr },
+        }),
     };
     let summary = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut jsonl];

@@ -61,6 +61,8 @@ pub struct Meta {
     pub top_k: usize,
     pub threshold: f32,
     pub emit_transient: bool,
+    /// `--max-lag` in seconds; null without it (and files never skip frames).
+    pub max_lag_s: Option<f64>,
     pub version: &'static str,
     pub source: SourceMeta,
 }
@@ -92,6 +94,19 @@ pub struct TopEntry<'a> {
     pub score: f32,
 }
 
+/// The label a step reports (`current`): a class, or "none" (`id` null) when the best score is under
+/// `--threshold` (README, "Output records").
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReportedLabel<'a> {
+    pub id: Option<usize>,
+    pub label: &'a str,
+    /// The class's smoothed score; for "none", the best class's score, the one under the threshold.
+    pub score: f32,
+}
+
+/// The label of a step whose best score is under the threshold.
+pub const NO_ACTION: &str = "none";
+
 /// One model output.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord<'a> {
@@ -105,24 +120,40 @@ pub struct StepRecord<'a> {
     pub step: u64,
     /// False while the output still depends on the start fill.
     pub ready: bool,
+    /// The time span the output covers, seconds rounded to the millisecond: from the presentation
+    /// time of the oldest frame in its receptive field (the first frame while the field still reaches
+    /// into the start fill) to that of its own frame.
+    pub window: [f64; 2],
     /// Top-k classes after smoothing, best first, scores >= threshold.
     pub top: &'a [TopEntry<'a>],
     /// The reported label after hysteresis (`--hold`) with its smoothed score.
-    pub current: TopEntry<'a>,
+    pub current: ReportedLabel<'a>,
     /// Wall time of the model step that produced this output, milliseconds.
     pub latency_ms: f64,
+    /// Live sources only: seconds from the frame's arrival on the live timeline to this record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_s: Option<f64>,
+    /// Frames skipped (`--max-lag`) since the previous record; absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StepRecord<'_> {
     pub const KIND: &'static str = "step";
 }
 
-/// A run of outputs with the same reported label.
+/// A run of outputs with the same reported label, over the time its outputs' windows account for
+/// (README, "Output records").
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentRecord {
     pub start: f64,
     pub end: f64,
-    pub id: usize,
+    /// Null for "none" (under `--threshold`).
+    pub id: Option<usize>,
     pub label: String,
     pub outputs: usize,
     pub mean_score: f64,
@@ -148,6 +179,10 @@ pub struct Summary {
     /// Median and 95th percentile of the model step latency, milliseconds (null without steps).
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
+    /// Frames skipped to stay within `--max-lag` of a live source (0 for files: they never skip).
+    pub skipped: u64,
+    /// The largest `lag_s` of the run; null for files.
+    pub max_lag_s: Option<f64>,
     pub segments: Vec<SegmentRecord>,
 }
 

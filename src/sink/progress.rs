@@ -11,7 +11,7 @@ use super::{Sink, StepRecord, Summary};
 pub struct Progress {
     bar: ProgressBar,
     /// Last label shown and its score in hundredths, so the message is rebuilt only on change.
-    shown: Option<(usize, u32)>,
+    shown: Option<(Option<usize>, u32)>,
 }
 
 impl Progress {
@@ -85,7 +85,7 @@ mod tests {
     use indicatif::TermLike;
 
     use super::*;
-    use crate::sink::TopEntry;
+    use crate::sink::ReportedLabel;
 
     /// A terminal that records what is drawn.
     #[derive(Debug, Clone, Default)]
@@ -130,9 +130,12 @@ mod tests {
             pts: 0.08,
             step: 2,
             ready: true,
+            window: [0.0, 0.08],
             top: &[],
-            current: TopEntry { id: 7, label, score },
+            current: ReportedLabel { id: Some(7), label, score },
             latency_ms: 1.0,
+            lag_s: None,
+            skipped: 0,
         }
     }
 
