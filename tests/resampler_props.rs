@@ -8,10 +8,10 @@ use proptest::prelude::*;
 /// jittered frame period), gaps, duplicates, steps back and jumps past `MAX_JUMP`.
 fn timestamps() -> impl Strategy<Value = Vec<f64>> {
     let interval = prop_oneof![
-        8 => (0.02f64..0.05),
-        2 => (0.05f64..3.0),
+        8 => 0.02f64..0.05,
+        2 => 0.05f64..3.0,
         1 => Just(0.0),
-        1 => (-0.2f64..0.0),
+        1 => -0.2f64..0.0,
         1 => (MAX_JUMP + 0.5..60.0).prop_map(|j| if j > 35.0 { -(j - 25.0) } else { j }),
     ];
     (-5.0f64..5.0, prop::collection::vec(interval, 1..200)).prop_map(|(start, steps)| {
