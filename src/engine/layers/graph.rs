@@ -221,15 +221,17 @@ impl Layer for Graph {
         let mut outs: [Option<FrameRef<'a>>; MAX_NODES] = [None; MAX_NODES];
         outs[0] = Some(x);
         for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+            // A node whose inputs emitted nothing sees nothing this step (a join completes a
+            // position only on an arrival), and is neither stepped nor timed.
             let start = timings.start();
             outs[i] = match &mut node.op {
-                Op::Input => None,
+                Op::Input => continue,
                 Op::Layer { from, layer } => match outs[*from] {
                     Some(y) => layer.step_frame(y)?,
-                    // Its input emitted nothing: the layer sees nothing this step.
-                    None => None,
+                    None => continue,
                 },
-                Op::Join(j) => j.step(name, &outs)?,
+                Op::Join(j) if j.inputs.iter().any(|&f| outs[f].is_some()) => j.step(name, &outs)?,
+                Op::Join(_) => continue,
             };
             timings.add(i, start);
         }
