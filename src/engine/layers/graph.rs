@@ -64,7 +64,8 @@ impl GraphBuilder {
         let at = self.nodes.len();
         if self.check(from).is_ok() && layer.scratch_lender().is_some() {
             // Its output would wait in a shared slot while other nodes step (docs/engine.md,
-            // "Scratch outputs"); inside a `Sequential` it is released in time.
+            // "Scratch outputs"); inside a `Sequential`, before the layer reading it, it is
+            // released in time.
             self.fail(format!("node {at}: a layer lending scratch outputs must sit inside a Sequential"));
         }
         let temporal = match self.check(from) {
