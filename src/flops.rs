@@ -85,13 +85,16 @@ fn collect<'a>(r: &'a LayerReport, prefix: &str, upstream: Temporal, frames: usi
             n
         }
         "graph" => {
-            // Each child is a `graph node` holding one node, its `temporal` the shape from the graph
-            // input to the node's input; in a regular clip that value has one frame per stride
-            // (same-padded layers). The output node comes last.
+            // Each child is a `graph node`: its `temporal` is the shape from the graph input to the
+            // node's input, its one child the node's own report. In a regular clip the node's input
+            // has one frame per stride (same-padded layers); the output node comes last
+            // (docs/engine.md, "Layer graphs").
             let mut n_out = frames;
             for node in &r.children {
                 let from = node.temporal;
-                n_out = node.children.iter().fold(frames, |_, c| collect(c, &path, upstream.then(from), frames.div_ceil(from.stride), out));
+                for c in &node.children {
+                    n_out = collect(c, &path, upstream.then(from), frames.div_ceil(from.stride), out);
+                }
             }
             n_out
         }

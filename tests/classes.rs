@@ -132,6 +132,11 @@ fn slow_with_five_classes() {
 }
 
 #[test]
+fn slowfast_with_five_classes() {
+    check_family("slowfast-r50", "head.projection.weight");
+}
+
+#[test]
 fn batch_follows_the_head() {
     let dir = tempfile::tempdir().unwrap();
     let weights = write_checkpoint(dir.path(), "x3d-xs", "head.projection.weight");

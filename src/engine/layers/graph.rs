@@ -64,7 +64,8 @@ impl GraphBuilder {
         let at = self.nodes.len();
         if self.check(from).is_ok() && layer.scratch_lender().is_some() {
             // Its output would wait in a shared slot while other nodes step (docs/engine.md,
-            // "Scratch outputs"); inside a `Sequential` it is released in time.
+            // "Scratch outputs"); inside a `Sequential`, before the layer reading it, it is
+            // released in time.
             self.fail(format!("node {at}: a layer lending scratch outputs must sit inside a Sequential"));
         }
         let temporal = match self.check(from) {
@@ -221,15 +222,17 @@ impl Layer for Graph {
         let mut outs: [Option<FrameRef<'a>>; MAX_NODES] = [None; MAX_NODES];
         outs[0] = Some(x);
         for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+            // A node whose inputs emitted nothing sees nothing this step (a join completes a
+            // position only on an arrival), and is neither stepped nor timed.
             let start = timings.start();
             outs[i] = match &mut node.op {
-                Op::Input => None,
+                Op::Input => continue,
                 Op::Layer { from, layer } => match outs[*from] {
                     Some(y) => layer.step_frame(y)?,
-                    // Its input emitted nothing: the layer sees nothing this step.
-                    None => None,
+                    None => continue,
                 },
-                Op::Join(j) => j.step(name, &outs)?,
+                Op::Join(j) if j.inputs.iter().any(|&f| outs[f].is_some()) => j.step(name, &outs)?,
+                Op::Join(_) => continue,
             };
             timings.add(i, start);
         }
