@@ -364,3 +364,25 @@ fn i3d_r50_shape_matches_the_reference_library() {
         assert_eq!(m.shape().receptive_field, usize_of(&w["receptive_field"]));
     }
 }
+
+/// `coinfer flops` reproduces the published counts (docs/performance.md, "Counting operations"):
+/// CoSlow 6.90 G per step in the paper's counting (its tooling's artefacts included; 6.858 G
+/// single count), Slow-8×8-R50 54.52 GMAC per clip (PyTorchVideo's zoo figure); CoI3D-R50 stated.
+#[test]
+fn flops_reproduce_the_published_counts() {
+    use coinfer::cli::flops::count;
+    use coinfer::flops::Convention;
+    let (paper, _) = count("slow-r50", Convention::Paper, None).unwrap();
+    assert_eq!(format!("{:.2}", paper.continual_per_step_gflops), "6.90");
+    assert_eq!(format!("{:.3}", paper.continual_per_step_single_count_gflops.unwrap()), "6.858");
+    assert_eq!(format!("{:.2}", paper.regular_clip_gflops), "54.86");
+    let (macs, _) = count("coslow-r50", Convention::Macs, None).unwrap();
+    assert_eq!(format!("{:.2}", macs.regular_clip_gflops), "54.52");
+    assert_eq!(format!("{:.4}", macs.continual_per_step_gflops), "6.8155");
+    // CoI3D-R50: an emitting step runs s3..s5 and the head, every other frame.
+    let (i3d, _) = count("i3d-r50", Convention::Macs, None).unwrap();
+    assert_eq!(
+        format!("{:.3} {:.4} {:.4}", i3d.regular_clip_gflops, i3d.continual_per_step_gflops, i3d.continual_peak_step_gflops),
+        "37.104 4.6383 7.3314"
+    );
+}

@@ -165,7 +165,7 @@ impl CoI3d {
         if config.size < 32 {
             bail!("I3D needs frames of at least 32×32, got {}", config.size);
         }
-        let classes = crate::models::head_classes(weights, "Logits.Conv3d_0c_1x1.conv.weight")?;
+        let classes = crate::models::head_classes(weights, "Logits.Conv3d_0c_1x1.conv.weight", NUM_CLASSES)?;
         let (backbone, head) = Builder { weights, fill: config.fill, classes }.network(config.size)?;
         let mut spec = spec();
         spec.crop = config.size;

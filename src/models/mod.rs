@@ -326,11 +326,11 @@ impl WeightSource for ZeroWeights {
 }
 
 /// The number of classes of a checkpoint's head: the first dimension of its classifier weight
-/// `tensor` (docs/models.md, "Your own classes"); Kinetics-400's 400 where the source makes its
-/// tensors up (random or zero weights).
-pub fn head_classes(ws: &dyn WeightSource, tensor: &str) -> anyhow::Result<usize> {
+/// `tensor` (docs/models.md, "Your own classes"); `default` where the source makes its tensors up
+/// (random or zero weights).
+pub fn head_classes(ws: &dyn WeightSource, tensor: &str, default: usize) -> anyhow::Result<usize> {
     match ws.shape(tensor) {
-        None => Ok(crate::labels::KINETICS400_CLASSES),
+        None => Ok(default),
         Some(s) if s.len() >= 2 && s[0] > 0 => Ok(s[0]),
         Some(s) => Err(crate::error::classified(
             crate::error::ErrorKind::Data,

@@ -197,9 +197,10 @@ pub fn head_pool(name: &str, positions: usize) -> anyhow::Result<TemporalPool> {
     Ok(TemporalPool::new(name, PoolKind::Avg, positions, 1, TemporalPad::symmetric(0), Some(SpatialPool::GlobalMean), Fill::Zeros)?)
 }
 
-/// Number of classes of the checkpoint's `head.projection` (see [`crate::models::head_classes`]).
+/// Number of classes of the checkpoint's `head.projection` (see [`crate::models::head_classes`]);
+/// Kinetics-400's where the source makes its tensors up.
 pub fn num_classes(ws: &dyn WeightSource) -> anyhow::Result<usize> {
-    crate::models::head_classes(ws, "head.projection.weight")
+    crate::models::head_classes(ws, "head.projection.weight", crate::labels::KINETICS400_CLASSES)
 }
 
 /// `head.projection`: `features → classes` with bias, on the pooled features.

@@ -408,7 +408,7 @@ impl CoX3d {
     /// Build from `config` with head window `pool` (None = the training clip length) and start fill.
     pub fn new(config: X3dConfig, pool: Option<usize>, fill: Fill, ws: &mut dyn WeightSource) -> anyhow::Result<Self> {
         let mut config = config;
-        config.num_classes = crate::models::head_classes(ws, "head.projection.weight")?;
+        config.num_classes = crate::models::head_classes(ws, "head.projection.weight", config.num_classes)?;
         let pool = pool.unwrap_or(config.num_frames);
         if !(1..=MAX_POOL).contains(&pool) {
             return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
