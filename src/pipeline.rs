@@ -30,6 +30,9 @@ pub struct Packet {
     pub steps: usize,
     /// The preprocessed frame, planar `(3, crop, crop)` values; `None` when `steps` is 0.
     pub input: Option<Vec<f32>>,
+    /// A live frame the decoder skipped, unconverted, because it arrived more than `--max-lag`
+    /// behind live (its steps are dropped, not passed on).
+    pub skipped: bool,
 }
 
 /// What the user chose for reporting.
@@ -289,6 +292,11 @@ pub fn run(
         for sink in sinks.iter_mut() {
             sink.frame(packet.frame, packet.pts);
         }
+        if packet.skipped {
+            skipped += 1;
+            reporter.skipped += 1;
+            continue;
+        }
         let Some(input) = packet.input.as_ref() else { continue };
         if let (Some(live), Some(clock)) = (opts.live.as_ref(), clock.as_mut()) {
             let lag = clock.arrive(packet.pts);
@@ -486,9 +494,21 @@ pub const CHANNEL_FRAMES_FILE: usize = 64;
 /// The thread ends at the end of the input, on the first error (sent as the last item), or when the
 /// receiver is dropped.
 pub fn spawn_decoder(
+    source: Box<dyn crate::source::FrameSource>,
+    spec: &ModelSpec,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Packets, JoinHandle<()>)> {
+    spawn_live_decoder(source, spec, stop, None)
+}
+
+/// [`spawn_decoder`] for a live source with `--max-lag`: a frame read more than `max_lag_s` behind
+/// live is neither converted nor preprocessed, only sent as skipped, so that a decoder that cannot
+/// keep up catches up too (docs/records.md, "Staying live").
+pub fn spawn_live_decoder(
     mut source: Box<dyn crate::source::FrameSource>,
     spec: &ModelSpec,
     stop: Arc<AtomicBool>,
+    max_lag_s: Option<f64>,
 ) -> anyhow::Result<(Packets, JoinHandle<()>)> {
     let capacity = if source.info().is_stream { CHANNEL_FRAMES } else { CHANNEL_FRAMES_FILE };
     let (tx, rx) = sync_channel(capacity);
@@ -496,7 +516,7 @@ pub fn spawn_decoder(
     let handle = std::thread::Builder::new()
         .name("decode".into())
         .spawn(move || {
-            if let Err(e) = decode_loop(source.as_mut(), &spec, &tx) {
+            if let Err(e) = decode_loop(source.as_mut(), &spec, &tx, max_lag_s) {
                 let _ = tx.send(Err(e));
             }
         })
@@ -508,11 +528,13 @@ fn decode_loop(
     source: &mut dyn crate::source::FrameSource,
     spec: &ModelSpec,
     tx: &SyncSender<anyhow::Result<Packet>>,
+    max_lag_s: Option<f64>,
 ) -> anyhow::Result<()> {
     use crate::preprocess::{Preprocessor, Resampler};
     use crate::source::Frame;
 
-    let mut timeline = Timeline { resampler: Resampler::new(spec.fps), steps: 0, owed: 0 };
+    let live = max_lag_s.map(|max| (LiveClock::new(Instant::now()), max));
+    let mut timeline = Timeline { resampler: Resampler::new(spec.fps), steps: 0, owed: 0, live, skipped: false };
     let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
     // Built on the first frame and again if the frame size changes mid-stream.
     let mut pre: Option<(u32, u32, Preprocessor)> = None;
@@ -531,7 +553,7 @@ fn decode_loop(
         } else {
             None
         };
-        let packet = Packet { frame: frame.index, pts: frame.pts, steps, input };
+        let packet = Packet { frame: frame.index, pts: frame.pts, steps, input, skipped: timeline.skipped };
         if tx.send(Ok(packet)).is_err() {
             break; // the model side has finished (sink closed, interrupted)
         }
@@ -546,11 +568,24 @@ struct Timeline {
     steps: usize,
     /// Steps claimed by frames that came without pixels.
     owed: usize,
+    /// A live source's timeline and `--max-lag`, seconds.
+    live: Option<(LiveClock, f64)>,
+    /// Whether the last frame fed was skipped for being too late (its steps dropped).
+    skipped: bool,
 }
 
 impl crate::source::FrameSelector for Timeline {
     fn feed(&mut self, pts: f64) -> bool {
         self.steps = self.owed + self.resampler.feed(pts);
+        self.skipped = false;
+        if let Some((clock, max_lag)) = self.live.as_mut() {
+            // The first frame read is on time by definition (lag 0), so the model always gets one.
+            if clock.arrive(pts) > *max_lag && self.steps > 0 {
+                self.skipped = true;
+                self.steps = 0;
+                self.owed = 0;
+            }
+        }
         self.steps > 0
     }
 
@@ -597,10 +632,71 @@ mod tests {
     fn steps_of_a_frame_without_pixels_go_to_the_next_frame() {
         let source = SkippingSource { info: crate::source::SourceInfo::default(), next: 0 };
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        decode_loop(&mut { source }, &crate::models::i3d::spec(), &tx).unwrap();
+        decode_loop(&mut { source }, &crate::models::i3d::spec(), &tx, None).unwrap();
         drop(tx);
         let got: Vec<(u64, usize, bool)> = rx.iter().map(|p| p.unwrap()).map(|p| (p.frame, p.steps, p.input.is_some())).collect();
         assert_eq!(got, vec![(0, 1, true), (1, 1, true), (2, 1, true), (3, 0, false), (4, 2, true), (5, 1, true)]);
+    }
+
+    /// Frames at 25 fps that take 60 ms each to read: a live source the decoder falls behind on.
+    struct SlowSource {
+        info: crate::source::SourceInfo,
+        next: u64,
+        converted: Vec<u64>,
+    }
+
+    impl crate::source::FrameSource for SlowSource {
+        fn info(&self) -> &crate::source::SourceInfo {
+            &self.info
+        }
+        fn next_frame(&mut self, _: &mut crate::source::Frame) -> anyhow::Result<bool> {
+            unreachable!("the decoder thread asks for frames with a selector")
+        }
+        fn next_frame_if(
+            &mut self,
+            frame: &mut crate::source::Frame,
+            selector: &mut dyn crate::source::FrameSelector,
+        ) -> anyhow::Result<Option<bool>> {
+            if self.next == 12 {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(60));
+            *frame =
+                crate::source::Frame { index: self.next, pts: self.next as f64 / 25.0, width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
+            self.next += 1;
+            let wanted = selector.feed(frame.pts);
+            if wanted {
+                self.converted.push(frame.index);
+            }
+            Ok(Some(wanted))
+        }
+    }
+
+    /// With `--max-lag`, a decoder that reads frames later and later skips them before converting
+    /// them: they go out marked skipped, without pixels or steps. Counts, not durations: a busier host
+    /// only reads later. Without a bound every frame is converted.
+    #[test]
+    fn a_decoder_behind_live_skips_frames_before_converting_them() {
+        for max_lag in [Some(0.1), None] {
+            let mut source = SlowSource { info: crate::source::SourceInfo::default(), next: 0, converted: Vec::new() };
+            let (tx, rx) = std::sync::mpsc::sync_channel(16);
+            decode_loop(&mut source, &crate::models::i3d::spec(), &tx, max_lag).unwrap();
+            drop(tx);
+            let packets: Vec<Packet> = rx.iter().map(|p| p.unwrap()).collect();
+            assert_eq!(packets.len(), 12);
+            assert!(!packets[0].skipped, "the first frame is always fed");
+            for p in &packets {
+                assert_eq!(p.skipped, p.input.is_none(), "frame {}", p.frame);
+                assert_eq!(p.steps > 0, !p.skipped, "frame {}", p.frame);
+            }
+            let skipped = packets.iter().filter(|p| p.skipped).count();
+            assert_eq!(source.converted.len(), 12 - skipped, "skipped frames are not converted");
+            match max_lag {
+                // 20 ms later per frame: past 0.1 s from frame 6 on at the latest, whatever the load.
+                Some(_) => assert!(skipped >= 6, "{skipped} skipped"),
+                None => assert_eq!(skipped, 0),
+            }
+        }
     }
 
     #[test]
