@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +30,14 @@ pub struct Packet {
     pub steps: usize,
     /// The preprocessed frame, planar `(3, crop, crop)` values; `None` when `steps` is 0.
     pub input: Option<Vec<f32>>,
+    /// A live frame the decoder skipped, unconverted, because it arrived more than `--max-lag`
+    /// behind live (its steps are dropped, not passed on).
+    pub skipped: bool,
+    /// Frames the decoder read just before this one but did not send, because the channel was full
+    /// while it kept up with a live source under `--max-lag`; `skipped_before` of them were skipped
+    /// (the others fed no step anyway).
+    pub unsent_before: u64,
+    pub skipped_before: u64,
 }
 
 /// What the user chose for reporting.
@@ -285,9 +293,16 @@ pub fn run(
                 break;
             }
         };
-        frames += 1;
+        frames += 1 + packet.unsent_before;
+        skipped += packet.skipped_before;
+        reporter.skipped += packet.skipped_before;
         for sink in sinks.iter_mut() {
             sink.frame(packet.frame, packet.pts);
+        }
+        if packet.skipped {
+            skipped += 1;
+            reporter.skipped += 1;
+            continue;
         }
         let Some(input) = packet.input.as_ref() else { continue };
         if let (Some(live), Some(clock)) = (opts.live.as_ref(), clock.as_mut()) {
@@ -454,6 +469,8 @@ fn percentile(sorted: &[f32], p: f64) -> Option<f64> {
 pub struct Packets {
     rx: Receiver<anyhow::Result<Packet>>,
     stop: Arc<AtomicBool>,
+    /// Items sent and not yet received, which the decoder reads to avoid blocking on a full channel.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Iterator for Packets {
@@ -465,7 +482,10 @@ impl Iterator for Packets {
                 return None;
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(item) => return Some(item),
+                Ok(item) => {
+                    self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return Some(item);
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
@@ -486,33 +506,59 @@ pub const CHANNEL_FRAMES_FILE: usize = 64;
 /// The thread ends at the end of the input, on the first error (sent as the last item), or when the
 /// receiver is dropped.
 pub fn spawn_decoder(
-    mut source: Box<dyn crate::source::FrameSource>,
+    source: Box<dyn crate::source::FrameSource>,
     spec: &ModelSpec,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Packets, JoinHandle<()>)> {
-    let capacity = if source.info().is_stream { CHANNEL_FRAMES } else { CHANNEL_FRAMES_FILE };
+    spawn_live_decoder(source, spec, stop, None)
+}
+
+/// [`spawn_decoder`] for a live source with `--max-lag`: a frame read more than `max_lag_s` behind
+/// live, or while the channel is full, is neither converted nor preprocessed, only counted as
+/// skipped; the decoder never blocks, so the source is read at its own pace and does not fall behind
+/// (docs/records.md, "Staying live"). The channel then holds about `max_lag_s` of model steps.
+pub fn spawn_live_decoder(
+    mut source: Box<dyn crate::source::FrameSource>,
+    spec: &ModelSpec,
+    stop: Arc<AtomicBool>,
+    max_lag_s: Option<f64>,
+) -> anyhow::Result<(Packets, JoinHandle<()>)> {
+    let capacity = match (source.info().is_stream, max_lag_s) {
+        (false, _) => CHANNEL_FRAMES_FILE,
+        (true, None) => CHANNEL_FRAMES,
+        // Room for the frames of max_lag_s, bounded like a file's channel.
+        (true, Some(max)) => (CHANNEL_FRAMES + (max * spec.fps).ceil() as usize).min(CHANNEL_FRAMES_FILE),
+    };
     let (tx, rx) = sync_channel(capacity);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let live =
+        max_lag_s.map(|max_lag_s| LiveDecode { clock: LiveClock::new(Instant::now()), max_lag_s, in_flight: in_flight.clone(), capacity });
     let spec = spec.clone();
+    let sent = in_flight.clone();
     let handle = std::thread::Builder::new()
         .name("decode".into())
         .spawn(move || {
-            if let Err(e) = decode_loop(source.as_mut(), &spec, &tx) {
+            if let Err(e) = decode_loop(source.as_mut(), &spec, &tx, live) {
+                sent.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(Err(e));
             }
         })
         .context("cannot start the decoder thread")?;
-    Ok((Packets { rx, stop }, handle))
+    Ok((Packets { rx, stop, in_flight }, handle))
 }
 
 fn decode_loop(
     source: &mut dyn crate::source::FrameSource,
     spec: &ModelSpec,
     tx: &SyncSender<anyhow::Result<Packet>>,
+    live: Option<LiveDecode>,
 ) -> anyhow::Result<()> {
     use crate::preprocess::{Preprocessor, Resampler};
     use crate::source::Frame;
 
-    let mut timeline = Timeline { resampler: Resampler::new(spec.fps), steps: 0, owed: 0 };
+    let mut timeline = Timeline { resampler: Resampler::new(spec.fps), steps: 0, owed: 0, live, skipped: false };
+    // Frames read but not sent while the channel was full (live, --max-lag), and how many were skipped.
+    let (mut unsent, mut unsent_skipped) = (0u64, 0u64);
     let mut frame = Frame { index: 0, pts: 0.0, width: 0, height: 0, rgb: Vec::new() };
     // Built on the first frame and again if the frame size changes mid-stream.
     let mut pre: Option<(u32, u32, Preprocessor)> = None;
@@ -531,12 +577,58 @@ fn decode_loop(
         } else {
             None
         };
-        let packet = Packet { frame: frame.index, pts: frame.pts, steps, input };
+        if steps == 0 && timeline.live.as_ref().is_some_and(LiveDecode::full) {
+            // Nothing for the model, and sending would block the reading of a live source.
+            unsent += 1;
+            unsent_skipped += u64::from(timeline.skipped);
+            continue;
+        }
+        let packet = Packet {
+            frame: frame.index,
+            pts: frame.pts,
+            steps,
+            input,
+            skipped: timeline.skipped,
+            unsent_before: std::mem::take(&mut unsent),
+            skipped_before: std::mem::take(&mut unsent_skipped),
+        };
+        if let Some(live) = &timeline.live {
+            live.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         if tx.send(Ok(packet)).is_err() {
             break; // the model side has finished (sink closed, interrupted)
         }
     }
+    if unsent > 0 {
+        // The last frames read were left unsent: the last one stands for them all.
+        let last = Packet {
+            frame: frame.index,
+            pts: frame.pts,
+            steps: 0,
+            input: None,
+            skipped: timeline.skipped,
+            unsent_before: unsent - 1,
+            skipped_before: unsent_skipped - u64::from(timeline.skipped),
+        };
+        let _ = tx.send(Ok(last));
+    }
     Ok(())
+}
+
+/// What the decoder of a live source under `--max-lag` needs to stay live.
+struct LiveDecode {
+    clock: LiveClock,
+    max_lag_s: f64,
+    /// Packets sent and not yet received, against the channel's capacity.
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl LiveDecode {
+    /// Whether a send would block: the model has `max_lag_s` of frames waiting already.
+    fn full(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= self.capacity
+    }
 }
 
 /// The model's timeline as the decoder's frame selector: a frame is needed when it feeds a step.
@@ -546,11 +638,26 @@ struct Timeline {
     steps: usize,
     /// Steps claimed by frames that came without pixels.
     owed: usize,
+    /// A live source under `--max-lag`.
+    live: Option<LiveDecode>,
+    /// Whether the last frame fed was skipped for being too late (its steps dropped).
+    skipped: bool,
 }
 
 impl crate::source::FrameSelector for Timeline {
     fn feed(&mut self, pts: f64) -> bool {
         self.steps = self.owed + self.resampler.feed(pts);
+        self.skipped = false;
+        if let Some(live) = self.live.as_mut() {
+            // The first frame read is on time by definition (lag 0) and finds the channel empty, so
+            // the model always gets one.
+            let late = live.clock.arrive(pts) > live.max_lag_s;
+            if (late || live.full()) && self.steps > 0 {
+                self.skipped = true;
+                self.steps = 0;
+                self.owed = 0;
+            }
+        }
         self.steps > 0
     }
 
@@ -597,10 +704,96 @@ mod tests {
     fn steps_of_a_frame_without_pixels_go_to_the_next_frame() {
         let source = SkippingSource { info: crate::source::SourceInfo::default(), next: 0 };
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        decode_loop(&mut { source }, &crate::models::i3d::spec(), &tx).unwrap();
+        decode_loop(&mut { source }, &crate::models::i3d::spec(), &tx, None).unwrap();
         drop(tx);
         let got: Vec<(u64, usize, bool)> = rx.iter().map(|p| p.unwrap()).map(|p| (p.frame, p.steps, p.input.is_some())).collect();
         assert_eq!(got, vec![(0, 1, true), (1, 1, true), (2, 1, true), (3, 0, false), (4, 2, true), (5, 1, true)]);
+    }
+
+    /// Frames at 25 fps that take 60 ms each to read: a live source the decoder falls behind on.
+    struct SlowSource {
+        info: crate::source::SourceInfo,
+        next: u64,
+        converted: Vec<u64>,
+    }
+
+    impl crate::source::FrameSource for SlowSource {
+        fn info(&self) -> &crate::source::SourceInfo {
+            &self.info
+        }
+        fn next_frame(&mut self, _: &mut crate::source::Frame) -> anyhow::Result<bool> {
+            unreachable!("the decoder thread asks for frames with a selector")
+        }
+        fn next_frame_if(
+            &mut self,
+            frame: &mut crate::source::Frame,
+            selector: &mut dyn crate::source::FrameSelector,
+        ) -> anyhow::Result<Option<bool>> {
+            if self.next == 12 {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(60));
+            *frame =
+                crate::source::Frame { index: self.next, pts: self.next as f64 / 25.0, width: 8, height: 8, rgb: vec![128; 8 * 8 * 3] };
+            self.next += 1;
+            let wanted = selector.feed(frame.pts);
+            if wanted {
+                self.converted.push(frame.index);
+            }
+            Ok(Some(wanted))
+        }
+    }
+
+    /// With `--max-lag`, a decoder that reads frames later and later skips them before converting
+    /// them: they go out marked skipped, without pixels or steps. Counts, not durations: a busier host
+    /// only reads later. Without a bound every frame is converted.
+    #[test]
+    fn a_decoder_behind_live_skips_frames_before_converting_them() {
+        for max_lag in [Some(0.1), None] {
+            let mut source = SlowSource { info: crate::source::SourceInfo::default(), next: 0, converted: Vec::new() };
+            let (tx, rx) = std::sync::mpsc::sync_channel(16);
+            // A channel with room for every frame: only lateness makes the decoder skip here.
+            let live = max_lag.map(|max_lag_s| LiveDecode {
+                clock: LiveClock::new(Instant::now()),
+                max_lag_s,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                capacity: 16,
+            });
+            decode_loop(&mut source, &crate::models::i3d::spec(), &tx, live).unwrap();
+            drop(tx);
+            let packets: Vec<Packet> = rx.iter().map(|p| p.unwrap()).collect();
+            assert_eq!(packets.len(), 12);
+            assert!(!packets[0].skipped, "the first frame is always fed");
+            for p in &packets {
+                assert_eq!(p.skipped, p.input.is_none(), "frame {}", p.frame);
+                assert_eq!(p.steps > 0, !p.skipped, "frame {}", p.frame);
+            }
+            let skipped = packets.iter().filter(|p| p.skipped).count();
+            assert_eq!(source.converted.len(), 12 - skipped, "skipped frames are not converted");
+            match max_lag {
+                // 20 ms later per frame: past 0.1 s from frame 6 on at the latest, whatever the load.
+                Some(_) => assert!(skipped >= 6, "{skipped} skipped"),
+                None => assert_eq!(skipped, 0),
+            }
+        }
+    }
+
+    /// When the model has a full channel of frames waiting, the decoder of a live source does not block
+    /// (the source would fall behind): it skips the frames it reads, leaves them unsent, and the next
+    /// packet (at the end, a packet for the last frame) carries their count.
+    #[test]
+    fn a_full_channel_leaves_live_frames_unsent_and_counted() {
+        let mut source = SlowSource { info: crate::source::SourceInfo::default(), next: 0, converted: Vec::new() };
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        // Nobody receives: after 2 packets the channel counts as full for good.
+        let live =
+            LiveDecode { clock: LiveClock::new(Instant::now()), max_lag_s: 60.0, in_flight: Arc::new(AtomicUsize::new(0)), capacity: 2 };
+        decode_loop(&mut source, &crate::models::i3d::spec(), &tx, Some(live)).unwrap();
+        drop(tx);
+        let packets: Vec<Packet> = rx.iter().map(|p| p.unwrap()).collect();
+        let got: Vec<(u64, bool, u64, u64)> = packets.iter().map(|p| (p.frame, p.skipped, p.unsent_before, p.skipped_before)).collect();
+        assert_eq!(got, [(0, false, 0, 0), (1, false, 0, 0), (11, true, 9, 9)]);
+        assert_eq!(source.converted, [0, 1], "no frame converted while the channel is full");
     }
 
     #[test]

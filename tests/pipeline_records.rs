@@ -126,7 +126,19 @@ fn frame_of(c: usize) -> Vec<f32> {
 
 /// Frames 0..10 show class 0, frames 10..20 class 1, one model step each, pts = index / 10.
 fn two_scenes() -> Vec<anyhow::Result<Packet>> {
-    (0..20u64).map(|i| Ok(Packet { frame: i, pts: i as f64 / 10.0, steps: 1, input: Some(frame_of(if i < 10 { 0 } else { 1 })) })).collect()
+    (0..20u64)
+        .map(|i| {
+            Ok(Packet {
+                frame: i,
+                pts: i as f64 / 10.0,
+                steps: 1,
+                input: Some(frame_of(if i < 10 { 0 } else { 1 })),
+                skipped: false,
+                unsent_before: 0,
+                skipped_before: 0,
+            })
+        })
+        .collect()
 }
 
 fn labels() -> Labels {
@@ -466,10 +478,10 @@ fn warmup_brings_the_first_output_to_the_first_frame() {
 /// Frame 1 is dropped by the resampler; frame 2 feeds two steps; frame 3 one.
 fn dropped_and_repeated() -> Vec<anyhow::Result<Packet>> {
     vec![
-        Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)) }),
-        Ok(Packet { frame: 1, pts: 0.04, steps: 0, input: None }),
-        Ok(Packet { frame: 2, pts: 0.08, steps: 2, input: Some(frame_of(1)) }),
-        Ok(Packet { frame: 3, pts: 0.12, steps: 1, input: Some(frame_of(0)) }),
+        Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)), skipped: false, unsent_before: 0, skipped_before: 0 }),
+        Ok(Packet { frame: 1, pts: 0.04, steps: 0, input: None, skipped: false, unsent_before: 0, skipped_before: 0 }),
+        Ok(Packet { frame: 2, pts: 0.08, steps: 2, input: Some(frame_of(1)), skipped: false, unsent_before: 0, skipped_before: 0 }),
+        Ok(Packet { frame: 3, pts: 0.12, steps: 1, input: Some(frame_of(0)), skipped: false, unsent_before: 0, skipped_before: 0 }),
     ]
 }
 
@@ -729,7 +741,8 @@ fn a_one_frame_clip_gets_an_answer() {
     let stop = AtomicBool::new(false);
     let mut model = WindowModel::new(2, 4, 1);
     let o = Options { emit_transient: true, warmup: 2, ..opts() };
-    let one = vec![Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)) })];
+    let one =
+        vec![Ok(Packet { frame: 0, pts: 0.0, steps: 1, input: Some(frame_of(2)), skipped: false, unsent_before: 0, skipped_before: 0 })];
     let (res, recs) = run_jsonl(one, &mut model, &o, &stop);
     let s = res.unwrap();
     recs.iter().for_each(check_record);
@@ -749,8 +762,19 @@ fn windows_start_at_the_first_frame_until_the_field_is_full() {
     let mut model = WindowModel::new(1, 4, 1);
     let o = Options { emit_transient: true, ..opts() };
     // 30 fps: pts in thirds of a second/10, which the records round.
-    let packets: Vec<anyhow::Result<Packet>> =
-        (0..8u64).map(|i| Ok(Packet { frame: i, pts: 0.5 + i as f64 / 30.0, steps: 1, input: Some(frame_of(0)) })).collect();
+    let packets: Vec<anyhow::Result<Packet>> = (0..8u64)
+        .map(|i| {
+            Ok(Packet {
+                frame: i,
+                pts: 0.5 + i as f64 / 30.0,
+                steps: 1,
+                input: Some(frame_of(0)),
+                skipped: false,
+                unsent_before: 0,
+                skipped_before: 0,
+            })
+        })
+        .collect();
     let (res, recs) = run_jsonl(packets, &mut model, &o, &stop);
     res.unwrap();
     let windows: Vec<(u64, Value)> =
@@ -779,7 +803,15 @@ fn live_source(n: u64, fps: f64) -> impl Iterator<Item = anyhow::Result<Packet>>
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        Ok(Packet { frame: i, pts: i as f64 / fps, steps: 1, input: Some(frame_of((i % 3) as usize)) })
+        Ok(Packet {
+            frame: i,
+            pts: i as f64 / fps,
+            steps: 1,
+            input: Some(frame_of((i % 3) as usize)),
+            skipped: false,
+            unsent_before: 0,
+            skipped_before: 0,
+        })
     })
 }
 
@@ -817,6 +849,28 @@ fn a_slow_model_on_a_live_source_skips_frames_to_stay_live() {
     let marked: u64 = recs.iter().filter_map(|r| r["skipped"].as_u64().filter(|_| r["type"] == "step")).sum();
     assert!(marked > 0 && marked <= s.skipped, "{marked} marked of {}", s.skipped);
     assert_eq!(WARNINGS.with(Cell::get), 1, "warned once");
+
+    // Frames the decoder skipped (too late to convert) are counted and marked the same way.
+    let o = Options { emit_transient: true, live: Some(Live { max_lag_s: Some(10.0), warn: count_warning }), ..opts() };
+    let packets = (0..6u64).map(|i| {
+        let skipped = (2..4).contains(&i);
+        // Before frame 4, three more frames were read but not sent (a full channel), two of them skipped.
+        let (unsent_before, skipped_before) = if i == 4 { (3, 2) } else { (0, 0) };
+        Ok(Packet {
+            frame: i,
+            pts: i as f64 / 10.0,
+            steps: usize::from(!skipped),
+            input: (!skipped).then(|| frame_of(0)),
+            skipped,
+            unsent_before,
+            skipped_before,
+        })
+    });
+    let (res, recs) = run_jsonl(packets.collect::<Vec<_>>(), &mut WindowModel::new(0, 2, 1), &o, &stop);
+    let s = res.unwrap();
+    assert_eq!((s.frames, s.steps, s.skipped), (9, 4, 4));
+    let marks: Vec<u64> = recs.iter().filter(|r| r["type"] == "step").map(|r| r["skipped"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(marks, [0, 0, 4, 0], "the record after the gap says 4 frames were skipped");
     // A file (no live timeline) never skips, however slow the model.
     let mut model = WindowModel::new(0, 4, 1).slow(pause);
     let o = Options { emit_transient: true, ..opts() };

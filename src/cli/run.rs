@@ -230,7 +230,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let src = source::open(&args.input, &open_opts)?;
     let info = src.info().clone();
     // Decoding starts now and runs ahead while the model is built and its weights hashed.
-    let (packets, decoder) = pipeline::spawn_decoder(src, &desc.spec, stop.clone())?;
+    let max_lag = args.max_lag.filter(|_| info.is_stream);
+    let (packets, decoder) = pipeline::spawn_live_decoder(src, &desc.spec, stop.clone(), max_lag)?;
     let mut model = models::build(&args.model, &model_opts)?;
     anyhow::ensure!(model.spec() == &desc.spec, "{}: the built model differs from its description", args.model);
     let weights_sha256 = sha256_file(&desc.weights)?;
