@@ -659,6 +659,29 @@ def check_continual(name, model, a, xs, t_pool, ends, probs, win):
                 max_diff_steps=d_step, max_diff_flush=d_flush)
 
 
+def check_prefix(name, model, a, xs, t_pool, ends, probs):
+    """What a zero-filled stream has seen at step t is the prefix of frames 0..t. For every row (start
+    transient included) whose last input frame lies inside the stream: the prefix ending at that frame
+    already gives the row (float32, as stored), and the prefix one frame shorter does not (float64)."""
+    model64 = copy.deepcopy(model).double()
+    worst, checked = 0.0, 0
+    for i, j in enumerate(ends):
+        hi = window_inputs(name, a, j, t_pool)[1]
+        if hi >= xs.shape[2]:
+            continue  # completed by the flush: the whole-stream row itself
+        got = head_logits(name, model, a, backbone(name, model, a, xs[:, :, : hi + 1]), [j], t_pool).softmax(-1)
+        worst = max(worst, maxdiff(got[0], probs[i]))
+        x64 = xs[:, :, : hi + 1].double()
+        full = head_logits(name, model64, a, backbone(name, model64, a, x64), [j], t_pool)
+        short = head_logits(name, model64, a, backbone(name, model64, a, x64[:, :, :-1]), [j], t_pool)
+        assert maxdiff(full, short) > 1e-12, (name, t_pool, j, "emitted one frame early gives the same row")
+        checked += 1
+    print(f"  prefix check (pool {t_pool}): {checked} rows emitted at their last input frame, max |diff| "
+          f"{worst:.1e}; one frame earlier every row differs")
+    assert worst <= 1e-6
+    return dict(rows=checked, max_diff=worst)
+
+
 def search_seeds(name, lo, hi):
     a = ARCHS[name]
     clip, _ = read_clip(a["frame_step"])
@@ -822,8 +845,9 @@ def make(name):
               + ", ".join(f"{k} {v:.1e}" for k, v in info["edge_effect"].items()))
         assert outside == 0.0 and not dead
         win[f"pool{t_pool}"] = info
+        e, p = {t_head: (ends, probs), WIDE_POOL: (ends_w, probs_w)}.get(t_pool) or extra[f"pool{t_pool}"]
+        info["prefix_check"] = check_prefix(name, model, a, xs, t_pool, e, p)
         if name != "slowfast":
-            e, p = {t_head: (ends, probs), WIDE_POOL: (ends_w, probs_w)}.get(t_pool) or extra[f"pool{t_pool}"]
             info["continual_inference"] = check_continual(name, model, a, xs, t_pool, e, p, info)
 
     # the official SlowFast slow sampling, which a stream cannot reproduce
