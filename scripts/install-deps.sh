@@ -10,6 +10,8 @@ packages=(
   clang libclang-dev pkg-config
   # the ffmpeg CLI: tests make their clips with it, and it is the documented way to pipe a camera
   ffmpeg
+  # OCR: the overlay tests read the drawn label back from the video (tests/visual_overlay.rs)
+  tesseract-ocr
 )
 
 missing=()

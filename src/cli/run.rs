@@ -13,7 +13,7 @@ use crate::error::{ErrorKind, classified};
 use crate::labels::Labels;
 use crate::models::{self, Fill, ModelOptions};
 use crate::pipeline;
-use crate::sink::{InputSize, JsonLines, Meta, Progress, Sink, SourceMeta};
+use crate::sink::{InputSize, Meta, Outputs, SourceMeta, VisualArgs};
 use crate::smooth::SmoothMode;
 use crate::source::{self, OpenOptions, RawVideo};
 
@@ -124,6 +124,9 @@ pub struct RunArgs {
     /// How the network's threads share a step
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
+
+    #[command(flatten)]
+    pub visual: VisualArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,6 +216,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
     check_input(&args.input, args.input_format.is_some())?;
+    let visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
@@ -292,9 +296,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     if args.max_lag.is_some() && !info.is_stream && !args.quiet {
         eprintln!("coinfer: note: --max-lag applies to live sources; a file never skips frames");
     }
-    let mut jsonl = JsonLines::new(std::io::stdout().lock());
-    jsonl.meta(&meta)?;
-    let mut progress = Progress::new(!args.quiet && !args.no_progress, if info.is_stream { None } else { info.frames });
+    let mut outputs =
+        Outputs::open(&args.visual, visual, &meta, &labels, !args.quiet && !args.no_progress, args.verbose > 0 && !args.quiet)?;
     let opts = pipeline::Options {
         top_k: args.top_k as usize,
         threshold: args.threshold,
@@ -307,13 +310,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             warn: if args.quiet { pipeline::warn_nowhere } else { pipeline::warn_on_stderr },
         }),
     };
-    let summary = {
-        let mut sinks: Vec<&mut dyn Sink> = vec![&mut jsonl];
-        if let Some(p) = progress.as_mut() {
-            sinks.push(p);
-        }
-        pipeline::run(packets, model.as_mut(), &labels, &opts, &mut sinks, &stop)?
-    };
+    let summary = pipeline::run(packets, model.as_mut(), &labels, &opts, &mut outputs.sinks(), &stop)?;
+    outputs.finish()?;
     if summary.status == "interrupted" {
         // The decoder may be blocked on a live input; the process exits without waiting for it.
         return Err(classified(ErrorKind::Interrupted, "interrupted"));

@@ -1,16 +1,24 @@
-//! Where results go: JSON Lines on stdout, a progress line on a terminal's stderr.
+//! Where results go: JSON Lines on stdout (readable lines on a terminal), a progress line on a
+//! terminal's stderr, and on request a labelled video and a timeline picture (docs/visual.md).
 //!
 //! The record types here are the documented JSON schema (README, "Output records"); every record
 //! carries a `type` field (`meta`, `step`, `summary`).
 
+pub mod draw;
+pub mod human;
 pub mod jsonl;
+pub mod outputs;
+pub mod overlay;
 pub mod progress;
+pub mod timeline;
 
 use std::io;
 
 use serde::Serialize;
 
+pub use human::Human;
 pub use jsonl::JsonLines;
+pub use outputs::{Outputs, VisualArgs};
 pub use progress::Progress;
 
 /// A consumer of pipeline results. Data flows one way: sinks never reach back into the model.

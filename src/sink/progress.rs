@@ -1,17 +1,34 @@
-//! Progress on stderr, only for a terminal: a bar (frames, fps, ETA) when the input length is known,
-//! a spinner otherwise; both show the current smoothed top-1 label and its score.
+//! Progress on stderr, only for a terminal: a bar (frames, rate, ETA) when the input length is known,
+//! a spinner otherwise; both show the current top-1 label and its score, `warming up` while the
+//! outputs are transient, and for live inputs how far behind live the labels are (docs/visual.md,
+//! "On a terminal").
 
 use std::io::{self, IsTerminal};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Sink, StepRecord, Summary};
 
+/// The rate shown is over about this much recent wall time, not since the start: a file's first
+/// frames come from a full queue at once, and the model's warm-up stalls the rest for a while.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The message is rebuilt at most this often (indicatif redraws at about this rate anyway).
+const REFRESH: Duration = Duration::from_millis(100);
+
 pub struct Progress {
     bar: ProgressBar,
-    /// Last label shown and its score in hundredths, so the message is rebuilt only on change.
-    shown: Option<(Option<usize>, u32)>,
+    len: Option<u64>,
+    live: bool,
+    rate: RateWindow,
+    /// The latest output: its label, its score and whether it was ready.
+    label: Option<(String, f32, bool)>,
+    /// Seconds the latest output came after its frame would have been shown live.
+    behind: Option<f64>,
+    /// Wall time and presentation time of the first frame (live inputs).
+    start: Option<(Instant, f64)>,
+    last_refresh: Option<Instant>,
 }
 
 impl Progress {
@@ -25,41 +42,124 @@ impl Progress {
     }
 
     fn with_target(frames: Option<u64>, target: ProgressDrawTarget) -> Self {
-        let bar = match frames {
-            Some(n) if n > 0 => {
+        let len = frames.filter(|&n| n > 0);
+        let bar = match len {
+            Some(n) => {
                 let bar = ProgressBar::with_draw_target(Some(n), target);
-                bar.set_style(style("{bar:30} {pos}/{len} frames {fps} ETA {eta} {msg}"));
+                bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg}").expect("valid template"));
                 bar
             }
-            _ => {
+            None => {
                 let bar = ProgressBar::with_draw_target(None, target);
-                bar.set_style(style("{spinner} {pos} frames {fps} {msg}"));
+                bar.set_style(ProgressStyle::with_template("{spinner} {pos} frames {msg}").expect("valid template"));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             }
         };
-        Progress { bar, shown: None }
+        Progress { bar, len, live: len.is_none(), rate: RateWindow::default(), label: None, behind: None, start: None, last_refresh: None }
+    }
+
+    /// The bar, for printing lines above it ([`super::human::Human`]).
+    pub fn bar(&self) -> ProgressBar {
+        self.bar.clone()
+    }
+
+    fn refresh(&mut self, now: Instant, force: bool) {
+        if !force && self.last_refresh.is_some_and(|t| now.duration_since(t) < REFRESH) {
+            return;
+        }
+        self.last_refresh = Some(now);
+        let mut msg = String::with_capacity(64);
+        use std::fmt::Write;
+        let rate = self.rate.per_second();
+        let _ = write!(msg, "{:.1} fps", rate.unwrap_or(0.0));
+        if let (Some(len), Some(rate)) = (self.len, rate.filter(|r| *r > 0.0)) {
+            let left = len.saturating_sub(self.bar.position()) as f64 / rate;
+            let _ = write!(msg, " ETA {}", format_eta(left));
+        }
+        match &self.label {
+            Some((label, score, ready)) => {
+                let _ = write!(msg, " {label} {score:.2}");
+                if !ready {
+                    msg.push_str(" (warming up)");
+                }
+            }
+            None => msg.push_str(" warming up"),
+        }
+        if let Some(behind) = self.behind {
+            let _ = write!(msg, " · {behind:.1} s behind live");
+        }
+        self.bar.set_message(msg);
     }
 }
 
-/// A template with `{fps}`: decoded frames per second, one decimal.
-fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).expect("valid template").with_key("fps", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-        let _ = write!(w, "{:.1} fps", state.per_sec());
-    })
+fn format_eta(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 60 { format!("{}m{:02}s", s / 60, s % 60) } else { format!("{s}s") }
+}
+
+/// Frames per second over the last [`RATE_WINDOW`]: a ring of (time, frames) samples, one at most
+/// every few tens of milliseconds, so it never allocates.
+#[derive(Debug)]
+struct RateWindow {
+    samples: [Option<(Instant, u64)>; 64],
+    next: usize,
+}
+
+impl Default for RateWindow {
+    fn default() -> Self {
+        RateWindow { samples: [None; 64], next: 0 }
+    }
+}
+
+impl RateWindow {
+    const SPACING: Duration = Duration::from_millis(RATE_WINDOW.as_millis() as u64 / 60);
+
+    fn record(&mut self, now: Instant, frames: u64) {
+        let prev = self.samples[(self.next + 63) % 64];
+        if prev.is_some_and(|(t, _)| now.duration_since(t) < Self::SPACING) {
+            return;
+        }
+        self.samples[self.next] = Some((now, frames));
+        self.next = (self.next + 1) % 64;
+    }
+
+    /// Frames per second between the oldest sample in the window and the newest.
+    fn per_second(&self) -> Option<f64> {
+        let newest = self.samples[(self.next + 63) % 64]?;
+        let oldest = self.samples.iter().flatten().filter(|(t, _)| newest.0.duration_since(*t) <= RATE_WINDOW).min_by_key(|(t, _)| *t)?;
+        let dt = newest.0.duration_since(oldest.0).as_secs_f64();
+        (dt > 0.0).then(|| (newest.1 - oldest.1) as f64 / dt)
+    }
 }
 
 impl Sink for Progress {
-    fn frame(&mut self, index: u64, _pts: f64) {
+    fn frame(&mut self, index: u64, pts: f64) {
+        let now = Instant::now();
         self.bar.set_position(index + 1);
+        self.rate.record(now, index + 1);
+        if self.live && self.start.is_none() {
+            self.start = Some((now, pts));
+        }
+        self.refresh(now, false);
     }
 
     fn step(&mut self, rec: &StepRecord<'_>) -> io::Result<()> {
-        let key = (rec.current.id, (rec.current.score * 100.0).round() as u32);
-        if self.shown != Some(key) {
-            self.shown = Some(key);
-            self.bar.set_message(format!("{} {:.2}", rec.current.label, rec.current.score));
+        let now = Instant::now();
+        let changed = match &self.label {
+            Some((label, score, ready)) => {
+                label != rec.current.label || (score * 100.0).round() != (rec.current.score * 100.0).round() || *ready != rec.ready
+            }
+            None => true,
+        };
+        if changed {
+            self.label = Some((rec.current.label.to_string(), rec.current.score, rec.ready));
         }
+        if let Some((t0, pts0)) = self.start {
+            // Live, the frame was shown at t0 + (pts - pts0); its label is ready now.
+            self.behind = Some((now.duration_since(t0).as_secs_f64() - (rec.pts - pts0)).max(0.0));
+        }
+        self.refresh(now, changed);
         Ok(())
     }
 
@@ -162,7 +262,40 @@ mod tests {
         p.frame(1, 0.04);
         let drawn = screen.0.lock().unwrap().clone();
         assert!(drawn.contains(" frames ") && drawn.contains(" fps yoga 0.25"), "{drawn:?}");
+        assert!(drawn.contains("behind live"), "a live input says how far behind live the labels are: {drawn:?}");
         assert!(!drawn.contains("ETA"), "no length, no ETA: {drawn:?}");
+    }
+
+    #[test]
+    fn warming_up_until_a_ready_output() {
+        let screen = Screen::default();
+        let mut p = Progress::with_target(Some(10), ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        p.frame(0, 0.0);
+        p.bar.tick();
+        assert!(screen.0.lock().unwrap().contains("warming up"), "before any output");
+        let mut rec = record("yoga", 0.25);
+        rec.ready = false;
+        p.step(&rec).unwrap();
+        assert!(screen.0.lock().unwrap().contains("yoga 0.25 (warming up)"));
+        screen.0.lock().unwrap().clear();
+        p.step(&record("yoga", 0.25)).unwrap();
+        let drawn = screen.0.lock().unwrap().clone();
+        assert!(drawn.contains("yoga 0.25") && !drawn.contains("warming"), "{drawn:?}");
+    }
+
+    #[test]
+    fn the_rate_is_recent_not_cumulative() {
+        let mut w = RateWindow::default();
+        let t0 = Instant::now();
+        // A burst of 64 frames at once (a full queue), then 10 frames a second for 5 s.
+        w.record(t0, 64);
+        for i in 1..=50u64 {
+            w.record(t0 + Duration::from_millis(100 * i), 64 + i);
+        }
+        let r = w.per_second().unwrap();
+        assert!((r - 10.0).abs() < 0.5, "{r}");
+        assert_eq!(format_eta(75.0), "1m15s");
+        assert_eq!(format_eta(4.4), "4s");
     }
 
     #[test]

@@ -1,0 +1,390 @@
+//! The labelled video: the input decoded a second time, every frame at its own timestamp and size,
+//! the panel of the record in force blended on, encoded and muxed with the audio copied as is
+//! (docs/visual.md, "The labelled video").
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+
+use ffmpeg_next::format::Pixel;
+use ffmpeg_next::software::scaling;
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame, media, picture};
+
+use super::blend::{PlanarYuv, YuvPanel};
+use super::panel::{self, Layout, Shown};
+use crate::error::{ErrorKind, classified};
+
+/// What the model side tells the overlay thread, in the order it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// A step record, as the panel shows it.
+    Record(Shown),
+    /// The run is over after this many source frames (fewer than the input's when interrupted).
+    End { frames: u64 },
+}
+
+/// Where the video goes and how it is encoded, settled before any work starts.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The name given on the command line (`-` for stdout).
+    pub name: String,
+    /// What libavformat opens: a temporary file beside the final one, `pipe:1`, or the URL.
+    pub open_as: String,
+    /// Renamed to `name` once complete (files only).
+    pub rename_to: Option<PathBuf>,
+    /// Muxer short name (`mp4`, `matroska`, …).
+    pub muxer: String,
+    /// Encoder name (`libx264`, `ffv1`, …).
+    pub encoder: String,
+    pub crf: Option<u32>,
+}
+
+/// The muxer for an output name: from the extension, Matroska for stdout, MPEG-TS for a URL without one.
+pub fn muxer_for(name: &str) -> anyhow::Result<String> {
+    if name == "-" {
+        return Ok("matroska".into());
+    }
+    let c_name = CString::new(name).map_err(|_| classified(ErrorKind::Usage, "--overlay name contains a NUL byte"))?;
+    // SAFETY: av_guess_format only reads the NUL-terminated name; the returned pointer is to a static
+    // muxer description (or null) whose `name` is a static NUL-terminated string.
+    let guessed = unsafe {
+        let fmt = ffmpeg_next::ffi::av_guess_format(std::ptr::null(), c_name.as_ptr(), std::ptr::null());
+        (!fmt.is_null()).then(|| std::ffi::CStr::from_ptr((*fmt).name).to_string_lossy().into_owned())
+    };
+    match guessed {
+        Some(m) => Ok(m),
+        None if name.contains("://") => Ok("mpegts".into()),
+        None => Err(classified(
+            ErrorKind::Usage,
+            format!("--overlay {name}: cannot tell the container from the name (use .mp4, .mkv, .webm, .mov or -)"),
+        )),
+    }
+}
+
+/// The encoder: the one asked for, else H.264 (libx264) where the build has it and the container
+/// takes it, else the container's own default video codec.
+pub fn encoder_for(muxer: &str, asked: Option<&str>) -> anyhow::Result<String> {
+    if let Some(name) = asked {
+        let codec = encoder::find_by_name(name)
+            .ok_or_else(|| classified(ErrorKind::Usage, format!("--overlay-codec {name}: this FFmpeg build has no such encoder")))?;
+        if codec.medium() != media::Type::Video {
+            return Err(classified(ErrorKind::Usage, format!("--overlay-codec {name} is not a video encoder")));
+        }
+        return Ok(name.to_string());
+    }
+    let c_muxer = CString::new(muxer).expect("muxer names have no NUL");
+    // SAFETY: a static muxer description found by name (checked for null) is only read.
+    let (takes_h264, default_id) = unsafe {
+        let fmt = ffmpeg_next::ffi::av_guess_format(c_muxer.as_ptr(), std::ptr::null(), std::ptr::null());
+        if fmt.is_null() {
+            return Err(classified(ErrorKind::Usage, format!("this FFmpeg build cannot write {muxer}")));
+        }
+        let h264 = ffmpeg_next::ffi::avformat_query_codec(fmt, ffmpeg_next::ffi::AVCodecID::AV_CODEC_ID_H264, 0) == 1;
+        (h264, (*fmt).video_codec)
+    };
+    if takes_h264 && let Some(x264) = encoder::find_by_name("libx264") {
+        return Ok(x264.name().to_string());
+    }
+    encoder::find(codec::Id::from(default_id))
+        .map(|c| c.name().to_string())
+        .ok_or_else(|| classified(ErrorKind::Usage, format!("this FFmpeg build has no video encoder for {muxer}")))
+}
+
+/// Planar 8-bit YUV formats the panel is drawn in directly.
+fn drawable(format: Pixel, full_range_tag: bool, bt709: bool) -> Option<PlanarYuv> {
+    let (shift, jpeg) = match format {
+        Pixel::YUV420P => ((1, 1), false),
+        Pixel::YUVJ420P => ((1, 1), true),
+        Pixel::YUV422P => ((1, 0), false),
+        Pixel::YUVJ422P => ((1, 0), true),
+        Pixel::YUV444P => ((0, 0), false),
+        Pixel::YUVJ444P => ((0, 0), true),
+        _ => return None,
+    };
+    Some(PlanarYuv { chroma_shift: shift, full_range: jpeg || full_range_tag, bt709 })
+}
+
+/// Decode `input` again, draw and encode into `target`, taking records from `events`. Returns the
+/// number of frames written.
+pub fn write(input: &str, target: &Target, names: &[String], model: &str, top_k: usize, events: Receiver<Event>) -> anyhow::Result<u64> {
+    let mut ictx = format::input(&input).map_err(|e| anyhow::anyhow!("overlay: cannot open {input}: {e}"))?;
+    let video_in = ictx.streams().best(media::Type::Video).ok_or_else(|| anyhow::anyhow!("overlay: {input} has no video stream"))?;
+    let video_index = video_in.index();
+    let in_time_base = video_in.time_base();
+    let frame_rate = video_in.avg_frame_rate();
+    let mut dec_ctx = codec::context::Context::from_parameters(video_in.parameters())?;
+    dec_ctx.set_threading(codec::threading::Config::kind(codec::threading::Type::Frame));
+    let mut decoder = dec_ctx.decoder().video()?;
+
+    let mut octx = format::output_as(&target.open_as, &target.muxer)
+        .map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the overlay to {}: {e}", target.name)))?;
+    let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+
+    let codec = encoder::find_by_name(&target.encoder).ok_or_else(|| anyhow::anyhow!("no encoder {}", target.encoder))?;
+    let accepted: Vec<Pixel> = codec.video().ok().and_then(|v| v.formats()).map(|f| f.collect()).unwrap_or_default();
+    let in_format = decoder.format();
+    let full_range = decoder.color_range() == ffmpeg_next::util::color::Range::JPEG;
+    let bt709 = decoder.color_space() == ffmpeg_next::util::color::Space::BT709;
+    let accepts = |f: Pixel| accepted.is_empty() || accepted.contains(&f);
+    // Draw in the decoded format when the encoder takes it; otherwise convert once, to 4:2:0.
+    let (draw_format, planar) = match drawable(in_format, full_range, bt709) {
+        Some(p) if accepts(in_format) => (in_format, p),
+        _ if accepts(Pixel::YUV420P) => (Pixel::YUV420P, PlanarYuv { chroma_shift: (1, 1), full_range: false, bt709 }),
+        _ => anyhow::bail!("overlay: {} takes none of the pixel formats the panel is drawn in", target.encoder),
+    };
+    let (width, height) = (decoder.width(), decoder.height());
+
+    let video_out_index = octx.add_stream(codec)?.index();
+    let mut enc_ctx = codec::context::Context::new_with_codec(codec).encoder().video()?;
+    enc_ctx.set_width(width);
+    enc_ctx.set_height(height);
+    enc_ctx.set_aspect_ratio(decoder.aspect_ratio());
+    enc_ctx.set_format(draw_format);
+    enc_ctx.set_time_base(in_time_base);
+    if frame_rate.numerator() > 0 {
+        enc_ctx.set_frame_rate(Some(frame_rate));
+    }
+    enc_ctx.set_color_range(decoder.color_range());
+    enc_ctx.set_colorspace(decoder.color_space());
+    if global_header {
+        enc_ctx.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let mut options = Dictionary::new();
+    match target.encoder.as_str() {
+        "libx264" => {
+            options.set("preset", "veryfast");
+            options.set("crf", &target.crf.unwrap_or(23).to_string());
+        }
+        "libvpx-vp9" | "libvpx" => {
+            options.set("deadline", "realtime");
+            options.set("cpu-used", "8");
+            options.set("crf", &target.crf.unwrap_or(32).to_string());
+            options.set("b", "0");
+        }
+        _ => {
+            if let Some(crf) = target.crf {
+                options.set("crf", &crf.to_string());
+            }
+        }
+    }
+    let mut video_encoder = enc_ctx.open_with(options).map_err(|e| anyhow::anyhow!("overlay: cannot open {}: {e}", target.encoder))?;
+    octx.stream_mut(video_out_index).expect("added above").set_parameters(&video_encoder);
+
+    // Audio streams are copied packet for packet.
+    let mut audio_map: Vec<Option<usize>> = vec![None; ictx.nb_streams() as usize];
+    for ist in ictx.streams() {
+        if ist.parameters().medium() != media::Type::Audio {
+            continue;
+        }
+        let mut ost = octx.add_stream(encoder::find(codec::Id::None))?;
+        ost.set_parameters(ist.parameters());
+        // SAFETY: the output stream's codec parameters were just allocated and filled by libavformat;
+        // a tag of 0 lets the muxer choose the one its container uses for this codec.
+        unsafe {
+            (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+        }
+        audio_map[ist.index()] = Some(ost.index());
+    }
+    let audio_time_bases: Vec<Rational> = ictx.streams().map(|s| s.time_base()).collect();
+
+    octx.write_header().map_err(|e| anyhow::anyhow!("overlay: cannot start {}: {e}", target.name))?;
+    let out_time_bases: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
+
+    let mut drawer = Drawer {
+        names,
+        model,
+        top_k,
+        planar,
+        draw_format,
+        scaler: None,
+        converted: frame::Video::empty(),
+        layout: panel::layout(width as usize, height as usize, top_k),
+        panel: None,
+        shown: None,
+        shown_drawn: None,
+        queue: VecDeque::new(),
+        events,
+        end: None,
+    };
+    let mut written = 0u64;
+    let mut decoded = frame::Video::empty();
+    let mut packet_out = Packet::empty();
+    let mut index = 0u64;
+    let mut done = false;
+
+    let mut encode = |frame: Option<&frame::Video>, octx: &mut format::context::Output| -> anyhow::Result<()> {
+        match frame {
+            Some(f) => video_encoder.send_frame(f)?,
+            None => video_encoder.send_eof()?,
+        }
+        while video_encoder.receive_packet(&mut packet_out).is_ok() {
+            packet_out.set_stream(video_out_index);
+            packet_out.rescale_ts(in_time_base, out_time_bases[video_out_index]);
+            packet_out.write_interleaved(octx)?;
+        }
+        Ok(())
+    };
+
+    'packets: for (stream, mut packet) in ictx.packets() {
+        let si = stream.index();
+        if si == video_index {
+            decoder.send_packet(&packet)?;
+        } else {
+            if let Some(Some(out)) = audio_map.get(si) {
+                packet.rescale_ts(audio_time_bases[si], out_time_bases[*out]);
+                packet.set_position(-1);
+                packet.set_stream(*out);
+                packet.write_interleaved(&mut octx)?;
+            }
+            continue;
+        }
+        while decoder.receive_frame(&mut decoded).is_ok() {
+            if !drawer.resolve(index) {
+                done = true;
+                break 'packets;
+            }
+            let out = drawer.draw(&mut decoded)?;
+            encode(Some(out), &mut octx)?;
+            written += 1;
+            index += 1;
+        }
+    }
+    if !done {
+        decoder.send_eof()?;
+        while decoder.receive_frame(&mut decoded).is_ok() {
+            if !drawer.resolve(index) {
+                break;
+            }
+            let out = drawer.draw(&mut decoded)?;
+            encode(Some(out), &mut octx)?;
+            written += 1;
+            index += 1;
+        }
+    }
+    encode(None, &mut octx)?;
+    octx.write_trailer()?;
+    drop(octx);
+    if let Some(final_path) = &target.rename_to {
+        std::fs::rename(&target.open_as, final_path)
+            .map_err(|e| anyhow::anyhow!("overlay: cannot rename {} to {}: {e}", target.open_as, final_path.display()))?;
+    }
+    Ok(written)
+}
+
+/// Decides which record each frame shows and lays its panel on the frame.
+struct Drawer<'a> {
+    names: &'a [String],
+    model: &'a str,
+    top_k: usize,
+    planar: PlanarYuv,
+    draw_format: Pixel,
+    scaler: Option<scaling::Context>,
+    converted: frame::Video,
+    layout: Layout,
+    /// The panel as drawn for `shown`, in the frame's format.
+    panel: Option<YuvPanel>,
+    shown: Option<Shown>,
+    /// The record `panel` was drawn for.
+    shown_drawn: Option<Shown>,
+    /// Records received for frames after the one being drawn.
+    queue: VecDeque<Shown>,
+    events: Receiver<Event>,
+    /// Frames the run covered, once it has ended.
+    end: Option<u64>,
+}
+
+impl Drawer<'_> {
+    /// Take in every record up to frame `index`; false when the run ended before that frame. A record
+    /// names its frame and records come in frame order, so once one names a later frame (or the run
+    /// ends) the record in force at `index` is known (docs/visual.md, "Which record a frame shows").
+    fn resolve(&mut self, index: u64) -> bool {
+        loop {
+            while let Some(next) = self.queue.front() {
+                if next.frame > index {
+                    return true;
+                }
+                self.shown = self.queue.pop_front();
+            }
+            if let Some(frames) = self.end {
+                return index < frames;
+            }
+            match self.events.recv() {
+                Ok(Event::Record(s)) => self.queue.push_back(s),
+                Ok(Event::End { frames }) => self.end = Some(frames),
+                // The model side is gone without an end (an error): stop here, keeping what was written.
+                Err(_) => self.end = Some(index),
+            }
+        }
+    }
+
+    /// The frame with the panel on it: drawn in place when the decoder's format is drawable (after
+    /// making the frame writable: the decoder may still reference its buffer), else converted once.
+    fn draw<'f>(&'f mut self, decoded: &'f mut frame::Video) -> anyhow::Result<&'f frame::Video> {
+        let pts = decoded.timestamp();
+        let frame: &mut frame::Video = if decoded.format() == self.draw_format {
+            // SAFETY: `decoded` holds a valid frame from the decoder; av_frame_make_writable copies its
+            // data into fresh buffers when they are shared, leaving the frame valid either way.
+            let r = unsafe { ffmpeg_next::ffi::av_frame_make_writable(decoded.as_mut_ptr()) };
+            anyhow::ensure!(r >= 0, "overlay: cannot get a writable frame ({})", ffmpeg_next::Error::from(r));
+            decoded
+        } else {
+            let (w, h) = (decoded.width(), decoded.height());
+            let stale =
+                self.scaler.as_ref().is_none_or(|s| s.input().width != w || s.input().height != h || s.input().format != decoded.format());
+            if stale {
+                self.scaler = Some(scaling::Context::get(decoded.format(), w, h, self.draw_format, w, h, scaling::Flags::BILINEAR)?);
+            }
+            self.scaler.as_mut().expect("built above").run(decoded, &mut self.converted)?;
+            &mut self.converted
+        };
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let layout = panel::layout(w, h, self.top_k);
+        if layout != self.layout {
+            self.layout = layout;
+            self.panel = None;
+        }
+        let shown = self.shown;
+        if self.panel.is_none() || !same(self.shown_drawn.as_ref(), shown.as_ref()) {
+            let canvas = panel::render(&self.layout, shown.as_ref(), self.names, self.model);
+            self.panel = Some(YuvPanel::new(&canvas, self.planar));
+            self.shown_drawn = shown;
+        }
+        let panel = self.panel.as_ref().expect("drawn above");
+        // An even margin keeps the panel on chroma sample boundaries.
+        let margin = ((self.layout.px * 0.5) as usize) & !1;
+        let (x, y) = if panel.width + 2 * margin <= w && panel.height + 2 * margin <= h { (margin, margin) } else { (0, 0) };
+        let strides = [frame.stride(0), frame.stride(1), frame.stride(2)];
+        // SAFETY: the three planes of a writable planar frame are distinct buffers of at least
+        // stride × plane height bytes each; the slices below do not outlive this block's borrow of
+        // `frame` and never overlap.
+        let planes = unsafe {
+            let f = frame.as_mut_ptr();
+            let ch = h.div_ceil(1 << self.planar.chroma_shift.1);
+            [
+                (std::slice::from_raw_parts_mut((*f).data[0], strides[0] * h), strides[0]),
+                (std::slice::from_raw_parts_mut((*f).data[1], strides[1] * ch), strides[1]),
+                (std::slice::from_raw_parts_mut((*f).data[2], strides[2] * ch), strides[2]),
+            ]
+        };
+        panel.blend(planes, x, y, self.planar);
+        frame.set_pts(pts);
+        frame.set_kind(picture::Type::None);
+        Ok(frame)
+    }
+}
+
+fn same(a: Option<&Shown>, b: Option<&Shown>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.looks_like(b),
+        _ => false,
+    }
+}
+
+/// A temporary name beside `path` (same folder, so the final rename is atomic), keeping nothing of
+/// the extension: the muxer is named explicitly.
+pub fn temporary_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.coinfer-part"))
+}
