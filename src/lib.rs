@@ -13,6 +13,7 @@ pub mod labels;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
+pub mod signals;
 pub mod sink;
 pub mod smooth;
 pub mod source;

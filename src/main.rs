@@ -23,7 +23,8 @@ fn main() {
             let text = if kind == ErrorKind::Interrupted { "interrupted".to_string() } else { format!("error: {e:#}") };
             // One line, whatever the error chain holds.
             let _ = writeln!(std::io::stderr(), "coinfer: {}", text.replace('\n', " "));
-            kind.exit_code()
+            // 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
+            if kind == ErrorKind::Interrupted { coinfer::signals::exit_code() } else { kind.exit_code() }
         }
     };
     std::process::exit(code);

@@ -181,7 +181,7 @@ pub fn run(
                     }
                 };
                 while let Some(labeler) = labeler.as_mut() {
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.load(Ordering::SeqCst) || crate::signals::received() {
                         break;
                     }
                     let Some((path, id)) = queue.lock().unwrap().next() else { break };
@@ -208,6 +208,8 @@ pub fn run(
                     let line = ok_record(&id, &r, wall, opts.format)?;
                     (id, line, None)
                 }
+                // Stopped by a signal: not a result, so nothing is recorded and --resume labels it.
+                Done::Labelled(_, Err(e), _) if kind_of(&e) == ErrorKind::Interrupted => continue,
                 Done::Labelled(id, Err(e), _) => {
                     let line = error_record(&id, &e, opts.format)?;
                     (id, line, Some(e))

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -144,7 +143,8 @@ impl ClipLabeler for ModelLabeler {
         let spec = self.model.spec().clone();
         let classes = spec.num_classes;
         self.model.reset();
-        let stop = Arc::new(AtomicBool::new(false));
+        // A signal stops the clip; it is then not recorded, so that --resume labels it again.
+        let stop = crate::signals::install()?;
         let (packets, decoder) = pipeline::spawn_decoder(src, &spec, stop.clone())?;
         let opts = pipeline::Options {
             top_k: classes,
@@ -158,6 +158,9 @@ impl ClipLabeler for ModelLabeler {
         let mut collect = Collect::new(classes);
         let summary = pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?;
         let _ = decoder.join();
+        if summary.status == "interrupted" {
+            return Err(classified(ErrorKind::Interrupted, format!("{}: interrupted", path.display())));
+        }
         if summary.status != "ok" {
             return Err(classified(ErrorKind::Data, format!("{}: decoding stopped ({})", path.display(), summary.status)));
         }
@@ -186,6 +189,10 @@ impl ClipLabeler for ModelLabeler {
 }
 
 pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
+    // Every finished clip is on disk the moment it ends, so a signal may stop the run at any point:
+    // the clips in flight are dropped (not recorded) and `--resume` labels them again.
+    crate::signals::install()?;
+    crate::signals::streaming();
     let labels_file = args.labels.as_deref().map(Labels::from_file).transpose()?;
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: Fill::Replicate, pool: args.pool };
     // Fail before any clip if the model or its weights are wrong.
@@ -227,6 +234,10 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
             "coinfer: {} clips: {} labelled, {} failed, {} already recorded",
             summary.total, summary.labelled, summary.failed, summary.skipped
         );
+    }
+    if crate::signals::received() {
+        // The clips in flight were dropped; `--resume` labels them.
+        return Err(classified(ErrorKind::Interrupted, "interrupted (run again with --resume to continue)"));
     }
     match summary.first_failure {
         None => Ok(()),

@@ -2,8 +2,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use clap::{Args, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -210,7 +208,7 @@ fn check_input(input: &str, forced_format: bool) -> anyhow::Result<()> {
 }
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
-    let stop = interrupt_flag()?;
+    let stop = crate::signals::install()?;
     let labels_file = args.labels.as_deref().map(Labels::from_file).transpose()?;
     if args.raw.is_some() && args.fps.is_none() {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
@@ -298,6 +296,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     let mut outputs =
         Outputs::open(&args.visual, visual, &meta, &labels, !args.quiet && !args.no_progress, args.verbose > 0 && !args.quiet)?;
+    // The meta record is out: a signal now ends the run with its summary.
+    crate::signals::streaming();
     let opts = pipeline::Options {
         top_k: args.top_k as usize,
         threshold: args.threshold,
@@ -334,25 +334,6 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The flag raised by the first Ctrl-C (the run stops reading, writes its summary and exits 130);
-/// a second Ctrl-C exits at once.
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    if let Some(flag) = FLAG.get() {
-        return Ok(flag.clone());
-    }
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler_flag = flag.clone();
-    ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(ErrorKind::Interrupted.exit_code());
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
-    let _ = FLAG.set(flag.clone());
-    Ok(flag)
 }
 
 #[cfg(test)]
