@@ -38,8 +38,8 @@ pub const NUM_CLASSES: usize = 400;
 /// `--pool 7` gives the span of a regular 64-frame clip.
 pub const DEFAULT_POOL: usize = 3;
 /// Longest head window, in positions: 1024 positions span 8283 frames (5.5 minutes at 25 fps); the
-/// window's logits stay 1.6 MB instead of an allocation the machine cannot make (docs/models.md, "I3D").
-pub const MAX_POOL: usize = 1024;
+/// window's logits stay 1.6 MB (docs/models.md, "I3D").
+pub use crate::models::MAX_POOL;
 /// BatchNorm epsilon of Sonnet v1.
 const BN_EPS: f64 = 1e-3;
 /// Shortest clip with one logit position (docs/models.md, "I3D").

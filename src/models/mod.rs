@@ -138,6 +138,19 @@ pub trait StreamModel: Send {
     fn report(&self) -> crate::engine::LayerReport;
 }
 
+/// Longest head window (`--pool`) of every model, in head positions: minutes of video at any model's
+/// rate, while the head's pending sums or logit window stay a few MB instead of an allocation the
+/// machine cannot make (docs/models.md, "X3D").
+pub const MAX_POOL: usize = 1024;
+
+/// `pool` if `model`'s head can take it (1 to [`MAX_POOL`] positions), else a usage error.
+pub fn check_pool(model: &str, pool: usize) -> anyhow::Result<usize> {
+    if (1..=MAX_POOL).contains(&pool) {
+        return Ok(pool);
+    }
+    Err(crate::error::classified(crate::error::ErrorKind::Usage, format!("--pool {pool} is out of range for {model}: 1 to {MAX_POOL}")))
+}
+
 /// Options a user chooses when building a model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelOptions {

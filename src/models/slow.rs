@@ -56,8 +56,8 @@ type Variant = (&'static str, usize, [&'static [usize]; 4], Option<usize>);
 const VARIANTS: [Variant; 2] =
     [("slow-r50", 1, [&[1], &[1], &[3], &[3]], None), ("i3d-r50", 5, [&[3], &[3, 1], &[3, 1], &[1, 3]], Some(2))];
 
-/// Longest head window in head positions (as for X3D: minutes of video, a few MB of pending sums).
-pub const MAX_POOL: usize = 1024;
+/// Longest head window in head positions.
+pub use crate::models::MAX_POOL;
 
 impl SlowConfig {
     /// One of the built-in variants (`slow-r50`, `i3d-r50`; a `co` prefix is accepted).
@@ -128,9 +128,7 @@ impl CoSlow {
     /// stream's start `fill`; the number of classes is the checkpoint head's.
     pub fn new(config: SlowConfig, pool: Option<usize>, fill: Fill, ws: &mut dyn WeightSource) -> anyhow::Result<Self> {
         let pool = pool.unwrap_or(config.clip_positions());
-        if !(1..=MAX_POOL).contains(&pool) {
-            return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
-        }
+        crate::models::check_pool(&config.name, pool)?;
         let classes = resnet::num_classes(ws)?;
         let mut counting = CountingSource::new(ws);
         let (backbone, head) =

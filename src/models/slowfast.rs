@@ -53,8 +53,8 @@ pub struct SlowFastConfig {
     pub sampling_rate: usize,
 }
 
-/// Longest head window in slow positions (as for the other models: minutes of video).
-pub const MAX_POOL: usize = 1024;
+/// Longest head window in slow positions.
+pub use crate::models::MAX_POOL;
 
 impl SlowFastConfig {
     /// The built-in variant (`slowfast-r50`; a `co` prefix is accepted).
@@ -138,9 +138,7 @@ impl CoSlowFast {
     /// the stream's start `fill`; the number of classes is the checkpoint head's.
     pub fn new(config: SlowFastConfig, pool: Option<usize>, fill: Fill, ws: &mut dyn WeightSource) -> anyhow::Result<Self> {
         let pool = pool.unwrap_or(config.clip_positions());
-        if !(1..=MAX_POOL).contains(&pool) {
-            return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
-        }
+        crate::models::check_pool(&config.name, pool)?;
         let classes = resnet::num_classes(ws)?;
         let mut counting = CountingSource::new(ws);
         let (backbone, head) =

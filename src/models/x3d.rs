@@ -400,9 +400,8 @@ pub struct X3d {
 }
 
 /// Longest head window, in backbone positions (one per step): 2.8 to 6.8 minutes at the variants'
-/// 2.5 to 6 fps, far past the paper's 64; the head's pending sums stay a few MB and a small part of a
-/// step, instead of an allocation the machine cannot make (docs/models.md, "X3D").
-pub const MAX_POOL: usize = 1024;
+/// 2.5 to 6 fps, far past the paper's 64.
+pub use crate::models::MAX_POOL;
 
 impl CoX3d {
     /// Build from `config` with head window `pool` (None = the training clip length) and start fill.
@@ -410,9 +409,7 @@ impl CoX3d {
         let mut config = config;
         config.num_classes = crate::models::head_classes(ws, "head.projection.weight", config.num_classes)?;
         let pool = pool.unwrap_or(config.num_frames);
-        if !(1..=MAX_POOL).contains(&pool) {
-            return Err(classified(ErrorKind::Usage, format!("--pool {pool} is out of range for {}: 1 to {MAX_POOL}", config.name)));
-        }
+        crate::models::check_pool(&config.name, pool)?;
         let mut counting = CountingSource::new(ws);
         let params = load(&config, &mut counting).with_context(|| format!("loading {} weights", config.name))?;
         let learnable = counting.learnable;
