@@ -113,6 +113,14 @@ impl LiveClock {
         offset - self.origin
     }
 
+    /// How far behind live the frame at `pts` is now (0 before any frame arrived).
+    fn lag_now(&self, pts: f64) -> f64 {
+        match self.origin.is_finite() {
+            true => (self.start.elapsed().as_secs_f64() - pts - self.origin).max(0.0),
+            false => 0.0,
+        }
+    }
+
     /// The lag of an output of the frame at `pts`, written now.
     fn lag_of(&mut self, pts: f64) -> f64 {
         let lag = (self.start.elapsed().as_secs_f64() - pts - self.origin).max(0.0);
@@ -120,6 +128,42 @@ impl LiveClock {
         lag
     }
 }
+
+/// The durations of the last steps, seconds: the longest tells how long a step taken now may take.
+/// A model's steps differ in cost by their phase (a layer of stride 8 runs on one step in 8, a
+/// SlowFast slow step on one in 4), so the window spans two output periods, and the longest step in
+/// it is the estimate (docs/records.md, "Staying live").
+struct RecentSteps {
+    seconds: Vec<f64>,
+    next: usize,
+}
+
+impl RecentSteps {
+    fn new(len: usize) -> Self {
+        RecentSteps { seconds: vec![0.0; len.max(1)], next: 0 }
+    }
+
+    fn push(&mut self, seconds: f64) {
+        self.seconds[self.next] = seconds;
+        self.next = (self.next + 1) % self.seconds.len();
+    }
+
+    fn longest(&self) -> f64 {
+        self.seconds.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Whether a frame `lag` seconds behind live may be stepped under `--max-lag max`, when the record it
+/// leads to comes `cost` seconds later (the steps, and the frames between an output's own frame and
+/// the step that emits it): when that record is within the bound. Where `cost` alone passes the
+/// bound no frame could ever be stepped: frames still fresh (within a quarter of the bound) are
+/// stepped anyway, and their `lag_s` shows the excess.
+fn within_bound(lag: f64, cost: f64, max: f64) -> bool {
+    lag + cost <= max || (cost > max && lag <= max * FRESH_SHARE)
+}
+
+/// See [`within_bound`].
+const FRESH_SHARE: f64 = 0.25;
 
 /// The presentation times of the last steps, to tell the span an output covers (its window).
 struct StepTimes {
@@ -278,6 +322,8 @@ pub fn run(
     let mut recent: VecDeque<StepOrigin> = VecDeque::with_capacity(shape.lag + 1);
     let mut times = StepTimes::new(shape.receptive_field, shape.lag);
     let mut clock = opts.live.map(|_| LiveClock::new(start));
+    let mut step_cost = RecentSteps::new(2 * shape.stride.max(1) + shape.lag);
+    let model_fps = model.spec().fps;
     let (mut frames, mut steps, mut skipped) = (0u64, 0u64, 0u64);
 
     let mut failure: Option<anyhow::Error> = None;
@@ -311,18 +357,24 @@ pub fn run(
                 clock.warned = true;
                 (live.warn)(&lag_warning(lag, live.max_lag_s));
             }
-            // The first frame is always stepped: the warm-up needs it.
-            if live.max_lag_s.is_some_and(|max| lag > max) && warmed {
-                skipped += 1;
-                reporter.skipped += 1;
-                continue;
-            }
         }
+        // The first frame is always primed on: the warm-up needs it.
         if !warmed {
             warmed = true;
             if let Err(e) = model.prime(input, opts.warmup, &mut probs) {
                 failure = Some(e.context(format!("model warm-up ({} steps) failed", opts.warmup)));
                 break 'packets;
+            }
+        }
+        if let (Some(max), Some(clock)) = (opts.live.and_then(|l| l.max_lag_s), clock.as_ref()) {
+            // This frame's own record comes after its steps, and under a pipelined schedule (`lag`
+            // steps later) after the next frames' steps too, which may have to wait for those frames.
+            let lag_steps = shape.lag as f64;
+            let cost = step_cost.longest() * (packet.steps as f64 + lag_steps) + lag_steps / model_fps;
+            if !within_bound(clock.lag_now(packet.pts), cost, max) {
+                skipped += 1;
+                reporter.skipped += 1;
+                continue;
             }
         }
         for _ in 0..packet.steps {
@@ -335,7 +387,9 @@ pub fn run(
                     break 'packets;
                 }
             };
-            let latency = t0.elapsed().as_secs_f64() * 1e3;
+            let elapsed = t0.elapsed().as_secs_f64();
+            step_cost.push(elapsed);
+            let latency = elapsed * 1e3;
             latencies.push(latency as f32);
             steps += 1;
             if recent.len() > shape.lag {

@@ -878,3 +878,25 @@ fn a_slow_model_on_a_live_source_skips_frames_to_stay_live() {
     let s = res.unwrap();
     assert_eq!((s.steps, s.skipped, s.max_lag_s), (frames, 0, None));
 }
+
+/// Under `max_lag_s`, a frame is stepped only when its own record can still come within the bound:
+/// every record's `lag_s` is at most the bound, not the bound plus a step (a frame that arrived just
+/// in time, then stepped), for a model twice as slow as its source, pipelined (`lag` 1) or not.
+/// Sleeps stand for the steps, so load can only lengthen them a little; the margin covers that.
+#[test]
+fn records_of_a_slow_live_model_stay_within_max_lag() {
+    let (frames, fps, pause, max) = (100u64, 50.0, Duration::from_millis(40), 0.2);
+    for lagged in [false, true] {
+        let stop = AtomicBool::new(false);
+        let o = Options { emit_transient: true, live: Some(Live { max_lag_s: Some(max), warn: count_warning }), ..opts() };
+        let model = WindowModel::new(0, 4, 1).slow(pause);
+        let mut model = if lagged { model.lagged() } else { model };
+        let (res, recs) = run_jsonl(live_source(frames, fps), &mut model, &o, &stop);
+        let s = res.unwrap();
+        assert!(s.skipped > 0, "a model twice as slow as the source must skip: {s:?}");
+        let lags: Vec<f64> = recs.iter().filter(|r| r["type"] == "step").map(|r| r["lag_s"].as_f64().unwrap()).collect();
+        assert!(lags.len() >= 10, "{} records", lags.len());
+        let over: Vec<&f64> = lags.iter().filter(|&&lag| lag > max + 0.015).collect();
+        assert!(over.is_empty(), "lagged {lagged}: records beyond --max-lag {max}: {over:?} of {lags:?}");
+    }
+}
