@@ -213,7 +213,7 @@ fn models_json_is_an_array() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().expect("an array");
     for r in rows {
-        for key in ["name", "fps", "crop", "delay", "receptive_field", "stride", "macs_per_step", "weights_present"] {
+        for key in ["name", "model_fps", "crop", "delay", "receptive_field", "stride", "macs_per_step", "weights_present"] {
             assert!(r.get(key).is_some(), "{key} missing in {r}");
         }
     }

@@ -76,7 +76,8 @@ pub struct BatchArgs {
     /// Classes per clip record
     #[arg(long, short = 'k', default_value_t = 5)]
     pub top_k: usize,
-    /// Temporal window of the head's pooling, in its positions [default: the model's]
+    /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
+    /// CoSlowFast: slow positions) [default: the model's]
     #[arg(long, value_name = "N")]
     pub pool: Option<usize>,
     /// Labels file (txt, JSON {name: id} or CSV id,name); default Kinetics-400

@@ -26,9 +26,11 @@ pub struct FlopsArgs {
     /// Print a table of every layer (output shape, regular per clip, continual per step)
     #[arg(long)]
     pub per_layer: bool,
+    /// How operations are counted
     #[arg(long, value_enum, default_value = "macs")]
     pub convention: ConventionArg,
-    /// Head window (emitted positions) for the continual model
+    /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
+    /// CoSlowFast: slow positions) [default: the model's]
     #[arg(long)]
     pub pool: Option<usize>,
     /// One JSON object per model

@@ -233,10 +233,6 @@ mod tests {
             for line in after.lines().filter(|l| l.starts_with("  ")) {
                 assert!(line.chars().count() <= 80, "{}: example line of {} columns: {line}", cmd.get_name(), line.chars().count());
             }
-            // The subcommands of labelling (bench, flops and weights are tools of their own).
-            if !matches!(cmd.get_name(), "coinfer" | "run" | "batch" | "models" | "labels") {
-                continue;
-            }
             for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
                 let id = arg.get_id().as_str();
                 if matches!(id, "help" | "version") {

@@ -19,7 +19,9 @@ pub struct ModelsArgs {
 pub struct ModelRow {
     pub name: String,
     pub default: bool,
-    pub fps: f64,
+    /// Frames the model takes per second of video (its timeline's rate, not a speed), as `model_fps`
+    /// in the meta record.
+    pub model_fps: f64,
     pub resize_short: usize,
     pub crop: usize,
     pub num_classes: usize,
@@ -41,7 +43,7 @@ pub fn rows() -> anyhow::Result<Vec<ModelRow>> {
             Ok(ModelRow {
                 name: name.to_string(),
                 default: name == models::DEFAULT_MODEL,
-                fps: d.spec.fps,
+                model_fps: d.spec.fps,
                 resize_short: d.spec.resize_short,
                 crop: d.spec.crop,
                 num_classes: d.spec.num_classes,
@@ -76,7 +78,7 @@ pub fn execute(args: &ModelsArgs) -> anyhow::Result<()> {
             out,
             "{:<12} {:>9.2} {:>9} {:>6} {:>6} {:>7} {:>11.3}  {:<8} {}",
             name,
-            r.fps,
+            r.model_fps,
             format!("{}x{}", r.crop, r.crop),
             r.delay,
             r.receptive_field,

@@ -79,7 +79,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_transient: bool,
 
-    /// Temporal window of the head's pooling, in its positions [default: the model's]
+    /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
+    /// CoSlowFast: slow positions) [default: the model's]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub pool: Option<u64>,
 
