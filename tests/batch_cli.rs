@@ -646,7 +646,7 @@ fn names_that_are_not_utf8_are_run_labelled_recorded_and_resumed() {
     std::fs::write(&list, [clip.as_os_str().as_bytes(), b"\n"].concat()).unwrap();
     let at_list = std::ffi::OsString::from_vec([b"@", list.as_os_str().as_bytes()].concat());
     for (input, out_file) in [(dir.as_os_str(), &jsonl), (dir.as_os_str(), &csv_file), (at_list.as_os_str(), &jsonl)] {
-        let out = run(batch(&weights).arg(&input).arg("--out").arg(out_file).arg("--resume"));
+        let out = run(batch(&weights).arg(input).arg("--out").arg(out_file).arg("--resume"));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("1 clips: 0 labelled, 0 failed, 1 already recorded"), "{input:?}: {}", stderr(&out));
     }
