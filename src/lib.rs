@@ -11,6 +11,7 @@ pub mod error;
 pub mod flops;
 pub mod labels;
 pub mod models;
+pub mod paths;
 pub mod pipeline;
 pub mod preprocess;
 pub mod signals;

@@ -496,3 +496,158 @@ fn help_documents_aggregation_and_the_cluster_recipe() {
         assert!(help.contains(phrase), "'{phrase}' not in batch --help:\n{help}");
     }
 }
+
+/// `n` files that no decoder reads: each gets an `error` record, which `--resume` counts as done
+/// like any other, so they exercise keys and shards without labelling anything.
+fn make_broken(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("part")).unwrap();
+    for i in 0..n {
+        std::fs::write(dir.join(format!("part/{i}.{}", if i % 2 == 0 { "mp4" } else { "mkv" })), format!("broken {i}\n")).unwrap();
+    }
+}
+
+#[test]
+fn resume_and_shards_key_on_the_normalised_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = write_weights(tmp.path());
+    make_broken(&tmp.path().join("data"), 9);
+    let journal = tmp.path().join("journal.jsonl");
+    let out = run(batch(&weights).current_dir(tmp.path()).args(["data", "--out", "journal.jsonl", "--jobs", "1", "-q"]));
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let before = std::fs::read(&journal).unwrap();
+    assert_eq!(read_jsonl(&journal).len(), 9);
+    // Every other spelling of the directory finds every clip recorded, the absolute one too.
+    let abs = tmp.path().join("data");
+    for spelling in ["./data", "data/", "data//part/..", abs.to_str().unwrap(), &format!("{}/", abs.display())] {
+        let out = run(batch(&weights).current_dir(tmp.path()).args([spelling, "--out", "journal.jsonl", "--resume"]));
+        assert_eq!(out.status.code(), Some(0), "{spelling}: {}", stderr(&out));
+        assert!(stderr(&out).contains("9 clips: 0 labelled, 0 failed, 9 already recorded"), "{spelling}: {}", stderr(&out));
+        assert_eq!(std::fs::read(&journal).unwrap(), before, "{spelling}: nothing appended");
+    }
+    // Two machines mount the data at different places and spell it differently: same shards.
+    let elsewhere = tmp.path().join("mnt/nfs/data");
+    make_broken(&elsewhere, 9);
+    let shard = |cwd: &Path, args: &[&str], i: usize| -> BTreeSet<String> {
+        let out = run(batch(&weights).current_dir(cwd).args(args).args(["--shard", &format!("{i}/3"), "--jobs", "1", "-q"]));
+        let text = String::from_utf8(out.stdout).unwrap();
+        // The path relative to the data directory, whatever the spelling.
+        text.lines()
+            .map(|l| {
+                let p = path_of(&serde_json::from_str(l).unwrap());
+                p[p.find("part/").unwrap()..].to_string()
+            })
+            .collect()
+    };
+    let mut union = BTreeSet::new();
+    for i in 0..3 {
+        let here = shard(tmp.path(), &["./data/"], i);
+        assert_eq!(here, shard(tmp.path(), &[elsewhere.to_str().unwrap()], i), "shard {i}/3");
+        // Inputs that name a subfolder there: --root says where keys start.
+        assert_eq!(here, shard(&elsewhere, &["part", "--root", "."], i), "shard {i}/3 with --root");
+        assert!(here.iter().all(|p| union.insert(p.clone())), "shard {i}/3 overlaps");
+    }
+    assert_eq!(union.len(), 9);
+}
+
+#[test]
+fn csv_resume_cuts_a_record_torn_inside_a_quoted_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = write_weights(tmp.path());
+    let dir = tmp.path().join("clips");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.mp4"), "broken\n").unwrap();
+    // A name with a comma and newlines: its CSV field is quoted and spans lines.
+    let odd = dir.join("x, \"y\"\nz\nw.mp4");
+    std::fs::write(&odd, "broken too\n").unwrap();
+    let csv_file = tmp.path().join("labels.csv");
+    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&csv_file).args(["--jobs", "1", "-q"]));
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let full = std::fs::read(&csv_file).unwrap();
+    // Killed while writing the last record (`x…`, after `a.mp4` with one worker): torn just after
+    // the first newline inside its quoted name.
+    let last = full.windows(7).rposition(|w| w == b"error,\"").unwrap();
+    let cut = last + full[last..].iter().position(|&b| b == b'\n').unwrap() + 2;
+    std::fs::write(&csv_file, &full[..cut]).unwrap();
+    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&csv_file).args(["--resume", "-q"]));
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 of 2 clips failed"), "the torn clip runs again: {}", stderr(&out));
+    // Two whole records, one per clip, the name exact.
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let paths: BTreeSet<&str> = rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(paths, [dir.join("a.mp4"), odd].iter().map(|p| p.to_str().unwrap()).collect());
+    assert!(rows.iter().all(|r| r.len() == 17 && &r[0] == "error"), "{rows:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_are_run_labelled_recorded_and_resumed() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = write_weights(tmp.path());
+    let dir = tmp.path().join("clips");
+    let plain = dir.join("plain.mp4");
+    make_clip(&plain, 1, 30);
+    let name = std::ffi::OsString::from_vec(b"caf\xe9 \xff\xfe.mp4".to_vec());
+    let clip = dir.join(&name);
+    std::fs::rename(&plain, &clip).unwrap();
+    let hex_of = |p: &Path| p.as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let from_hex = |h: &str| -> PathBuf {
+        let bytes: Vec<u8> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect();
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    };
+
+    // `run` opens it, and its meta record carries the name: text, and the bytes in hex.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_coinfer"))
+        .args(["run", "--model", MODEL, "--weights"])
+        .arg(&weights)
+        .args(["--json", "-q"])
+        .arg(&clip)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("CANDLE_NUM_THREADS", "1"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let source = &records[0]["source"];
+    assert_eq!(source["input"], clip.to_string_lossy().as_ref(), "{source}");
+    assert_eq!(from_hex(source["input_bytes"].as_str().unwrap()), clip, "{source}");
+    let summary = records.last().unwrap();
+    assert_eq!((summary["type"].as_str(), summary["status"].as_str()), (Some("summary"), Some("ok")), "{summary}");
+    assert!(summary["frames"].as_u64().unwrap() > 0);
+    // A UTF-8 name has no input_bytes: records of ordinary names are as they were.
+    let ok_name = dir.join("ok.mp4");
+    std::fs::copy(&clip, &ok_name).unwrap();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_coinfer"))
+        .args(["run", "--model", MODEL, "--weights"])
+        .arg(&weights)
+        .args(["--json", "-q"])
+        .arg(&ok_name));
+    let meta: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    assert!(meta["source"].get("input_bytes").is_none(), "{meta}");
+    std::fs::remove_file(&ok_name).unwrap();
+
+    // `batch` finds it in a directory and labels it; JSON records give path_bytes, CSV the bytes.
+    let jsonl = tmp.path().join("labels.jsonl");
+    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&jsonl).args(["-q"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = read_jsonl(&jsonl);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["type"], "clip", "{}", recs[0]);
+    assert_eq!(recs[0]["path_bytes"].as_str(), Some(hex_of(&clip).as_str()));
+    assert_eq!(from_hex(recs[0]["path_bytes"].as_str().unwrap()), clip);
+    let csv_file = tmp.path().join("labels.csv");
+    let out = run(batch(&weights).arg(&dir).arg("--out").arg(&csv_file).args(["-q"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    let rows: Vec<csv::ByteRecord> = reader.byte_records().map(|r| r.unwrap()).collect();
+    assert_eq!((&rows[0][0], &rows[0][1]), (&b"ok"[..], clip.as_os_str().as_bytes()));
+    // --resume knows it is done, in both formats, and through an @list of its bytes too.
+    let list = tmp.path().join("list.txt");
+    std::fs::write(&list, [clip.as_os_str().as_bytes(), b"\n"].concat()).unwrap();
+    let at_list = std::ffi::OsString::from_vec([b"@", list.as_os_str().as_bytes()].concat());
+    for (input, out_file) in [(dir.as_os_str(), &jsonl), (dir.as_os_str(), &csv_file), (at_list.as_os_str(), &jsonl)] {
+        let out = run(batch(&weights).arg(input).arg("--out").arg(out_file).arg("--resume"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("1 clips: 0 labelled, 0 failed, 1 already recorded"), "{input:?}: {}", stderr(&out));
+    }
+}

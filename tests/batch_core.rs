@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use coinfer::batch::inputs::{Shard, expand, stable_hash};
-use coinfer::batch::journal::{CSV_COLUMNS, ClipId, Format, Journal, csv_line};
+use coinfer::batch::journal::{CSV_COLUMNS, ClipId, Format, Journal, csv_complete_len, csv_line};
+use coinfer::batch::keys::ClipKeys;
 
 fn touch(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -23,9 +24,13 @@ fn inputs_expand_dirs_globs_and_lists() {
     let c = touch(d, "other/c.webm", b"4");
     let list = touch(d, "list.txt", format!("# clips\n{}\n\n{}\n", c.display(), a.display()).as_bytes());
     let got = expand(&[d.join("sub").display().to_string(), format!("@{}", list.display()), format!("{}/*.mp4", d.display())]).unwrap();
-    assert_eq!(got, vec![a.clone(), c, b]);
+    assert_eq!(got.clips, vec![a.clone(), c, b]);
+    // The default root holds every input: `sub`, the list's entries and the glob's directory.
+    assert_eq!(got.root, d);
     // A whole directory takes videos only; a missing input is a no-input error.
-    assert_eq!(expand(&[d.display().to_string()]).unwrap().len(), 3);
+    let whole = expand(&[d.display().to_string()]).unwrap();
+    assert_eq!((whole.clips.len(), whole.root.as_path()), (3, d));
+    assert_eq!(expand(&[d.join("sub/deeper/b.MKV")]).unwrap().root, d.join("sub/deeper"), "a file's parent");
     let err = expand(&[d.join("missing.mp4").display().to_string()]).unwrap_err();
     assert_eq!(coinfer::error::kind_of(&err).exit_code(), 66);
 }
@@ -52,7 +57,12 @@ fn shards_partition_the_clips() {
 }
 
 fn id(path: &str, size: u64) -> ClipId {
-    ClipId { path: path.to_string(), size, mtime_ns: 1_700_000_000_123_456_789 }
+    ClipId { key: PathBuf::from(path), size, mtime_ns: 1_700_000_000_123_456_789 }
+}
+
+/// Keys of relative paths under `/data`, journal entries as they are.
+fn keys() -> ClipKeys {
+    ClipKeys::with_cwd(Path::new("/data"), Path::new("."))
 }
 
 #[test]
@@ -60,17 +70,17 @@ fn journal_resumes_and_cuts_a_torn_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     {
-        let mut j = Journal::open(Some(&out), Format::Jsonl, false).unwrap();
+        let mut j = Journal::open(Some(&out), Format::Jsonl, false, &keys()).unwrap();
         for (p, s) in [("a.mp4", 1), ("b.mp4", 2)] {
             let line = format!("{{\"type\":\"clip\",\"path\":\"{p}\",\"size\":{s},\"mtime_ns\":1700000000123456789}}\n");
-            j.append(id(p, s), &line).unwrap();
+            j.append(id(p, s), line.as_bytes()).unwrap();
         }
     }
     // A kill in the middle of a write leaves a torn line.
     std::fs::OpenOptions::new().append(true).open(&out).unwrap().write_all(b"{\"type\":\"clip\",\"path\":\"c.m").unwrap();
     // Without --resume an existing journal is refused rather than mixed.
-    assert!(Journal::open(Some(&out), Format::Jsonl, false).is_err());
-    let j = Journal::open(Some(&out), Format::Jsonl, true).unwrap();
+    assert!(Journal::open(Some(&out), Format::Jsonl, false, &keys()).is_err());
+    let j = Journal::open(Some(&out), Format::Jsonl, true, &keys()).unwrap();
     assert_eq!(j.recorded(), 2);
     assert!(j.is_done(&id("a.mp4", 1)) && j.is_done(&id("b.mp4", 2)));
     assert!(!j.is_done(&id("c.mp4", 3)));
@@ -86,7 +96,7 @@ fn csv_quotes_awkward_paths_and_resumes_from_them() {
     let out = dir.path().join("out.csv");
     let awkward = ["with space.mp4", "comma,name.mp4", "quote\"d.mp4", "ünïcödé 動画.mp4", "new\nline.mp4"];
     {
-        let mut j = Journal::open(Some(&out), Format::Csv, false).unwrap();
+        let mut j = Journal::open(Some(&out), Format::Csv, false, &keys()).unwrap();
         for (i, p) in awkward.iter().enumerate() {
             let mut fields = vec![String::new(); CSV_COLUMNS.len()];
             fields[0] = "ok".into();
@@ -99,7 +109,7 @@ fn csv_quotes_awkward_paths_and_resumes_from_them() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("status,path,size,mtime_ns,"));
     assert!(text.contains("\"comma,name.mp4\"") && text.contains("\"quote\"\"d.mp4\""), "{text}");
-    let j = Journal::open(Some(&out), Format::Csv, true).unwrap();
+    let j = Journal::open(Some(&out), Format::Csv, true, &keys()).unwrap();
     assert_eq!(j.recorded(), awkward.len());
     for (i, p) in awkward.iter().enumerate() {
         assert!(j.is_done(&id(p, i as u64)), "{p}");
@@ -112,15 +122,131 @@ fn journal_refuses_the_other_format_and_existing_records() {
     let jsonl = dir.path().join("out.jsonl");
     std::fs::write(&jsonl, "{\"type\":\"clip\",\"path\":\"a.mp4\",\"size\":1,\"mtime_ns\":2}\n").unwrap();
     let csv = dir.path().join("out.csv");
-    Journal::open(Some(&csv), Format::Csv, false).unwrap();
+    let keys = keys();
+    Journal::open(Some(&csv), Format::Csv, false, &keys).unwrap();
     let kind = |r: anyhow::Result<Journal>| coinfer::error::kind_of(&r.err().expect("refused")).exit_code();
     // Continuing a file in the other format would append mixed records and skip nothing.
-    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Csv, true)), 2);
-    assert_eq!(kind(Journal::open(Some(&csv), Format::Jsonl, true)), 2);
+    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Csv, true, &keys)), 2);
+    assert_eq!(kind(Journal::open(Some(&csv), Format::Jsonl, true, &keys)), 2);
     // Records are never mixed into without --resume.
-    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Jsonl, false)), 2);
+    assert_eq!(kind(Journal::open(Some(&jsonl), Format::Jsonl, false, &keys)), 2);
     assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1, "left as it was");
     // The same format continues; a CSV with only its header is an empty journal.
-    assert_eq!(Journal::open(Some(&jsonl), Format::Jsonl, true).unwrap().recorded(), 1);
-    assert_eq!(Journal::open(Some(&csv), Format::Csv, true).unwrap().recorded(), 0);
+    assert_eq!(Journal::open(Some(&jsonl), Format::Jsonl, true, &keys).unwrap().recorded(), 1);
+    assert_eq!(Journal::open(Some(&csv), Format::Csv, true, &keys).unwrap().recorded(), 0);
+}
+
+#[test]
+fn csv_resume_cuts_a_record_torn_inside_a_quoted_multiline_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let row = |status: &str, path: &str, message: &str| {
+        let mut fields = vec![String::new(); CSV_COLUMNS.len()];
+        fields[0] = status.into();
+        fields[1] = path.into();
+        fields[2] = "1".into();
+        fields[3] = "1700000000123456789".into();
+        fields[16] = message.into();
+        csv_line(fields).unwrap()
+    };
+    {
+        let mut j = Journal::open(Some(&out), Format::Csv, false, &keys()).unwrap();
+        j.append(id("a.mp4", 1), &row("error", "a.mp4", "first line,\nsecond \"line\"\n")).unwrap();
+    }
+    let complete = std::fs::read(&out).unwrap();
+    // A kill in the middle of a record whose message holds newlines and commas: its last newline
+    // is inside the quoted field, and cutting there would leave the field open.
+    let whole = row("error", "b.mp4", "one, two\nthree, \"four\"\nfive");
+    let torn = &whole[..whole.len() - 8];
+    // Cutting at the last newline would keep `error,b.mp4,…,"one, two\n` and leave the quote open.
+    assert!(torn.contains(&b'\n'), "{:?}", String::from_utf8_lossy(torn));
+    std::fs::OpenOptions::new().append(true).open(&out).unwrap().write_all(torn).unwrap();
+    assert_eq!(csv_complete_len(&std::fs::read(&out).unwrap()), complete.len());
+
+    let mut j = Journal::open(Some(&out), Format::Csv, true, &keys()).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), complete, "cut back to the last complete record");
+    assert!(j.is_done(&id("a.mp4", 1)) && !j.is_done(&id("b.mp4", 1)));
+    j.append(id("b.mp4", 1), &whole).unwrap();
+    drop(j);
+    // The file reads back as exactly two records, the messages whole.
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((&rows[0][1], &rows[0][16]), ("a.mp4", "first line,\nsecond \"line\"\n"));
+    assert_eq!((&rows[1][1], &rows[1][16]), ("b.mp4", "one, two\nthree, \"four\"\nfive"));
+    assert!(rows.iter().all(|r| r.len() == CSV_COLUMNS.len()));
+}
+
+#[test]
+fn csv_complete_len_follows_quotes() {
+    assert_eq!(csv_complete_len(b""), 0);
+    assert_eq!(csv_complete_len(b"a,b\nc,d"), 4);
+    assert_eq!(csv_complete_len(b"a,b\n\"c\nd\",e\n"), 12);
+    assert_eq!(csv_complete_len(b"a,b\n\"c\nd"), 4);
+    // A doubled quote inside a quoted field does not end it.
+    assert_eq!(csv_complete_len(b"a\n\"x\"\"\ny\"\n\"z\"\"\n"), 10);
+}
+
+#[test]
+fn resume_recognises_every_spelling_of_a_recorded_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    // Written by runs that spelled the data directory three ways, from /data.
+    let records = [("clips/a.mp4", 1), ("./clips/sub/b.mp4", 2), ("/data/clips/c.mp4", 3), ("clips//d.mp4", 4)];
+    let text: String = records
+        .iter()
+        .map(|(p, s)| format!("{{\"type\":\"clip\",\"path\":\"{p}\",\"size\":{s},\"mtime_ns\":1700000000123456789}}\n"))
+        .collect();
+    std::fs::write(&out, text).unwrap();
+    let done = ["a.mp4", "sub/b.mp4", "c.mp4", "d.mp4"];
+    // Resumed from /data with the root spelled in each way (relative paths in a journal are read
+    // against the working directory, docs/records.md, "Clip keys").
+    for root in ["clips", "./clips/", "/data/clips", "clips/sub/..", "../data//clips"] {
+        let cwd = "/data";
+        let keys = ClipKeys::with_cwd(Path::new(cwd), Path::new(root));
+        let j = Journal::open(Some(&out), Format::Jsonl, true, &keys).unwrap();
+        for (key, size) in done.iter().zip(1..) {
+            assert!(j.is_done(&id(key, size)), "{key} from {cwd} with root {root}");
+            assert_eq!(keys.key(&Path::new("/data/clips").join(key)), Path::new(key));
+        }
+        assert!(!j.is_done(&id("e.mp4", 5)));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_round_trip_through_both_journals() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = tempfile::tempdir().unwrap();
+    let name = PathBuf::from(std::ffi::OsString::from_vec(b"caf\xe9, \"\xff\"\n.mp4".to_vec()));
+    let keys = ClipKeys::with_cwd(dir.path(), Path::new("."));
+    assert!(name.to_str().is_none());
+    let clip = ClipId { key: name.clone(), size: 7, mtime_ns: 1_700_000_000_123_456_789 };
+    // JSON: the text, and the exact bytes in hex beside it.
+    let jsonl = dir.path().join("out.jsonl");
+    let hex: String = name.as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let line = serde_json::json!({"type": "clip", "path": name.to_string_lossy(), "path_bytes": hex, "size": 7,
+                                  "mtime_ns": 1_700_000_000_123_456_789i64});
+    std::fs::write(&jsonl, format!("{line}\n")).unwrap();
+    assert!(Journal::open(Some(&jsonl), Format::Jsonl, true, &keys).unwrap().is_done(&clip));
+    // The text alone is not the name: without path_bytes the clip is another one.
+    let lossy = serde_json::json!({"type": "clip", "path": name.to_string_lossy(), "size": 7, "mtime_ns": 1_700_000_000_123_456_789i64});
+    std::fs::write(&jsonl, format!("{lossy}\n")).unwrap();
+    assert!(!Journal::open(Some(&jsonl), Format::Jsonl, true, &keys).unwrap().is_done(&clip));
+    // CSV: the path field is the name's bytes, quoted as CSV quotes anything.
+    let csv_file = dir.path().join("out.csv");
+    {
+        let mut j = Journal::open(Some(&csv_file), Format::Csv, false, &keys).unwrap();
+        let mut fields: Vec<Vec<u8>> = vec![Vec::new(); CSV_COLUMNS.len()];
+        fields[0] = b"ok".to_vec();
+        fields[1] = name.as_os_str().as_bytes().to_vec();
+        fields[2] = b"7".to_vec();
+        fields[3] = b"1700000000123456789".to_vec();
+        j.append(clip.clone(), &csv_line(fields).unwrap()).unwrap();
+    }
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    let rows: Vec<csv::ByteRecord> = reader.byte_records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(&rows[0][1], name.as_os_str().as_bytes());
+    assert!(Journal::open(Some(&csv_file), Format::Csv, true, &keys).unwrap().is_done(&clip));
 }

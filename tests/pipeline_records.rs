@@ -364,6 +364,7 @@ fn meta_record_follows_the_schema() {
         version: env!("CARGO_PKG_VERSION"),
         source: SourceMeta {
             input: "-".into(),
+            input_bytes: None,
             info: SourceInfo {
                 width: 640,
                 height: 360,

@@ -2,11 +2,14 @@
 //! and `@list.txt` files (one input per line, `#` comments), expanded in a stable order.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::keys::{common_dir, normalise};
 use crate::error::{ErrorKind, classified};
+use crate::paths;
 
 /// File extensions taken from directories (explicitly named files are taken whatever their name).
 pub const VIDEO_EXTENSIONS: &[&str] =
@@ -29,16 +32,32 @@ fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn expand_one(input: &str, out: &mut BTreeSet<PathBuf>) -> Result<()> {
-    if let Some(list) = input.strip_prefix('@') {
+/// The directory an input argument speaks for (made absolute against `cwd`): a directory itself, a
+/// file's parent, a glob's leading directories without wildcards.
+fn base_dir(cwd: &Path, input: &Path) -> PathBuf {
+    let dir = if input.is_dir() {
+        input.to_path_buf()
+    } else if !input.exists() && input.to_str().is_some_and(|s| s.contains(['*', '?', '['])) {
+        input.components().take_while(|c| !c.as_os_str().to_str().is_some_and(|s| s.contains(['*', '?', '[']))).collect()
+    } else {
+        input.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    normalise(cwd, &dir)
+}
+
+fn expand_one(input: &OsStr, cwd: &Path, out: &mut BTreeSet<PathBuf>, bases: &mut Vec<PathBuf>) -> Result<()> {
+    if let Some(list) = paths::as_bytes(input).strip_prefix(b"@") {
+        // A list is bytes, one name a line: names need not be UTF-8.
+        let list = PathBuf::from(paths::from_bytes(list.to_vec()));
         let text =
-            std::fs::read_to_string(list).map_err(|e| classified(ErrorKind::NoInput, format!("cannot read input list {list}: {e}")))?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            expand_one(line, out)?;
+            std::fs::read(&list).map_err(|e| classified(ErrorKind::NoInput, format!("cannot read input list {}: {e}", list.display())))?;
+        for line in text.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty() && !l.starts_with(b"#")) {
+            expand_one(&paths::from_bytes(line.to_vec()), cwd, out, bases)?;
         }
         return Ok(());
     }
     let path = Path::new(input);
+    bases.push(base_dir(cwd, path));
     if path.is_dir() {
         return walk(path, out);
     }
@@ -46,8 +65,9 @@ fn expand_one(input: &str, out: &mut BTreeSet<PathBuf>) -> Result<()> {
         out.insert(path.to_path_buf());
         return Ok(());
     }
-    if input.contains(['*', '?', '[']) {
-        let matches = glob::glob(input).map_err(|e| classified(ErrorKind::Usage, format!("bad glob {input}: {e}")))?;
+    // Glob patterns are text: a name that is not UTF-8 is taken literally (above), never as a pattern.
+    if let Some(pattern) = input.to_str().filter(|s| s.contains(['*', '?', '['])) {
+        let matches = glob::glob(pattern).map_err(|e| classified(ErrorKind::Usage, format!("bad glob {pattern}: {e}")))?;
         let mut matched = false;
         for m in matches.flatten() {
             matched = true;
@@ -58,20 +78,35 @@ fn expand_one(input: &str, out: &mut BTreeSet<PathBuf>) -> Result<()> {
             }
         }
         if !matched {
-            return Err(classified(ErrorKind::NoInput, format!("no file matches {input}")));
+            return Err(classified(ErrorKind::NoInput, format!("no file matches {pattern}")));
         }
         return Ok(());
     }
-    Err(classified(ErrorKind::NoInput, format!("no such file or directory: {input}")))
+    Err(classified(ErrorKind::NoInput, format!("no such file or directory: {}", path.display())))
 }
 
-/// All clips named by `inputs`, sorted and without duplicates.
-pub fn expand(inputs: &[String]) -> Result<Vec<PathBuf>> {
+/// The clips that the input arguments name, and the directory that holds them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// Sorted, without duplicates, spelled as found (relative inputs give relative paths).
+    pub clips: Vec<PathBuf>,
+    /// The default root of the clip keys: the deepest directory holding every input argument (a
+    /// directory, a file's parent, a glob's leading directories; an @list's entries each count),
+    /// absolute and normalised (README, "Batch labelling").
+    pub root: PathBuf,
+}
+
+/// All clips named by `inputs`, sorted and without duplicates, and their common directory.
+pub fn expand(inputs: &[impl AsRef<OsStr>]) -> Result<Expanded> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let cwd = normalise(Path::new("/"), &cwd);
     let mut out = BTreeSet::new();
+    let mut bases = Vec::new();
     for input in inputs {
-        expand_one(input, &mut out)?;
+        expand_one(input.as_ref(), &cwd, &mut out, &mut bases)?;
     }
-    Ok(out.into_iter().collect())
+    let root = common_dir(bases.iter().map(PathBuf::as_path)).unwrap_or(cwd);
+    Ok(Expanded { clips: out.into_iter().collect(), root })
 }
 
 /// Stable 64-bit FNV-1a hash (the same on every machine and every Rust version).
@@ -100,9 +135,10 @@ impl std::str::FromStr for Shard {
 }
 
 impl Shard {
-    /// A clip belongs to the shard chosen by the hash of its path as given on the command line
-    /// (so every host of a cluster, seeing the same paths, agrees without coordination).
-    pub fn contains(&self, path: &Path) -> bool {
-        stable_hash(path.as_os_str().as_encoded_bytes()) % self.count == self.index
+    /// A clip belongs to the shard chosen by the hash of its key, the path relative to the root
+    /// (`keys::ClipKeys::key`): every host of a cluster agrees without coordination, wherever it
+    /// mounts the data.
+    pub fn contains(&self, key: &Path) -> bool {
+        stable_hash(paths::as_bytes(key.as_os_str())) % self.count == self.index
     }
 }

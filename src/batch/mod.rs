@@ -5,6 +5,7 @@
 
 pub mod inputs;
 pub mod journal;
+pub mod keys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,8 +17,10 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::error::{ErrorKind, kind_of};
+use crate::paths;
 use inputs::Shard;
 use journal::{ClipId, Format, Journal, csv_line};
+use keys::ClipKeys;
 
 /// What labelling one clip produced.
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct BatchOptions {
     pub format: Format,
     pub jobs: usize,
     pub shard: Option<Shard>,
+    /// What `--resume` and `--shard` key the clips on.
+    pub keys: ClipKeys,
     pub resume: bool,
     pub fail_fast: bool,
     pub progress: bool,
@@ -60,68 +65,85 @@ pub struct BatchSummary {
     pub first_failure: Option<ErrorKind>,
 }
 
-fn ok_record(id: &ClipId, r: &ClipResult, wall_s: f64, format: Format) -> Result<String> {
+/// A JSON record with the clip's name: `path` as text, and for a name that is not UTF-8 also
+/// `path_bytes`, its exact bytes in hex (docs/records.md, "File names").
+fn json_line(mut v: Value, path: &Path) -> Vec<u8> {
+    v["path"] = paths::text(path).into();
+    if let Some(hex) = paths::bytes_hex(path.as_os_str()) {
+        v["path_bytes"] = hex.into();
+    }
+    format!("{v}\n").into_bytes()
+}
+
+/// A CSV record whose `path` column (the second) holds the name's bytes as they are.
+fn csv_record(path: &Path, fields: &[String]) -> Result<Vec<u8>> {
+    let name = paths::as_bytes(path.as_os_str());
+    csv_line(fields.iter().enumerate().map(|(i, f)| if i == 1 { name } else { f.as_bytes() }))
+}
+
+fn ok_record(path: &Path, id: &ClipId, r: &ClipResult, wall_s: f64, format: Format) -> Result<Vec<u8>> {
     let top = |(i, l, s): &(usize, String, f32)| json!({"id": i, "label": l, "score": s});
     match format {
         Format::Jsonl => {
             let v = json!({
-                "type": "clip", "path": id.path, "size": id.size, "mtime_ns": id.mtime_ns as i64,
+                "type": "clip", "size": id.size, "mtime_ns": id.mtime_ns as i64,
                 "duration_s": r.duration_s, "frames": r.frames, "steps": r.steps, "outputs": r.outputs,
                 "aggregation": r.aggregation, "top": r.top.iter().map(top).collect::<Vec<_>>(),
                 "segments": r.segments, "wall_s": wall_s,
             });
-            Ok(format!("{v}\n"))
+            Ok(json_line(v, path))
         }
         Format::Csv => {
             let first = r.top.first();
             let topk = r.top.iter().map(|(_, l, s)| format!("{l}:{s:.4}")).collect::<Vec<_>>().join(";");
-            csv_line([
-                "ok".into(),
-                id.path.clone(),
-                id.size.to_string(),
-                id.mtime_ns.to_string(),
-                r.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
-                r.frames.to_string(),
-                r.steps.to_string(),
-                r.outputs.to_string(),
-                r.aggregation.to_string(),
-                first.map(|t| t.0.to_string()).unwrap_or_default(),
-                first.map(|t| t.1.clone()).unwrap_or_default(),
-                first.map(|t| format!("{:.6}", t.2)).unwrap_or_default(),
-                topk,
-                Value::from(r.segments.clone()).to_string(),
-                format!("{wall_s:.3}"),
-                String::new(),
-                String::new(),
-            ])
+            csv_record(
+                path,
+                &[
+                    "ok".into(),
+                    String::new(),
+                    id.size.to_string(),
+                    id.mtime_ns.to_string(),
+                    r.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+                    r.frames.to_string(),
+                    r.steps.to_string(),
+                    r.outputs.to_string(),
+                    r.aggregation.to_string(),
+                    first.map(|t| t.0.to_string()).unwrap_or_default(),
+                    first.map(|t| t.1.clone()).unwrap_or_default(),
+                    first.map(|t| format!("{:.6}", t.2)).unwrap_or_default(),
+                    topk,
+                    Value::from(r.segments.clone()).to_string(),
+                    format!("{wall_s:.3}"),
+                    String::new(),
+                    String::new(),
+                ],
+            )
         }
     }
 }
 
-fn error_record(id: &ClipId, err: &anyhow::Error, format: Format) -> Result<String> {
+fn error_record(path: &Path, id: &ClipId, err: &anyhow::Error, format: Format) -> Result<Vec<u8>> {
     let kind = kind_of(err).as_str();
     let message = format!("{err:#}");
     match format {
         Format::Jsonl => {
-            let v = json!({"type": "error", "path": id.path, "size": id.size, "mtime_ns": id.mtime_ns as i64,
-                           "kind": kind, "message": message});
-            Ok(format!("{v}\n"))
+            let v = json!({"type": "error", "size": id.size, "mtime_ns": id.mtime_ns as i64, "kind": kind, "message": message});
+            Ok(json_line(v, path))
         }
         Format::Csv => {
             let mut fields = vec![String::new(); journal::CSV_COLUMNS.len()];
             fields[0] = "error".into();
-            fields[1] = id.path.clone();
             fields[2] = id.size.to_string();
             fields[3] = id.mtime_ns.to_string();
             fields[15] = kind.into();
             fields[16] = message;
-            csv_line(fields)
+            csv_record(path, &fields)
         }
     }
 }
 
 enum Done {
-    Labelled(ClipId, Result<ClipResult>, f64),
+    Labelled(PathBuf, ClipId, Result<ClipResult>, f64),
     /// A worker could not build its labeler (model or weights): the run fails as a whole.
     NoLabeler(anyhow::Error),
 }
@@ -132,26 +154,27 @@ pub fn run(
     opts: &BatchOptions,
     make_labeler: &(dyn Fn() -> Result<Box<dyn ClipLabeler>> + Sync),
 ) -> Result<BatchSummary> {
-    let mut journal = Journal::open(opts.out.as_deref(), opts.format, opts.resume)?;
+    let keys = &opts.keys;
+    let mut journal = Journal::open(opts.out.as_deref(), opts.format, opts.resume, keys)?;
     let mut summary = BatchSummary::default();
     let mut todo = Vec::new();
     for path in clips {
-        if opts.shard.is_some_and(|s| !s.contains(&path)) {
+        if opts.shard.is_some_and(|s| !s.contains(&keys.key(&path))) {
             continue;
         }
         summary.total += 1;
-        match ClipId::of(&path) {
+        match ClipId::of(&path, keys) {
             Ok(id) if journal.is_done(&id) => summary.skipped += 1,
             Ok(id) => todo.push((path, id)),
             Err(e) => {
-                let id = ClipId { path: path.to_string_lossy().into_owned(), size: 0, mtime_ns: 0 };
+                let id = ClipId { key: keys.key(&path), size: 0, mtime_ns: 0 };
                 if journal.is_done(&id) {
                     // Its error record (size and time 0) is already there: one record per clip.
                     summary.skipped += 1;
                     continue;
                 }
                 let err = crate::error::classified(ErrorKind::NoInput, format!("{}: {e}", path.display()));
-                let line = error_record(&id, &err, opts.format)?;
+                let line = error_record(&path, &id, &err, opts.format)?;
                 journal.append(id, &line)?;
                 summary.failed += 1;
                 summary.first_failure.get_or_insert(ErrorKind::NoInput);
@@ -191,7 +214,7 @@ pub fn run(
                         // Here, not when the writer sees it: by then this worker has taken the next clip.
                         stop.store(true, Ordering::SeqCst);
                     }
-                    if tx.send(Done::Labelled(id, result, t.elapsed().as_secs_f64())).is_err() {
+                    if tx.send(Done::Labelled(path, id, result, t.elapsed().as_secs_f64())).is_err() {
                         break;
                     }
                 }
@@ -204,14 +227,14 @@ pub fn run(
         drop(tx);
         for done in rx {
             let (id, line, failed) = match done {
-                Done::Labelled(id, Ok(r), wall) => {
-                    let line = ok_record(&id, &r, wall, opts.format)?;
+                Done::Labelled(path, id, Ok(r), wall) => {
+                    let line = ok_record(&path, &id, &r, wall, opts.format)?;
                     (id, line, None)
                 }
                 // Stopped by a signal: not a result, so nothing is recorded and --resume labels it.
-                Done::Labelled(_, Err(e), _) if kind_of(&e) == ErrorKind::Interrupted => continue,
-                Done::Labelled(id, Err(e), _) => {
-                    let line = error_record(&id, &e, opts.format)?;
+                Done::Labelled(_, _, Err(e), _) if kind_of(&e) == ErrorKind::Interrupted => continue,
+                Done::Labelled(path, id, Err(e), _) => {
+                    let line = error_record(&path, &id, &e, opts.format)?;
                     (id, line, Some(e))
                 }
                 Done::NoLabeler(e) => {

@@ -1,5 +1,6 @@
 //! `coinfer batch`: label folders of clips with one record per clip, resumable and shardable.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use crate::batch::inputs::{self, Shard};
 use crate::batch::journal::Format;
+use crate::batch::keys::ClipKeys;
 use crate::batch::{self, BatchOptions, ClipLabeler, ClipResult};
 use crate::cli::ScheduleArg;
 use crate::error::{ErrorKind, classified};
@@ -47,8 +49,9 @@ GNU parallel over hosts:
     --out /nfs/out/part-{}.jsonl --resume ::: $(seq 0 7)")]
 pub struct BatchArgs {
     /// Files, directories (recursive, video extensions), globs, or @list.txt
+    // OsStrings: a file name is any bytes (docs/records.md, "File names").
     #[arg(required = true)]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<OsString>,
     /// Output file (appended record by record; default stdout)
     #[arg(long, short)]
     pub out: Option<PathBuf>,
@@ -58,10 +61,13 @@ pub struct BatchArgs {
     /// Clips labelled in parallel, each worker with its own model (default: half the cores, at least 1)
     #[arg(long, short)]
     pub jobs: Option<usize>,
-    /// Take only shard I of N (0-based), chosen by a stable hash of the clip path
+    /// Take only shard I of N (0-based), chosen by a stable hash of the clip's key (its path relative to --root)
     #[arg(long)]
     pub shard: Option<Shard>,
-    /// Skip clips already recorded in --out (same path, size and modification time)
+    /// Key clips (--resume, --shard) on their paths relative to DIR [default: the deepest directory holding every input]
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Skip clips already recorded in --out (same key, size and modification time)
     #[arg(long)]
     pub resume: bool,
     /// Stop at the first failed clip
@@ -139,7 +145,7 @@ struct ModelLabeler {
 
 impl ClipLabeler for ModelLabeler {
     fn label(&mut self, path: &Path) -> anyhow::Result<ClipResult> {
-        let src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
+        let src = source::open(path, &OpenOptions::default())?;
         let duration_s = src.info().duration;
         let spec = self.model.spec().clone();
         let classes = spec.num_classes;
@@ -207,7 +213,8 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }
-    let clips = inputs::expand(&args.inputs)?;
+    let expanded = inputs::expand(&args.inputs)?;
+    let keys = ClipKeys::new(args.root.as_deref().unwrap_or(&expanded.root))?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let opts = BatchOptions {
         out: args.out.clone(),
@@ -220,6 +227,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
             None => (cores / 2).max(1),
         },
         shard: args.shard,
+        keys,
         resume: args.resume,
         fail_fast: args.fail_fast,
         progress: !args.quiet,
@@ -229,7 +237,7 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
         model.set_schedule(args.schedule.resolve(false))?;
         Ok(Box::new(ModelLabeler { model, labels: labels.clone(), top_k: args.top_k }))
     };
-    let summary = batch::run(clips, &opts, &make)?;
+    let summary = batch::run(expanded.clips, &opts, &make)?;
     if !args.quiet {
         eprintln!(
             "coinfer: {} clips: {} labelled, {} failed, {} already recorded",

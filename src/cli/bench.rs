@@ -58,7 +58,7 @@ pub struct BenchArgs {
 /// Preprocessed frames of a video, looped as needed.
 fn video_frames(path: &Path, name: &str, limit: usize) -> anyhow::Result<Vec<Tensor>> {
     let spec = models::describe(name, &ModelOptions::default())?.spec;
-    let mut src = source::open(&path.to_string_lossy(), &OpenOptions::default())?;
+    let mut src = source::open(path, &OpenOptions::default())?;
     let info = src.info();
     let mut pre = Preprocessor::new(&spec, info.width, info.height)?;
     let mut frame = Frame::default();

@@ -1,5 +1,6 @@
 //! `coinfer run INPUT`: stream a video through a model and write JSON Lines.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,8 @@ adds lag. Live sources report lag_s; --max-lag skips frames to stay live.";
 #[command(after_help = RUN_EXAMPLES)]
 pub struct RunArgs {
     /// Video file, device (/dev/video0), URL (rtsp://…), or `-` for stdin (y4m, mpegts, fragmented mp4, or --raw)
-    pub input: String,
+    // An OsString: a file name is any bytes (docs/records.md, "File names").
+    pub input: OsString,
 
     /// Model to run (see `coinfer models`)
     #[arg(short, long, default_value = models::DEFAULT_MODEL)]
@@ -194,16 +196,16 @@ impl RunArgs {
 /// A file that is not there is a "no such input" (66) before any model is loaded; devices, URLs,
 /// stdin and forced formats (lavfi, v4l2 names) are left to the decoder. A missing file named like a
 /// subcommand (`coinfer model`) is most likely a typo of it, and the error says so.
-fn check_input(input: &str, forced_format: bool) -> anyhow::Result<()> {
-    if input == "-" || forced_format || input.contains("://") {
+fn check_input(input: &OsStr, forced_format: bool) -> anyhow::Result<()> {
+    if input == "-" || forced_format || input.to_str().is_some_and(|s| s.contains("://")) {
         return Ok(());
     }
     if !Path::new(input).exists() {
-        let hint = match crate::cli::similar_subcommand(input) {
+        let hint = match input.to_str().and_then(crate::cli::similar_subcommand) {
             Some(name) => format!(" (did you mean the subcommand `coinfer {name}`?)"),
             None => String::new(),
         };
-        return Err(classified(ErrorKind::NoInput, format!("no such file: {input}{hint}")));
+        return Err(classified(ErrorKind::NoInput, format!("no such file: {}{hint}", Path::new(input).display())));
     }
     Ok(())
 }
@@ -215,7 +217,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
     check_input(&args.input, args.input_format.is_some())?;
-    let visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
+    // Records and the visual outputs name the input by its text; only the decoder needs its bytes.
+    let input_text = crate::paths::text(Path::new(&args.input)).into_owned();
+    let visual = args.visual.prepare(&input_text, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
@@ -270,7 +274,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         emit_transient,
         max_lag_s: args.max_lag,
         version: env!("CARGO_PKG_VERSION"),
-        source: SourceMeta { input: args.input.clone(), info: info.clone() },
+        source: SourceMeta { input: input_text, input_bytes: crate::paths::bytes_hex(&args.input), info: info.clone() },
     };
     if args.verbose > 0 && !args.quiet {
         eprintln!(

@@ -90,6 +90,10 @@ pub struct InputSize {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceMeta {
     pub input: String,
+    /// The input's name as hex bytes when it is not UTF-8 (`input` is then not exact); absent
+    /// otherwise (docs/records.md, "File names").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_bytes: Option<String>,
     #[serde(flatten)]
     pub info: crate::source::SourceInfo,
 }

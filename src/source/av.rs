@@ -94,9 +94,12 @@ mod libc_errno {
 }
 
 impl AvSource {
-    pub fn open(input: &str, opts: &OpenOptions) -> anyhow::Result<Self> {
+    pub fn open(input: &std::ffi::OsStr, opts: &OpenOptions) -> anyhow::Result<Self> {
         let from_stdin = input == "-";
-        let url = super::is_url(input);
+        let url = input.to_str().is_some_and(super::is_url);
+        let bytes = crate::paths::as_bytes(input);
+        // Messages name the input as records do (docs/records.md, "File names").
+        let shown = crate::paths::text(std::path::Path::new(input));
         let mut is_stream = from_stdin || url;
         if !from_stdin && !url {
             if opts.format.is_none() {
@@ -108,14 +111,15 @@ impl AvSource {
             }
         }
         let mut format_name = opts.format.clone();
-        if format_name.is_none() && input.starts_with("/dev/video") {
+        if format_name.is_none() && bytes.starts_with(b"/dev/video") {
             // Character devices cannot be probed; V4L2 is what /dev/videoN is on Linux.
             format_name = Some("v4l2".into());
         }
-        // A relative local path such as `data:x.mp4` would read as a protocol name: anchor it.
-        let local = !from_stdin && !url && !input.starts_with('/') && std::path::Path::new(input).exists();
-        let anchored = if local { format!("./{input}") } else { input.to_string() };
-        let url_c = CString::new(if from_stdin { "pipe:0" } else { anchored.as_str() })
+        // A relative local path such as `data:x.mp4` would read as a protocol name: anchor it. The
+        // name goes to FFmpeg as its bytes, UTF-8 or not.
+        let local = !from_stdin && !url && !bytes.starts_with(b"/") && std::path::Path::new(input).exists();
+        let anchored = if local { [&b"./"[..], bytes].concat() } else { bytes.to_vec() };
+        let url_c = CString::new(if from_stdin { b"pipe:0".to_vec() } else { anchored })
             .map_err(|_| classified(ErrorKind::Usage, "input name contains a NUL byte"))?;
 
         let mut ps: *mut AVFormatContext;
@@ -149,15 +153,15 @@ impl AvSource {
                 if super::interrupted() {
                     return Err(classified(ErrorKind::Interrupted, "interrupted while opening the input"));
                 }
-                return Err(open_error(input, r));
+                return Err(open_error(&shown, r));
             }
             // From here on `input_ctx` owns `ps` and closes it on every return path.
             let mut input_ctx = Input::wrap(ps);
             let r = avformat_find_stream_info(input_ctx.as_mut_ptr(), ptr::null_mut());
             if r < 0 {
-                return Err(classified(ErrorKind::Data, format!("{input}: cannot read stream information: {}", av_err(r))));
+                return Err(classified(ErrorKind::Data, format!("{shown}: cannot read stream information: {}", av_err(r))));
             }
-            Self::from_input(input, input_ctx, opts, is_stream)
+            Self::from_input(&shown, input_ctx, opts, is_stream)
         }
     }
 

@@ -172,12 +172,14 @@ pub(crate) fn init_ffmpeg() {
 ///
 /// With `opts.raw`, `input` is `-` or a file of concatenated raw frames. Errors are classified:
 /// a missing file is `NoInput`, undecodable content `Data`, bad options `Usage`.
-pub fn open(input: &str, opts: &OpenOptions) -> anyhow::Result<Box<dyn FrameSource>> {
+/// A local name is any bytes but NUL (not necessarily UTF-8), and is opened as it is.
+pub fn open(input: impl AsRef<std::ffi::OsStr>, opts: &OpenOptions) -> anyhow::Result<Box<dyn FrameSource>> {
+    let input = input.as_ref();
     init_ffmpeg();
     if input.is_empty() {
         return Err(classified(ErrorKind::Usage, "empty input name"));
     }
-    if input.contains('\0') {
+    if crate::paths::as_bytes(input).contains(&0) {
         return Err(classified(ErrorKind::Usage, "input name contains a NUL byte"));
     }
     if let Some(raw) = &opts.raw {
@@ -203,8 +205,10 @@ fn is_url(input: &str) -> bool {
 }
 
 /// Checks a local path before handing it to a reader, so that "no such file" is `NoInput`.
-fn check_local_path(input: &str) -> anyhow::Result<std::fs::Metadata> {
-    match std::fs::metadata(input) {
+fn check_local_path(input: &std::ffi::OsStr) -> anyhow::Result<std::fs::Metadata> {
+    let input_path = std::path::Path::new(input);
+    let input = input_path.display();
+    match std::fs::metadata(input_path) {
         Ok(m) if m.is_dir() => Err(classified(ErrorKind::NoInput, format!("{input}: is a directory, not a video"))),
         Ok(m) => Ok(m),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(classified(ErrorKind::NoInput, format!("{input}: no such file"))),

@@ -32,7 +32,7 @@ pub(crate) struct RawSource {
 }
 
 impl RawSource {
-    pub fn open(input: &str, raw: &RawVideo, fps: Option<f64>) -> anyhow::Result<Self> {
+    pub fn open(input: &std::ffi::OsStr, raw: &RawVideo, fps: Option<f64>) -> anyhow::Result<Self> {
         let fps = match fps {
             Some(f) if f.is_finite() && f > 0.0 => f,
             Some(f) => {
@@ -58,7 +58,8 @@ impl RawSource {
             (Box::new(std::io::stdin()), true, None)
         } else {
             let meta = super::check_local_path(input)?;
-            let file = std::fs::File::open(input).map_err(|e| classified(ErrorKind::NoInput, format!("{input}: cannot open: {e}")))?;
+            let file = std::fs::File::open(input)
+                .map_err(|e| classified(ErrorKind::NoInput, format!("{}: cannot open: {e}", std::path::Path::new(input).display())))?;
             let frames = meta.is_file().then(|| meta.len() / frame_bytes as u64);
             (Box::new(std::io::BufReader::with_capacity(1 << 20, file)), !meta.is_file(), frames)
         };
