@@ -75,7 +75,7 @@ impl PrimeSchedule {
     pub fn outputs(&self) -> impl Iterator<Item = (i64, usize, bool)> + '_ {
         let done = self.due(self.end - 1);
         let last = (self.emitted() > 0).then(|| (done - 1, self.absorbed(done - 1), true));
-        let pending = (done..).take_while(|&j| self.start(j).max(self.first) <= self.end - 1).map(|j| (j, self.absorbed(j), false));
+        let pending = (done..).take_while(|&j| self.start(j).max(self.first) < self.end).map(|j| (j, self.absorbed(j), false));
         last.into_iter().chain(pending)
     }
 
