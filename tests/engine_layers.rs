@@ -366,16 +366,19 @@ fn priming_equals_stepping_for_every_window_layer() {
     for (n, with_pool) in [1, 3, 9, 20, 41].into_iter().flat_map(|n| [(n, false), (n, true)]) {
         let (mut stepped, mut primed) = (build(with_pool), build(with_pool));
         let mut count = 0;
-        let mut last = None;
+        let (mut last, mut last_emitted) = (None, None);
         for _ in 0..n {
             last = stepped.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
             count += last.is_some() as usize;
+            last_emitted = last.clone().or(last_emitted);
         }
-        let (pc, py) = primed.prime(frames[0].as_ref(), n).unwrap();
-        let py = py.map(|y| y.to_frame().data);
-        assert_eq!(pc, count, "n={n}: outputs while priming");
-        assert_eq!(py, last, "n={n}: the primed result is the last step's output");
-        // The primed result is the last step's output (none when that step emitted nothing).
+        let p = primed.prime(frames[0].as_ref(), n).unwrap();
+        let py = p.output.map(|y| y.to_frame().data);
+        assert_eq!(p.emitted, count, "n={n}: outputs while priming");
+        assert_eq!(p.last_step, last.is_some(), "n={n}: whether the last step emitted");
+        // The primed result is the last output emitted (the last step's, when that step emitted;
+        // every output is the same on a replicate-filled start).
+        assert_eq!(py, last_emitted, "n={n}: the primed result is the last output emitted");
         let stepped_again = stepped.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
         let primed_again = primed.step_frame(frames[0].as_ref()).unwrap().map(|y| y.to_frame().data);
         assert_eq!(stepped_again, primed_again, "n={n}: one more copy");

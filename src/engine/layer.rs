@@ -20,15 +20,16 @@ pub trait Layer: Send + Fusion {
     /// End of a finite stream: process this layer's end padding and emit what it completes.
     /// Leaves the stream state spent; call `reset` before streaming again.
     fn flush_frames(&mut self) -> Result<Vec<Frame>>;
-    /// Feed the same frame `n ≥ 1` times (a warm-up on a still frame): the number of outputs emitted
-    /// and the last one. Layers for which a constant input makes a constant output override it to
-    /// skip the repeats (see [`Layer::preserves_constant`]); the result is what `n` steps give.
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+    /// Feed the same frame `n ≥ 1` times (a warm-up on a still frame), leaving the layer exactly
+    /// where `n` steps would; what they emitted (see [`Primed`]). The default steps; layers override
+    /// it with a closed form that costs about one step (docs/continual.md, "Warm-up in closed form").
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
         prime_by_stepping(self, x, n)
     }
-    /// Whether a stream of one repeated frame makes every output of this layer the same frame (true
-    /// for stateless layers, and for windows over a replicate-filled start or a max). Lets a
-    /// container prime its layers one after the other with copies.
+    /// Whether copies of one frame fed from now on make every output of this layer the same frame,
+    /// bit for bit: always for stateless layers; at the start of a stream for windows whose start
+    /// padding is a copy of the first frame, or absent, or never wins a max. Lets a container prime
+    /// its layers one after the other with copies of what the layer before emitted.
     fn preserves_constant(&self) -> bool {
         false
     }
@@ -124,14 +125,40 @@ pub struct LayerReport {
     pub step_time: Option<timing::StepTime>,
 }
 
-/// [`Layer::prime`] the plain way: step `x` `n` times; the outputs emitted and the last step's output.
-pub fn prime_by_stepping<'a, L: Layer + ?Sized>(layer: &'a mut L, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+/// What [`Layer::prime`] reports of its `n` steps on one frame.
+#[derive(Clone, Copy)]
+pub struct Primed<'a> {
+    /// Outputs the steps emitted.
+    pub emitted: usize,
+    /// Whether the last step emitted one (a strided layer may emit on earlier steps only).
+    pub last_step: bool,
+    /// The last output emitted, borrowed from the layer until its next step: always there when the
+    /// last step emitted, and otherwise when the layer [preserves a constant
+    /// input](Layer::preserves_constant) (then it is every output's value, which a container hands on).
+    pub output: Option<FrameRef<'a>>,
+}
+
+impl<'a> Primed<'a> {
+    /// Nothing emitted.
+    pub const NONE: Primed<'static> = Primed { emitted: 0, last_step: false, output: None };
+
+    /// A layer that emits on every step: `n` outputs, the last `y`.
+    pub fn every_step(n: usize, y: Option<FrameRef<'a>>) -> Self {
+        Primed { emitted: if y.is_some() { n } else { 0 }, last_step: y.is_some(), output: y }
+    }
+}
+
+/// [`Layer::prime`] the plain way: step `x` `n` times; the output is the last step's, if it emitted.
+pub fn prime_by_stepping<'a, L: Layer + ?Sized>(layer: &'a mut L, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+    if n == 0 {
+        return Ok(Primed::NONE);
+    }
     let mut emitted = 0;
     for _ in 1..n {
         emitted += layer.step_frame(x)?.is_some() as usize;
     }
     let last = layer.step_frame(x)?;
-    Ok((emitted + last.is_some() as usize, last))
+    Ok(Primed { emitted: emitted + last.is_some() as usize, last_step: last.is_some(), output: last })
 }
 
 /// Run a whole clip through the step path (the library's `forward_steps`), optionally flushing at the

@@ -30,7 +30,7 @@ pub mod timing;
 
 pub use clip::{SpatialConv, SpatialPool};
 pub use kernels::{Activation, Pad2d};
-pub use layer::{Fusion, Layer, LayerReport, forward_steps, prime_by_stepping};
+pub use layer::{Fusion, Layer, LayerReport, Primed, forward_steps, prime_by_stepping};
 pub use layers::{
     Delay, Graph, GraphBuilder, Node, Parallel, Pointwise, PointwiseOp, PoolKind, Reduce, SeScope, Sequential, SqueezeExcite, TemporalConv,
     TemporalPool,

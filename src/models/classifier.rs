@@ -192,8 +192,8 @@ impl<A: Architecture> ContinualClassifier<A> {
         if let Some(relay) = &mut self.relay {
             relay.reset();
         }
-        // Outputs differ during the warm-up (zero fill), or each one joins the logit window: step them all.
-        if self.window.is_some() || !self.backbone.preserves_constant() {
+        // Outputs differ during the warm-up (a zero-filled start): step them all.
+        if !self.backbone.preserves_constant() || !self.head.preserves_constant() {
             let mut out = false;
             for _ in 0..n {
                 out = self.step_planar(frame, probs)?;
@@ -203,17 +203,27 @@ impl<A: Architecture> ContinualClassifier<A> {
         if frame.len() != 3 * s * s {
             bail!("{}: a frame must be (3, {s}, {s}), got {} values", self.spec.name, frame.len());
         }
+        // Each layer once, on copies (docs/continual.md, "Warm-up in closed form").
         let x = channels_last(&mut self.input, frame, s)?;
-        let (count, feat) = self.backbone.prime(x, n)?;
-        let Some(feat) = feat.filter(|_| count > 0) else { return Ok(false) };
-        let (_, logits) = self.head.prime(feat, count)?;
-        match logits {
-            Some(logits) => {
-                softmax_mean(logits.data, logits.shape.c, probs);
-                Ok(true)
+        let features = self.backbone.prime(x, n)?;
+        let Some(feat) = features.output.filter(|_| features.emitted > 0) else { return Ok(false) };
+        let head = self.head.prime(feat, features.emitted)?;
+        let Some(logits) = head.output.filter(|_| head.emitted > 0) else { return Ok(false) };
+        let last_step = features.last_step && head.last_step;
+        match &mut self.window {
+            None if last_step => softmax_mean(logits.data, logits.shape.c, probs),
+            None => {}
+            Some(window) => {
+                // The window holds the newest of the equal logits emitted.
+                for _ in 0..head.emitted.min(window.len) {
+                    window.push(logits.data);
+                }
+                if last_step {
+                    softmax_mean(window.mean(), logits.shape.c, probs);
+                }
             }
-            None => Ok(false),
         }
+        Ok(last_step)
     }
 
     fn reset_stream(&mut self) {

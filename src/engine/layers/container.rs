@@ -10,7 +10,7 @@ use crate::engine::stream::scratch::{self, Lender};
 use crate::engine::stream::{Frame, FrameRef};
 use crate::engine::threads::split::{L1_BLOCK, pass_work, split_rows};
 use crate::engine::timing::Timings;
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal, prime_by_stepping};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal, prime_by_stepping};
 
 pub struct Sequential {
     name: String,
@@ -161,23 +161,35 @@ impl Layer for Sequential {
     }
 
     /// With every layer preserving a constant input, each layer is primed once with copies of what
-    /// the layer before emitted; otherwise step by step.
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+    /// the layer before emitted, as many as it emitted (docs/continual.md, "Warm-up in closed
+    /// form"); otherwise step by step.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
         if !self.preserves_constant() {
             return prime_by_stepping(self, x, n);
         }
-        let (mut y, mut count) = (x, n);
+        let name = &self.name;
+        let (mut y, mut count, mut last_step) = (x, n, true);
         let mut lent = None;
         for ((layer, _), &lender) in self.layers.iter_mut().zip(&self.fused).zip(&self.lenders).filter(|((_, fused), _)| !**fused) {
-            let out = layer.prime(y, count)?;
-            release(lent, out.1)?;
+            if count == 0 {
+                break;
+            }
+            let primed = layer.prime(y, count)?;
+            release(lent, primed.output)?;
             lent = lender;
-            match out {
-                (c, Some(next)) if c > 0 => (y, count) = (next, c),
-                _ => return Ok((0, None)),
+            // The sequence emits on the last step when every layer's last input was the last step's.
+            last_step &= primed.last_step;
+            count = primed.emitted;
+            match primed.output {
+                Some(next) => y = next,
+                None if count == 0 => {}
+                None => bail!("{name}: a layer primed without handing on its output"),
             }
         }
-        Ok((count, Some(y)))
+        if count == 0 {
+            return Ok(Primed::NONE);
+        }
+        Ok(Primed { emitted: count, last_step, output: Some(y) })
     }
 
     fn preserves_constant(&self) -> bool {
@@ -398,22 +410,24 @@ impl Layer for Parallel {
             .collect()
     }
 
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
+    /// Every branch sees the same copies; their outputs combine as on the last step, or (when each
+    /// branch preserves a constant input) as on every step.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
         let Parallel { name, branches, reduce, out, act, .. } = self;
         let k = branches.len();
-        let mut ys: [Option<FrameRef<'a>>; MAX_BRANCHES] = [None; MAX_BRANCHES];
-        let mut counts = [0usize; MAX_BRANCHES];
-        for ((y, c), b) in ys.iter_mut().zip(counts.iter_mut()).zip(branches.iter_mut()) {
-            (*c, *y) = b.prime(x, n)?;
+        let mut primed: [Primed<'a>; MAX_BRANCHES] = [Primed::NONE; MAX_BRANCHES];
+        for (p, b) in primed.iter_mut().zip(branches.iter_mut()) {
+            *p = b.prime(x, n)?;
         }
-        if counts[..k].iter().any(|&c| c != counts[0]) || ys[..k].iter().any(|y| y.is_some() != ys[0].is_some()) {
+        let first = primed[0];
+        if primed[..k].iter().any(|p| p.emitted != first.emitted || p.last_step != first.last_step) {
             bail!("{name}: branches out of step (a delay-alignment bug)");
         }
-        if ys[0].is_none() {
-            return Ok((0, None));
+        if first.emitted == 0 || primed[..k].iter().any(|p| p.output.is_none()) {
+            return Ok(Primed { output: None, ..first });
         }
-        combine_frames(name, *reduce, *act, ys[..k].iter().map(|y| y.expect("all emitted")), out)?;
-        Ok((counts[0], Some(out.as_ref())))
+        combine_frames(name, *reduce, *act, primed[..k].iter().map(|p| p.output.expect("all emitted")), out)?;
+        Ok(Primed { output: Some(out.as_ref()), ..first })
     }
 
     fn preserves_constant(&self) -> bool {

@@ -9,12 +9,13 @@ use crate::engine::kernels::channels::add_rows;
 use crate::engine::kernels::gemm::{self, Rows, Store, Weight};
 use crate::engine::kernels::lanes::{B as BLOCK, blocked_len, to_blocked};
 use crate::engine::kernels::{Activation, Pad2d, Window};
+use crate::engine::stream::priming::fill_pending;
 use crate::engine::stream::{
-    Emission, Fill, Frame, FrameRef, InputSlot, Lender, PendingSums, Scratch, ScratchOutput, StreamPosition, TemporalPad,
+    Emission, Fill, Frame, FrameRef, InputSlot, Lender, PendingSums, PrimeSchedule, Scratch, ScratchOutput, StreamPosition, TemporalPad,
 };
 use crate::engine::threads::ops::{self, matmul, matmul_into};
 use crate::engine::threads::split::{pass_work, split_rows};
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal, prime_by_stepping};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal, prime_by_stepping};
 
 #[derive(Debug, Clone)]
 pub struct TemporalConv {
@@ -419,25 +420,33 @@ impl TemporalConv {
     /// The frame-window step once the new input is in its slot: count it, and compute the output
     /// it completes, if any (`shape`: the output's).
     fn window_step(&mut self, shape: Chw) -> Result<Option<FrameRef<'_>>> {
-        let (k, s, p_b, fill) = (self.taps.len(), self.stride, self.pad.stream_before(), self.fill);
-        let scratch = self.scratch.as_ref();
+        let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
         let st = self.step.as_mut().expect("a frame-window step state");
         let fw = st.frames.as_mut().expect("a frame window");
         let t = fw.seen;
         fw.seen += 1;
         // Output j's newest input is t = j·s − p_b + k − 1.
         let Some(js) = (t + p_b).checked_sub(k - 1).filter(|js| js % s == 0) else { return Ok(None) };
+        self.window_output(js / s, shape).map(Some)
+    }
+
+    /// Output `j` of a frame window from the frames it keeps (`shape`: the output's).
+    fn window_output(&mut self, j: usize, shape: Chw) -> Result<FrameRef<'_>> {
+        let (k, s, p_b, fill) = (self.taps.len(), self.stride, self.pad.stream_before(), self.fill);
+        let scratch = self.scratch.as_ref();
+        let st = self.step.as_mut().expect("a frame-window step state");
+        let fw = st.frames.as_mut().expect("a frame window");
         // Inputs before the stream are padding: zeros, or (replicate) the first frame, which is
         // still kept while such outputs are due.
-        // SAFETY: the output is returned tied to this step's borrow of the conv.
+        // SAFETY: the output is returned tied to this call's borrow of the conv.
         let data = unsafe {
-            fw.output(scratch, js / s, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
+            fw.output(scratch, j, &st.kind, &st.window, &st.bias, st.act, (k, s, p_b), st.in_hw, st.c_in, shape.numel(), |i| match i {
                 i if i >= 0 => Some(i as usize % k),
                 _ if fill == Fill::Replicate => Some(0),
                 _ => None,
             })
         }?;
-        Ok(Some(FrameRef { data, shape }))
+        Ok(FrameRef { data, shape })
     }
 
     /// The step form, built on first use.
@@ -590,39 +599,66 @@ impl Layer for TemporalConv {
     }
 
     fn preserves_constant(&self) -> bool {
-        // A strided layer's last primed step may emit nothing, so it could not hand its (constant)
-        // output on to the next layer: containers step through it instead.
-        self.is_stateless() || (self.fill == Fill::Replicate && self.stride == 1)
+        // At the start of a stream every output covers copies of the first frame: its start padding
+        // is a copy too, or absent.
+        let start = match &self.step {
+            None => true,
+            Some(st) => st.frames.as_ref().map_or(st.position.seen(), |fw| fw.seen) == 0,
+        };
+        self.is_stateless() || (start && (self.fill == Fill::Replicate || self.pad.stream_before() == 0))
     }
 
-    /// Stateless convs compute the one output once; frame windows are filled with copies and compute
-    /// the (then constant) output once.
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        let (k, s, p_b) = (self.taps.len(), self.stride, self.pad.stream_before());
-        let fast = self.is_stateless() || (self.uses_frame_window() && self.fill == Fill::Replicate);
-        if !fast || n < 2 {
-            return prime_by_stepping(self, x, n);
+    /// In closed form (docs/continual.md, "Warm-up in closed form"): a stateless conv computes its
+    /// one output once; a frame window keeps copies of the frame and computes the last output
+    /// emitted; pending sums are laid out from one chain of partial sums, a product per tap.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if n == 0 {
+            return Ok(Primed::NONE);
+        }
+        if x.shape.c != self.taps[0].c_in() {
+            bail!("{}: expected {} input channels, got {}", self.name, self.taps[0].c_in(), x.shape.c);
         }
         if self.is_stateless() {
-            return Ok((n, self.step_frame(x)?));
+            return Ok(Primed::every_step(n, self.step_frame(x)?));
         }
-        // Outputs emitted while `n` more inputs arrive: those whose newest input index
-        // j·s − p_b + k − 1 falls in [seen, seen + n).
-        let seen = self.step_state()?.frames.as_ref().expect("a frame window").seen;
-        let due = |t: usize| (t + p_b + 1).checked_sub(k).map_or(0, |js| js / s + 1);
-        let before = if seen == 0 { 0 } else { due(seen - 1) };
-        let emitted = due(seen + n - 1) - before;
-        // Feed all but the last copy without computing outputs, then step the last one normally.
+        let (k, s, p_b, fill) = (self.k(), self.stride, self.pad.stream_before(), self.fill);
+        let frame_window = self.uses_frame_window();
         let st = self.step_state()?;
-        let fw = st.frames.as_mut().expect("a frame window");
-        for t in seen..seen + n - 1 {
-            if t + k >= seen + n - 1 {
-                fw.store(t, x.data, (x.shape.h, x.shape.w), x.shape.c, &st.window);
-            }
+        let seen = if frame_window { st.frames.as_ref().expect("a frame window").seen } else { st.position.seen() };
+        let schedule = PrimeSchedule::new((k, s, p_b), fill, seen, n);
+        // Pending sums start at the first tap (a zero-filled start skips the padding's taps).
+        if !schedule.closed_form() || (!frame_window && !schedule.from_first_tap()) {
+            return prime_by_stepping(self, x, n);
         }
-        fw.seen = seen + n - 1;
-        let last = self.step_frame(x)?;
-        Ok((emitted, last))
+        let in_hw = (x.shape.h, x.shape.w);
+        let shape = self.output_shape(in_hw);
+        let (emitted, last_step) = (schedule.emitted(), schedule.last_step());
+        if frame_window {
+            let st = self.step.as_mut().expect("built above");
+            st.in_hw = in_hw;
+            // The frames the next outputs read: the last k inputs, all copies.
+            let fw = st.frames.as_mut().expect("a frame window");
+            for t in (seen + n).saturating_sub(k).max(seen)..seen + n {
+                fw.store(t, x.data, in_hw, st.c_in, &st.window);
+            }
+            fw.seen = seen + n;
+            let Some((j, _, _)) = schedule.outputs().next().filter(|&(_, _, last)| last) else { return Ok(Primed::NONE) };
+            let y = self.window_output(j as usize, shape)?;
+            return Ok(Primed { emitted, last_step, output: Some(y) });
+        }
+        let st = self.step.as_mut().expect("built above");
+        st.in_hw = in_hw;
+        st.prepare(x.data, in_hw);
+        if seen > 0 {
+            // Every output pending before completed during the warm-up.
+            st.pending.clear();
+        }
+        let ConvStep { kind, window, cols, c_in, pending, .. } = &mut *st;
+        let last = fill_pending(&schedule, pending, shape.numel(), |tap, buf| {
+            add_term(kind, window, cols, x.data, in_hw, *c_in, tap, buf, tap > 0);
+        });
+        st.position.advance_by(x.data, n, fill);
+        Ok(Primed { emitted, last_step, output: last.map(|i| FrameRef { data: &*st.complete(i), shape }) })
     }
 
     fn reset(&mut self) {

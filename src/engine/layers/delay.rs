@@ -4,7 +4,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::engine::stream::{Frame, FrameRef};
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal};
 
 #[derive(Debug, Clone)]
 pub struct Delay {
@@ -47,9 +47,9 @@ impl Layer for Delay {
         if self.fed > self.delay { Ok(Some(self.ring[self.fed % n].as_ref())) } else { Ok(None) }
     }
 
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        if self.delay == 0 {
-            return Ok((n, Some(x)));
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if self.delay == 0 || n == 0 {
+            return Ok(Primed::every_step(n, (n > 0).then_some(x)));
         }
         // The last `delay + 1` inputs are all `x`; the outputs so far are every input but the last `delay`.
         for i in 0..n.min(self.ring.len()) {
@@ -59,12 +59,14 @@ impl Layer for Delay {
         let before = self.fed.saturating_sub(self.delay);
         self.fed += n;
         let emitted = self.fed.saturating_sub(self.delay) - before;
+        // Once a delay emits, it emits on every step.
         let last = (emitted > 0).then(|| self.ring[(self.fed - 1 - self.delay) % self.ring.len()].as_ref());
-        Ok((emitted, last))
+        Ok(Primed { emitted, last_step: last.is_some(), output: last })
     }
 
     fn preserves_constant(&self) -> bool {
-        true
+        // Once frames of an earlier stream have left it.
+        self.fed == 0 || self.delay == 0
     }
 
     /// Releases the frames still held: the partners of the outputs a sibling branch flushes.

@@ -9,7 +9,7 @@ use candle_core::{Result, Tensor, bail};
 use super::container::{Reduce, combine_frames};
 use crate::engine::stream::{Frame, FrameRef};
 use crate::engine::timing::Timings;
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal, prime_by_stepping};
 
 /// Most values a graph may hold (the step path keeps this step's outputs on the stack).
 const MAX_NODES: usize = 64;
@@ -263,16 +263,46 @@ impl Layer for Graph {
         Ok(flushed.swap_remove(self.output))
     }
 
-    /// With every node turning a constant input into a constant output on one clock, a still input
-    /// makes still outputs everywhere (joins combine equal frames).
+    /// With every node turning a constant input into a constant output, a still input makes still
+    /// outputs everywhere, whatever the clocks (joins combine equal frames).
     fn preserves_constant(&self) -> bool {
-        self.nodes.iter().all(|n| {
-            n.temporal.stride == 1
-                && match &n.op {
-                    Op::Layer { layer, .. } => layer.preserves_constant(),
-                    Op::Input | Op::Join(_) => true,
-                }
+        self.nodes.iter().all(|n| match &n.op {
+            Op::Layer { layer, .. } => layer.preserves_constant(),
+            // Positions waiting from before are other frames.
+            Op::Join(j) => j.waiting.iter().all(|w| w.len == 0),
+            Op::Input => true,
         })
+    }
+
+    /// Each node in build order is primed once with copies of its input's output, as many as that
+    /// input emitted; a join queues the positions one input has ahead of the others
+    /// (docs/continual.md, "Warm-up in closed form"). Otherwise step by step.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if !self.preserves_constant() {
+            return prime_by_stepping(self, x, n);
+        }
+        let Graph { name, nodes, output, .. } = self;
+        let mut primed: [Primed<'a>; MAX_NODES] = [Primed::NONE; MAX_NODES];
+        primed[0] = Primed::every_step(n, (n > 0).then_some(x));
+        for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+            primed[i] = match &mut node.op {
+                Op::Input => continue,
+                Op::Layer { from, layer } => match primed[*from] {
+                    Primed { emitted: 0, .. } => Primed::NONE,
+                    Primed { emitted, output: Some(y), last_step } => {
+                        let p = layer.prime(y, emitted)?;
+                        if p.emitted > 0 && p.output.is_none() {
+                            bail!("{name}: node {i} primed without handing on its output");
+                        }
+                        // It emits on the last step when its last input came on the last step.
+                        Primed { last_step: p.last_step && last_step, ..p }
+                    }
+                    Primed { output: None, .. } => bail!("{name}: node {from} primed without handing on its output"),
+                },
+                Op::Join(j) => j.prime(name, &primed)?,
+            };
+        }
+        Ok(primed[*output])
     }
 
     fn reset(&mut self) {
@@ -421,6 +451,38 @@ impl Join {
             bail!("{graph}: join {name}: position {} complete on the step of {} (inputs out of order)", *emitted, *emitted - 1);
         }
         Ok(Some(out.as_ref()))
+    }
+
+    /// [`Join::step`] over a warm-up, given what each input's warm-up emitted (every output of an
+    /// input the same frame) and nothing waiting before: the positions every input has are emitted,
+    /// those one input has ahead of the others wait.
+    fn prime<'a>(&'a mut self, graph: &str, primed: &[Primed<'a>]) -> Result<Primed<'a>> {
+        let Join { name, inputs, reduce, waiting, emitted, out } = self;
+        let count = inputs.iter().map(|&i| primed[i].emitted).min().unwrap_or(0);
+        for (&i, w) in inputs.iter().zip(waiting.iter_mut()) {
+            let Some(y) = primed[i].output else { continue };
+            for _ in count..primed[i].emitted {
+                w.push(y);
+            }
+            // A spare frame: in steady state an input may run one position further ahead.
+            w.push(y);
+            w.len -= 1;
+        }
+        if count == 0 {
+            return Ok(Primed::NONE);
+        }
+        let mut parts: [Option<FrameRef<'_>>; MAX_JOIN_INPUTS] = [None; MAX_JOIN_INPUTS];
+        for (part, &i) in parts.iter_mut().zip(inputs.iter()) {
+            *part = primed[i].output;
+        }
+        if parts[..inputs.len()].iter().any(Option::is_none) {
+            bail!("{graph}: join {name}: an input primed without handing on its output");
+        }
+        combine_frames(name, *reduce, None, parts[..inputs.len()].iter().map(|p| p.expect("checked")), out)?;
+        *emitted += count;
+        // The last position completes on the last step when an input that has no more delivered it then.
+        let last_step = inputs.iter().any(|&i| primed[i].emitted == count && primed[i].last_step);
+        Ok(Primed { emitted: count, last_step, output: Some(out.as_ref()) })
     }
 
     /// The positions every input has after the flush: what was waiting, then what each flushed.

@@ -7,7 +7,7 @@ use crate::engine::clip::SpatialPool;
 use crate::engine::kernels::Activation;
 use crate::engine::kernels::activation::swish_in_place;
 use crate::engine::stream::{Frame, FrameRef};
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal};
 
 /// Swish through the vectorised kernel on CPU f32 tensors (a fresh output tensor), candle's silu
 /// elsewhere.
@@ -66,8 +66,11 @@ impl Layer for Pointwise {
     fn forward(&self, x: &Tensor, _mode: PadMode) -> Result<Tensor> {
         self.apply(x)
     }
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        Ok((n, self.step_frame(x)?))
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if n == 0 {
+            return Ok(Primed::NONE);
+        }
+        Ok(Primed::every_step(n, self.step_frame(x)?))
     }
     fn preserves_constant(&self) -> bool {
         true

@@ -4,8 +4,9 @@
 use candle_core::{Result, Tensor, bail};
 
 use crate::engine::clip::{SpatialPool, pad_time, strided_frames};
-use crate::engine::stream::{Emission, Fill, Frame, FrameRef, PendingSums, StreamPosition, TemporalPad};
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::stream::priming::fill_pending;
+use crate::engine::stream::{Emission, Fill, Frame, FrameRef, PendingSums, PrimeSchedule, StreamPosition, TemporalPad};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal, prime_by_stepping};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
@@ -171,9 +172,45 @@ impl Layer for TemporalPool {
     }
 
     fn preserves_constant(&self) -> bool {
-        // Windows over copies of one frame; the start padding is a copy too, or never wins (max).
-        // Strided: see `TemporalConv::preserves_constant`.
-        self.stride == 1 && (self.kind == PoolKind::Max || self.fill == Fill::Replicate)
+        // At the start of a stream, windows over copies of one frame; the start padding is a copy
+        // too, or absent, or never wins (max).
+        self.position.seen() == 0 && (self.kind == PoolKind::Max || self.fill == Fill::Replicate || self.pad.stream_before() == 0)
+    }
+
+    /// In closed form (docs/continual.md, "Warm-up in closed form"): the pending windows are laid
+    /// out from one chain of partial results, whatever the kernel; the spatial pool runs once.
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if n == 0 {
+            return Ok(Primed::NONE);
+        }
+        let schedule = PrimeSchedule::new((self.k, self.stride, self.pad.stream_before()), self.fill, self.position.seen(), n);
+        if !schedule.closed_form() {
+            return prime_by_stepping(self, x, n);
+        }
+        let mut pooled = std::mem::take(&mut self.pooled);
+        let src = match &self.spatial {
+            Some(p) => {
+                p.apply_frame(x, &mut pooled);
+                pooled.as_ref()
+            }
+            None => x,
+        };
+        self.frame_shape = src.shape;
+        if self.position.seen() > 0 {
+            // Every output pending before completed during the warm-up.
+            self.pending.clear();
+        }
+        // The step path's combination, term by term: a copy, then max or sum.
+        let kind = self.kind;
+        let last = fill_pending(&schedule, &mut self.pending, src.shape.numel(), |m, acc| match (m, kind) {
+            (0, _) => acc.copy_from_slice(src.data),
+            (_, PoolKind::Max) => acc.iter_mut().zip(src.data).for_each(|(a, &v)| *a = a.max(v)),
+            (_, PoolKind::Avg) => acc.iter_mut().zip(src.data).for_each(|(a, &v)| *a += v),
+        });
+        self.position.advance_by(src.data, n, self.fill);
+        self.pooled = pooled;
+        let (emitted, last_step) = (schedule.emitted(), schedule.last_step());
+        Ok(Primed { emitted, last_step, output: last.map(|i| self.finish_frame(i)).transpose()? })
     }
 
     fn flush_frames(&mut self) -> Result<Vec<Frame>> {

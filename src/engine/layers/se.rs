@@ -8,7 +8,7 @@ use crate::engine::kernels::channels::{global_mean, scale_channels};
 use crate::engine::kernels::gemm::matvec_bias;
 use crate::engine::stream::{Frame, FrameRef, Lender, Scratch, ScratchOutput};
 use crate::engine::threads::split::{pass_work, split_rows};
-use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Temporal};
+use crate::engine::{Chw, Fusion, Layer, LayerReport, PadMode, Primed, Temporal};
 
 /// Where squeeze-excitation pools its statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +132,11 @@ impl Layer for SqueezeExcite {
         });
         Ok(Some(FrameRef { data: out, shape: x.shape }))
     }
-    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<(usize, Option<FrameRef<'a>>)> {
-        Ok((n, self.step_frame(x)?))
+    fn prime<'a>(&'a mut self, x: FrameRef<'a>, n: usize) -> Result<Primed<'a>> {
+        if n == 0 {
+            return Ok(Primed::NONE);
+        }
+        Ok(Primed::every_step(n, self.step_frame(x)?))
     }
     fn preserves_constant(&self) -> bool {
         self.scope == SeScope::Frame

@@ -189,6 +189,12 @@ impl StreamPosition {
         }
     }
 
+    /// Record that `n` inputs were fed, the last one `x` (a warm-up on copies of one frame).
+    pub fn advance_by(&mut self, x: &[f32], n: usize, fill: Fill) {
+        self.seen += n - 1;
+        self.advance(x, fill);
+    }
+
     /// The `after` end-padding indices of a flush and the frame they stand for (`None`: zeros or −∞,
     /// which contribute nothing).
     pub fn end_padding(&mut self, after: usize, fill: Fill) -> (std::ops::Range<i64>, Option<Vec<f32>>) {

@@ -3,8 +3,10 @@
 
 pub mod emission;
 pub mod frame;
+pub mod priming;
 pub mod scratch;
 
 pub use emission::{Emission, Fill, PendingSums, StreamPosition, TemporalPad, tf_same_pads};
 pub use frame::{Frame, FrameRef, InputSlot};
+pub use priming::PrimeSchedule;
 pub use scratch::{Lender, Scratch, ScratchOutput};
