@@ -250,7 +250,9 @@ fn steady_state_depends_on_the_receptive_field_only() {
     // A stream whose last step emits: 76 + 4·i.
     let n = 76 + 4 * 30 + 1;
     let a = clip.narrow(0, 0, n).unwrap();
-    let other = clip.narrow(0, 3, n).unwrap().affine(-0.5, 0.1).unwrap();
+    // A large change: in this tiny network the oldest frame's effect on the output is near the
+    // rounding of f32 (docs/performance.md, "The ResNet-3D step on AVX2").
+    let other = clip.narrow(0, 3, n).unwrap().affine(-50.0, 10.0).unwrap();
     let mixed =
         |shared: usize| Tensor::cat(&[other.narrow(0, 0, n - shared).unwrap(), a.narrow(0, n - shared, shared).unwrap()], 0).unwrap();
     let last = |model: &mut CoSlowFast, x: &Tensor| {

@@ -1,9 +1,11 @@
 //! Matrix products of the step path against fixed weights: `out (m, n) (+)= a (m, k) · B (k, n)`.
 //!
-//! The weight `B` is packed once, at load, into panels of 32 columns (each panel `k` rows of 32 values,
-//! zero past `n`). On AVX-512 CPUs a kernel of 8 rows × 32 columns (16 accumulators in registers) runs
-//! over the activations as they are, so a product needs no packing and no allocation per call; the last
-//! panel's columns are stored with masks. Elsewhere the `gemm` crate runs on the row-major weight.
+//! The weight `B` is packed once, at load, into panels of columns (each panel `k` rows of its width,
+//! zero past `n`): 32 columns on AVX-512 CPUs, where a kernel of 8 rows × 32 columns (16 accumulators in
+//! registers) runs, 16 on AVX2 CPUs, where a kernel of 6 rows × 16 columns (12 accumulators) runs. Both
+//! read the activations as they are, so a product needs no packing and no allocation per call, and both
+//! sum each output's products in the same order (so they give the same bits). Without AVX2 the `gemm`
+//! crate runs on the row-major weight.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -131,10 +133,18 @@ impl Rows {
     }
 }
 
-/// Columns per panel (two 16-lane registers).
+/// Columns per panel on AVX-512 (two 16-lane registers).
 const NR: usize = 32;
-/// Rows per kernel call.
+/// Rows per kernel call on AVX-512.
 const MR: usize = 8;
+/// Columns per panel on AVX2 (two 8-lane registers).
+const NR_AVX2: usize = 16;
+/// Rows per kernel call on AVX2: 12 accumulators, 2 weight registers and a broadcast fit the 16
+/// registers.
+const MR_AVX2: usize = 6;
+/// Depth of a block of the AVX2 product: a tile's weight rows (16 KiB) stay in L1 across the row
+/// blocks of a panel and a block's activation rows (6 KiB) in L1 across the panel's columns.
+const KC_AVX2: usize = 256;
 /// Weight rows the kernel prefetches ahead.
 const PREFETCH_ROWS: usize = 16;
 /// Bytes of packed weight kept hot while the row blocks pass over it.
@@ -153,27 +163,29 @@ pub fn fallback_calls() -> usize {
 pub struct Weight {
     k: usize,
     n: usize,
-    /// Packed panels (AVX-512), or the row-major matrix (fallback).
+    /// Packed panels (AVX-512, AVX2), or the row-major matrix (fallback).
     data: Vec<f32>,
-    packed: bool,
+    /// Columns per packed panel; 0: not packed.
+    nr: usize,
 }
 
 impl Weight {
     /// From a row-major `(k, n)` matrix.
     pub fn new(k: usize, n: usize, row_major: &[f32]) -> Self {
         assert_eq!(row_major.len(), k * n, "weight matrix size");
-        if !avx512() {
-            return Weight { k, n, data: row_major.to_vec(), packed: false };
+        let nr = panel_width();
+        if nr == 0 {
+            return Weight { k, n, data: row_major.to_vec(), nr };
         }
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR];
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0f32; panels * k * nr];
         for p in 0..panels {
-            let cols = (n - p * NR).min(NR);
+            let cols = (n - p * nr).min(nr);
             for r in 0..k {
-                data[(p * k + r) * NR..][..cols].copy_from_slice(&row_major[r * n + p * NR..][..cols]);
+                data[(p * k + r) * nr..][..cols].copy_from_slice(&row_major[r * n + p * nr..][..cols]);
             }
         }
-        Weight { k, n, data, packed: true }
+        Weight { k, n, data, nr }
     }
 
     pub fn k(&self) -> usize {
@@ -184,10 +196,15 @@ impl Weight {
         self.n
     }
 
-    /// Column panels of 32 (the unit a product can be split by columns in, [`Self::matmul_into`]);
-    /// 0 when the weight is not packed (no AVX-512), which splits by rows only.
+    /// Column panels (the unit a product can be split by columns in, [`Self::matmul_into`]); 0 when
+    /// the weight is not packed (no AVX2), which splits by rows only.
     pub fn panels(&self) -> usize {
-        if self.packed { self.n.div_ceil(NR) } else { 0 }
+        if self.nr > 0 { self.n.div_ceil(self.nr) } else { 0 }
+    }
+
+    /// Rows per kernel call: the unit a product is best split by rows in.
+    pub fn tile_rows(&self) -> usize {
+        if self.nr == NR_AVX2 { MR_AVX2 } else { MR }
     }
 
     /// `out (m, n) = a (m, k) · self`, stored as `store` says; `a` and `out` row-major.
@@ -206,9 +223,9 @@ impl Weight {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if self.packed {
-            // SAFETY: packed weights exist only on CPUs with AVX-512F (`isa`); sizes were checked above.
-            return unsafe { self.matmul_avx512(a, 0..m, out.as_mut_ptr(), Rows::DENSE, store, 0..self.panels()) };
+        if self.nr > 0 {
+            // SAFETY: sizes were checked above; `out` holds the m dense rows.
+            return unsafe { self.matmul_packed(a, 0..m, out.as_mut_ptr(), Rows::DENSE, store, 0..self.panels()) };
         }
         FALLBACK_CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the strides describe dense row-major matrices inside the checked slices.
@@ -257,14 +274,39 @@ impl Weight {
         panels: std::ops::Range<usize>,
     ) {
         assert!(
-            self.packed && self.k > 0 && panels.end <= self.panels() && rows.end <= m && a.len() >= m * self.k,
+            self.nr > 0 && self.k > 0 && panels.end <= self.panels() && rows.end <= m && a.len() >= m * self.k,
             "matmul_into: bad call"
         );
         store.check(m, self.n);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: packed weights exist only on CPUs with AVX-512F; the caller vouches for `out`.
+        // SAFETY: the caller vouches for `out`; the rest was checked above.
         unsafe {
-            self.matmul_avx512(a, rows, out, layout, store, panels)
+            self.matmul_packed(a, rows, out, layout, store, panels)
+        }
+    }
+
+    /// The packed product on the kernel the weight was packed for.
+    ///
+    /// # Safety
+    /// As [`Self::matmul_avx512`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn matmul_packed(
+        &self,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        out: *mut f32,
+        layout: Rows,
+        store: Store,
+        panels: std::ops::Range<usize>,
+    ) {
+        // SAFETY: weights are packed 32 wide only on CPUs with AVX-512F and 16 wide only with AVX2
+        // and FMA (`panel_width`); the caller vouches for the buffers.
+        unsafe {
+            if self.nr == NR {
+                self.matmul_avx512(a, rows, out, layout, store, panels)
+            } else {
+                self.matmul_avx2(a, rows, out, layout, store, panels)
+            }
         }
     }
 
@@ -414,13 +456,205 @@ enum Tile {
     Finish { bias: *const f32, residual: *const f32, act: Option<Activation> },
 }
 
-/// Whether weights are packed for the AVX-512 kernel on this CPU (products then take row layouts).
+/// Whether weights are packed for a kernel of this CPU (products then take row layouts).
 pub fn packs_weights() -> bool {
-    avx512()
+    panel_width() > 0
 }
 
-fn avx512() -> bool {
-    isa::avx512()
+/// Columns per packed panel for this CPU's kernel; 0: no packed kernel (the `gemm` crate runs).
+fn panel_width() -> usize {
+    if cfg!(not(target_arch = "x86_64")) {
+        0
+    } else if isa::avx512() {
+        NR
+    } else if isa::avx2() {
+        NR_AVX2
+    } else {
+        0
+    }
+}
+
+impl Weight {
+    /// The AVX2 product, in blocks of [`KC_AVX2`] weight rows: each block adds its products to the
+    /// tiles (the first block of a product that does not accumulate starts from zero), and the last
+    /// one finishes them as `store` says. Every output sums its products in order of `k`, whatever the
+    /// blocks (a partial sum goes through memory unrounded), so the bits are those of the AVX-512 kernel.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `out` holds the rows `rows` in `layout` (of `n` values), `a` those rows
+    /// of `k`, and `panels` are in range.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn matmul_avx2(
+        &self,
+        a: &[f32],
+        rows: std::ops::Range<usize>,
+        out: *mut f32,
+        layout: Rows,
+        store: Store,
+        panels: std::ops::Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let kc_max = KC_AVX2.min(k);
+        // Panels in groups whose block of weight rows stays in L2 while every row block passes over it.
+        let group = (L2_BUDGET / (kc_max * NR_AVX2 * 4)).clamp(1, panels.len().max(1));
+        for k0 in (0..k).step_by(KC_AVX2) {
+            let kc = (k - k0).min(KC_AVX2);
+            let load = store.accumulates() || k0 > 0;
+            let last = k0 + kc == k;
+            for p0 in panels.clone().step_by(group) {
+                for i0 in rows.clone().step_by(MR_AVX2) {
+                    let count = (rows.end - i0).min(MR_AVX2);
+                    let offsets = layout.offsets::<MR_AVX2>(i0, n);
+                    for p in p0..(p0 + group).min(panels.end) {
+                        let cols = (n - p * NR_AVX2).min(NR_AVX2);
+                        // SAFETY: rows i0.. of `a` and `out`, the panel's columns below n, the block's
+                        // kc·16 weight values and the panel's bias lie inside the buffers the caller
+                        // vouched for.
+                        unsafe {
+                            let a = a.as_ptr().add(i0 * k + k0);
+                            let b = self.data.as_ptr().add((p * k + k0) * NR_AVX2);
+                            let c: [*mut f32; MR_AVX2] = std::array::from_fn(|r| out.wrapping_add(offsets[r] + layout.column(p * NR_AVX2)));
+                            let tile = match store {
+                                Store::Finish { bias, residual, act } if last => Tile::Finish {
+                                    bias: if bias.is_empty() { std::ptr::null() } else { bias.as_ptr().add(p * NR_AVX2) },
+                                    residual: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(i0 * n + p * NR_AVX2)),
+                                    act,
+                                },
+                                _ if load => Tile::Accumulate,
+                                _ => Tile::Overwrite,
+                            };
+                            let shape = TileShape { kc, lda: k, cols, ldc: n, load };
+                            match count {
+                                6 => kernel_avx2::<6>(shape, a, b, &c, tile),
+                                5 => kernel_avx2::<5>(shape, a, b, &c, tile),
+                                4 => kernel_avx2::<4>(shape, a, b, &c, tile),
+                                3 => kernel_avx2::<3>(shape, a, b, &c, tile),
+                                2 => kernel_avx2::<2>(shape, a, b, &c, tile),
+                                _ => kernel_avx2::<1>(shape, a, b, &c, tile),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sizes of one AVX2 tile: `kc` weight rows, activation rows `lda` apart, `cols` (≤ 16) output columns,
+/// residual rows `ldc` apart; `load`: start from the values in the output rather than zero.
+#[derive(Clone, Copy)]
+struct TileShape {
+    kc: usize,
+    lda: usize,
+    cols: usize,
+    ldc: usize,
+    load: bool,
+}
+
+/// The 16 values at `p` as two registers; of a partial panel (`cols` < 16) only the first `cols`,
+/// the rest zero. (A masked move is slow on some AVX2 CPUs; partial panels are rare.)
+///
+/// # Safety
+/// AVX2; `cols` values at `p` are readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load16(p: *const f32, cols: usize) -> [std::arch::x86_64::__m256; 2] {
+    use std::arch::x86_64::*;
+    // SAFETY: as the caller vouches; a partial panel is copied first.
+    unsafe {
+        if cols == NR_AVX2 {
+            return [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+        }
+        let mut buf = [0f32; NR_AVX2];
+        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), cols);
+        [_mm256_loadu_ps(buf.as_ptr()), _mm256_loadu_ps(buf.as_ptr().add(8))]
+    }
+}
+
+/// The first `cols` of the two registers `v` to `p`.
+///
+/// # Safety
+/// AVX2; `cols` values at `p` are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store16(p: *mut f32, cols: usize, v: [std::arch::x86_64::__m256; 2]) {
+    use std::arch::x86_64::*;
+    // SAFETY: as the caller vouches; a partial panel goes through a copy.
+    unsafe {
+        if cols == NR_AVX2 {
+            _mm256_storeu_ps(p, v[0]);
+            _mm256_storeu_ps(p.add(8), v[1]);
+            return;
+        }
+        let mut buf = [0f32; NR_AVX2];
+        _mm256_storeu_ps(buf.as_mut_ptr(), v[0]);
+        _mm256_storeu_ps(buf.as_mut_ptr().add(8), v[1]);
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), p, cols);
+    }
+}
+
+/// `R` rows of `a` times `kc` rows of one 16-column panel `b` (rows 16 apart) into the rows at `c`,
+/// starting from zero or from the values there (`shape.load`), finished as the tile says. The same operations in the same order as [`kernel`].
+///
+/// # Safety
+/// AVX2 and FMA; `R` rows of `kc` values `lda` apart at `a`, `kc·16` values at `b`, `R` rows of
+/// `cols` values at `c`, `cols` bias values and `R` residual rows of `cols` values, if any.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn kernel_avx2<const R: usize>(shape: TileShape, a: *const f32, b: *const f32, c: &[*mut f32; MR_AVX2], tile: Tile) {
+    use std::arch::x86_64::*;
+    let TileShape { kc, lda, cols, ldc, load } = shape;
+    // SAFETY: the caller guarantees every address read or written below.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        if load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = load16(c[r], cols);
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * NR_AVX2));
+            let b1 = _mm256_loadu_ps(b.add(p * NR_AVX2 + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * lda + p));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        let mut swish = false;
+        if let Tile::Finish { bias, residual, act } = tile {
+            // The same operations, in the same order, as the separate passes (bias, residual, then
+            // activation).
+            let bv = (!bias.is_null()).then(|| load16(bias, cols));
+            for (r, row) in acc.iter_mut().enumerate() {
+                if let Some(bv) = bv {
+                    row[0] = _mm256_add_ps(row[0], bv[0]);
+                    row[1] = _mm256_add_ps(row[1], bv[1]);
+                }
+                if !residual.is_null() {
+                    let rv = load16(residual.add(r * ldc), cols);
+                    row[0] = _mm256_add_ps(row[0], rv[0]);
+                    row[1] = _mm256_add_ps(row[1], rv[1]);
+                }
+                if let Some(Activation::Relu) = act {
+                    row[0] = _mm256_max_ps(row[0], _mm256_setzero_ps());
+                    row[1] = _mm256_max_ps(row[1], _mm256_setzero_ps());
+                }
+            }
+            swish = matches!(act, Some(Activation::Swish));
+        }
+        for (r, row) in acc.iter().enumerate() {
+            store16(c[r], cols, *row);
+            if swish {
+                // The separate pass's own kernel on the stored row, while it is in L1: the same bits.
+                Activation::Swish.apply(std::slice::from_raw_parts_mut(c[r], cols));
+            }
+        }
+    }
 }
 
 /// `out (rows) = m (rows, cols) · v (cols) + bias`, given `mt`, the matrix transposed `(cols, rows)`:
@@ -493,7 +727,10 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for &(m, k, n) in &[(1, 1, 1), (7, 5, 3), (8, 27, 24), (9, 54, 33), (17, 64, 64), (100, 96, 216), (25, 13, 65)] {
+        // k past one AVX2 block of weight rows (256), and two blocks and a bit, with partial panels.
+        for &(m, k, n) in
+            &[(1, 1, 1), (7, 5, 3), (8, 27, 24), (9, 54, 33), (17, 64, 64), (100, 96, 216), (25, 13, 65), (13, 300, 40), (7, 577, 9)]
+        {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let init: Vec<f32> = (0..m * n).map(|_| next()).collect();

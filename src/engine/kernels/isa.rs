@@ -5,12 +5,13 @@
 use std::sync::OnceLock;
 
 /// Kernel paths, slowest first. Each level's kernels give the same bits as the scalar ones, except
-/// the AVX-512 forms that say otherwise (the swish lanes, the packed GEMM's summation order).
+/// the packed GEMM's summation order (AVX2 and AVX-512 alike) and the AVX-512 forms that say otherwise
+/// (the swish lanes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable loops (the compiler's baseline vectorisation).
     Scalar,
-    /// AVX2 with FMA.
+    /// AVX2 with FMA: packed GEMM weights (16-column panels).
     Avx2,
     /// AVX-512F: packed GEMM weights, masked 16-lane kernels, blocked depthwise frames.
     Avx512,

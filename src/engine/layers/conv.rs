@@ -714,8 +714,8 @@ impl Fusion for TemporalConv {
         self.window_step(out)
     }
 
-    /// Stateless products write their output wherever the next layer wants it (AVX-512 only, where
-    /// the product takes a row layout).
+    /// Stateless products write their output wherever the next layer wants it (AVX2 and AVX-512, where
+    /// the weights are packed and the product takes a row layout).
     fn slot_output(&self, input: Chw) -> Option<Chw> {
         let product = self.taps[0].groups() == 1 && self.is_stateless() && gemm::packs_weights();
         (product && input.c == self.taps[0].c_in()).then(|| self.output_shape((input.h, input.w)))

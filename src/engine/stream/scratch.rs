@@ -17,7 +17,7 @@
 //! it holds.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use candle_core::{Result, bail};
 
@@ -59,8 +59,9 @@ impl ScratchOutput {
     }
 
     /// The slot's buffer on this thread, `len` values (contents unspecified; it grows only when a
-    /// longer one is asked for, so a steady state allocates nothing), lent to this layer; an error
-    /// while it is lent to another.
+    /// longer one than any thread has lent from the slot is asked for, so a steady state allocates
+    /// nothing, even where layers move between threads), lent to this layer; an error while it is
+    /// lent to another.
     ///
     /// # Safety
     /// The slice must not outlive the caller's mutable borrow of the layer that owns `self` (a step
@@ -78,14 +79,25 @@ impl ScratchOutput {
                     bail!("the {slot:?} scratch output of another layer is still in use (a scratch output must be consumed by the next layer of a Sequential)");
                 }
                 buffer.lent_to = id;
-                if buffer.data.len() < len {
-                    buffer.data.resize(len, 0.0);
+                // Grow to the longest output any thread has lent from this slot (read, and written
+                // only while it rises), so that a layer that moves to this thread in a steady state
+                // (the pipeline's cut moving) finds the buffer long enough.
+                let longest = &LONGEST[slot as usize];
+                if len > longest.load(Ordering::Relaxed) {
+                    longest.fetch_max(len, Ordering::Relaxed);
+                }
+                let want = longest.load(Ordering::Relaxed).max(len);
+                if buffer.data.len() < want {
+                    buffer.data.resize(want, 0.0);
                 }
                 Ok(std::slice::from_raw_parts_mut(buffer.data.as_mut_ptr(), len))
             }
         })
     }
 }
+
+/// Per slot, the longest output lent from it on any thread.
+static LONGEST: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 impl Clone for ScratchOutput {
     fn clone(&self) -> Self {

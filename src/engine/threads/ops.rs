@@ -10,13 +10,13 @@ use super::team;
 
 /// `out (m, n) = lhs (m, k) · w`, stored as `store` says; row-major. In a session, large products
 /// are shared: by column panels when there are more columns than rows (each thread then reads only
-/// its part of the weight), else by blocks of 8 rows.
+/// its part of the weight), else by whole tiles of the kernel's rows.
 pub fn matmul(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], store: Store) {
     matmul_into(m, lhs, w, out, Rows::DENSE, store)
 }
 
 /// [`matmul`] with the output rows laid out as `layout` says in `out` (only packed weights, i.e.
-/// AVX-512 CPUs, take other layouts than [`Rows::DENSE`]).
+/// AVX2 and AVX-512 CPUs, take other layouts than [`Rows::DENSE`]).
 pub fn matmul_into(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], layout: Rows, store: Store) {
     let (k, n) = (w.k(), w.n());
     assert!(lhs.len() >= m * k && out.len() >= layout.span(m, n), "matmul: buffers too small");
@@ -37,9 +37,11 @@ pub fn matmul_into(m: usize, lhs: &[f32], w: &Weight, out: &mut [f32], layout: R
             w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, chunk_start(panels, chunks, i)..chunk_start(panels, chunks, i + 1))
         });
     } else {
-        let blocks = m.div_ceil(8);
+        // Whole tiles of the kernel per chunk.
+        let tile = w.tile_rows();
+        let blocks = m.div_ceil(tile);
         let chunks = chunks.clamp(1, blocks);
-        let rows = |i: usize| (chunk_start(blocks, chunks, i) * 8).min(m)..(chunk_start(blocks, chunks, i + 1) * 8).min(m);
+        let rows = |i: usize| (chunk_start(blocks, chunks, i) * tile).min(m)..(chunk_start(blocks, chunks, i + 1) * tile).min(m);
         if chunks == 1 {
             // SAFETY: as above, one chunk.
             return unsafe { w.matmul_into(m, lhs, 0..m, base.at(0), layout, store, 0..panels) };
@@ -211,7 +213,7 @@ mod tests {
     /// session's threads, equals the unfused passes bit for bit.
     #[test]
     fn matmul_finishes_with_a_residual() {
-        for (m, k, n) in [(64, 64, 48), (9, 40, 200), (3, 5, 7)] {
+        for (m, k, n) in [(64, 64, 48), (9, 40, 200), (3, 5, 7), (20, 600, 24)] {
             let mut seed = 3;
             let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
@@ -244,7 +246,7 @@ mod tests {
             let mut dense = vec![0.0; m * n];
             matmul(m, &a, &weight, &mut dense, store);
             if weight.panels() == 0 {
-                return; // no AVX-512: row layouts are not offered
+                return; // no packed kernel (no AVX2): row layouts are not offered
             }
             let pw = w + 2 * pad;
             let mut framed = vec![7.0f32; (h + 2 * pad) * pw * n];
@@ -288,7 +290,7 @@ mod tests {
             let mut dense = vec![0.0; m * n];
             matmul(m, &a, &weight, &mut dense, store);
             if weight.panels() == 0 {
-                return; // no AVX-512: row layouts are not offered
+                return; // no packed kernel (no AVX2): row layouts are not offered
             }
             let (ph, pw) = (h + 2 * pad, w + 2 * pad);
             let plane = ph * pw * B;
