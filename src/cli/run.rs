@@ -214,7 +214,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
     check_input(&args.input, args.input_format.is_some())?;
-    let visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
+    let mut visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
@@ -231,6 +231,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     };
     let src = source::open(&args.input, &open_opts)?;
     let info = src.info().clone();
+    let src = visual.tap(src, labels.names(), &desc.spec.name, args.top_k)?;
     // Decoding starts now and runs ahead while the model is built and its weights hashed.
     let max_lag = args.max_lag.filter(|_| info.is_stream);
     let (packets, decoder) = pipeline::spawn_live_decoder(src, &desc.spec, stop.clone(), max_lag)?;
