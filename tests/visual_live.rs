@@ -103,14 +103,19 @@ fn ocr_title(video: &Path, frame: u64) -> Option<String> {
 }
 
 fn assert_reads(video: &Path, frame: u64, expected: &str) {
+    assert_reads_one_of(video, frame, &[expected.to_string()]);
+}
+
+/// The title on `frame` reads as one of `labels`.
+fn assert_reads_one_of(video: &Path, frame: u64, labels: &[String]) {
     let Some(read) = ocr_title(video, frame) else { return };
     let normal = |s: &str| s.to_lowercase().chars().filter(char::is_ascii_alphanumeric).collect::<String>();
     // A label too long for the title is cut with an ellipsis: then what is read must begin it.
-    let matches = match read.split_once('…').or_else(|| read.split_once("...")) {
+    let matches = |expected: &str| match read.split_once('…').or_else(|| read.split_once("...")) {
         Some((shown, _)) => normal(shown).len() >= 6 && normal(expected).starts_with(&normal(shown)),
         None => normal(&read).contains(&normal(expected)),
     };
-    assert!(matches, "frame {frame}: drew '{expected}', OCR read '{read}'");
+    assert!(labels.iter().any(|l| matches(l)), "frame {frame}: drew one of {labels:?}, OCR read '{read}'");
 }
 
 #[test]
@@ -120,7 +125,8 @@ fn live_preview_on_stdout_is_decoded_while_written_with_every_frame() {
     let jsonl = dir.path().join("events.jsonl");
     let copy = dir.path().join("preview.mkv");
     let mut coinfer = Command::new(env!("CARGO_BIN_EXE_coinfer"))
-        .args(["-", "--overlay", "-", "--jsonl", jsonl.to_str().unwrap(), "-v"])
+        // One thread for the network: the test's other run, the viewer and the overlay thread need the rest.
+        .args(["-", "--overlay", "-", "--jsonl", jsonl.to_str().unwrap(), "-v", "--threads", "1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,20 +209,20 @@ fn overlay_file_from_a_pipe_has_every_frame_even_those_skipped_for_the_model() {
     let video = dir.path().join("labelled.mkv");
     let mut coinfer = Command::new(env!("CARGO_BIN_EXE_coinfer"))
         .args(["-", "--overlay", video.to_str().unwrap(), "--overlay-codec", "ffv1", "--jsonl", jsonl.to_str().unwrap()])
-        .args(["--max-lag", "0.2", "-q"])
+        .args(["--max-lag", "0.2", "-q", "--threads", "1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Frames at 50 a second: faster than the model steps here, so it skips some under --max-lag,
-    // slow enough for the overlay thread to draw and encode each one.
+    // Frames at 30 a second, the clip's rate: faster than the model steps on one thread, so it skips
+    // some under --max-lag, slow enough for the overlay thread to draw and encode each one.
     let mut stdin = coinfer.stdin.take().unwrap();
     stdin.write_all(&header).unwrap();
     for f in &frames {
         stdin.write_all(f).unwrap();
         stdin.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(33));
     }
     drop(stdin);
     let out = coinfer.wait_with_output().unwrap();
@@ -231,9 +237,13 @@ fn overlay_file_from_a_pipe_has_every_frame_even_those_skipped_for_the_model() {
     let summary = recs.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["frames"].as_u64(), Some(FRAMES as u64));
-    eprintln!("{} frames skipped for the model", summary["skipped"]);
+    // One thread of I3D does not step at 25 a second: some frames reached the video without the model.
+    assert!(summary["skipped"].as_u64().unwrap() > 0, "no frame skipped under --max-lag: {summary}");
+    // A model this far behind live labels frames long after they were drawn: the last frame shows
+    // a record of an earlier frame, or none yet, never a label no record gave.
     let steps: Vec<&Value> = recs.iter().filter(|r| r["type"] == "step").collect();
-    if let Some((f, label)) = settled_frame(&steps, 20) {
-        assert_reads(&video, f, &label);
-    }
+    let last = FRAMES as u64 - 1;
+    let mut drawable: Vec<String> = steps.iter().map(|r| r["current"]["label"].as_str().unwrap().to_string()).collect();
+    drawable.push("no output yet".into());
+    assert_reads_one_of(&video, last, &drawable);
 }

@@ -16,9 +16,17 @@ use ffmpeg_next::{Rational, frame};
 use super::video::Tapped;
 use crate::source::{Frame, FrameSelector, FrameSource, SourceInfo};
 
-/// Frames waiting for the overlay thread at most: enough to ride out a slow frame or two of the
-/// encoder, small enough that the preview stays current and the decoder's buffers few.
-pub const QUEUE_FRAMES: usize = 16;
+/// Bytes of frames waiting for the overlay thread at most (as 8-bit 4:2:0), within
+/// [`QUEUE_FRAMES`]: enough to ride out a burst of slow frames of the encoder (or a model step that
+/// took every core), small enough that the preview stays within about a second of the input.
+const QUEUE_BYTES: usize = 32 << 20;
+pub const QUEUE_FRAMES: std::ops::RangeInclusive<usize> = 8..=32;
+
+/// Frames the queue holds for frames of `width`×`height`: 32 at 640×360, 10 at 1080p, 8 at 4K.
+pub fn queue_frames(width: u32, height: u32) -> usize {
+    let frame_bytes = (width as usize * height as usize * 3 / 2).max(1);
+    (QUEUE_BYTES / frame_bytes).clamp(*QUEUE_FRAMES.start(), *QUEUE_FRAMES.end())
+}
 
 /// A source that also passes every frame it returns to the overlay thread.
 pub struct TappedSource {
@@ -160,6 +168,14 @@ mod tests {
 
     /// Every frame goes to the overlay in order with its time, whether the model's selector wants it or
     /// not; a full queue drops frames (counted) instead of blocking the model's decoder.
+    #[test]
+    fn the_queue_holds_about_a_second_of_small_frames_and_fewer_large_ones() {
+        assert_eq!(queue_frames(640, 360), 32);
+        assert_eq!(queue_frames(1920, 1080), 10);
+        assert_eq!(queue_frames(3840, 2160), 8);
+        assert_eq!(queue_frames(0, 0), 32);
+    }
+
     #[test]
     fn every_frame_is_passed_on_and_a_full_queue_drops_instead_of_blocking() {
         let info = SourceInfo { width: 4, height: 2, fps: Some(25.0), ..SourceInfo::default() };

@@ -87,7 +87,7 @@ impl Overlay {
         top_k: usize,
     ) -> anyhow::Result<(Self, Box<dyn crate::source::FrameSource>)> {
         let (tx, rx) = sync_channel(CHANNEL_RECORDS);
-        let (frames_tx, frames_rx) = sync_channel(live::QUEUE_FRAMES);
+        let (frames_tx, frames_rx) = sync_channel(live::queue_frames(source.info().width, source.info().height));
         let dropped = Arc::new(AtomicU64::new(0));
         let temp = target.rename_to.is_some().then(|| target.open_as.clone());
         let handle = std::thread::Builder::new()
