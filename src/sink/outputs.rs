@@ -202,7 +202,7 @@ impl Outputs {
     /// After the run: complete the video and draw the timeline.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         if let Some((overlay, name)) = self.overlay.as_mut() {
-            let frames = overlay.finish()?;
+            let written = overlay.finish()?;
             let dropped = overlay.dropped();
             if dropped > 0 {
                 eprintln!(
@@ -210,7 +210,11 @@ impl Outputs {
                 );
             }
             if self.verbose {
-                eprintln!("coinfer: overlay: {frames} frames written to {name}");
+                let rate = if written.busy_s > 0.0 { written.frames as f64 / written.busy_s } else { 0.0 };
+                eprintln!(
+                    "coinfer: overlay: {} frames written to {name} ({:.1} s drawing and encoding, {rate:.0} frames/s)",
+                    written.frames, written.busy_s
+                );
             }
         }
         if let Some(t) = &self.timeline {

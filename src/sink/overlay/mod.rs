@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use super::{Sink, StepRecord, Summary};
 use crate::error::{ErrorKind, classified};
 pub use live::TappedSource;
-pub use video::{Event, Target};
+pub use video::{Event, Target, Written};
 
 /// Records in flight to the overlay thread before the model waits for it: records come every few
 /// steps, so this is seconds of video.
@@ -59,7 +59,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The sink that feeds the overlay thread.
 pub struct Overlay {
     tx: Option<SyncSender<Event>>,
-    handle: Option<JoinHandle<anyhow::Result<u64>>>,
+    handle: Option<JoinHandle<anyhow::Result<Written>>>,
     temp: Option<String>,
     /// Live input: frames the overlay thread could not take in time (left out of the video).
     dropped: Option<Arc<AtomicU64>>,
@@ -103,10 +103,10 @@ impl Overlay {
         self.dropped.as_ref().map_or(0, |d| d.load(Ordering::Relaxed))
     }
 
-    /// Wait for the video to be complete; returns the frames written.
-    pub fn finish(&mut self) -> anyhow::Result<u64> {
+    /// Wait for the video to be complete; returns what was written.
+    pub fn finish(&mut self) -> anyhow::Result<Written> {
         self.tx = None;
-        let Some(handle) = self.handle.take() else { return Ok(0) };
+        let Some(handle) = self.handle.take() else { return Ok(Written::default()) };
         let result = handle.join().map_err(|_| anyhow::anyhow!("the overlay thread panicked"))?;
         if result.is_err()
             && let Some(temp) = &self.temp

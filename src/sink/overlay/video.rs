@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Instant;
 
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::software::scaling;
@@ -244,9 +245,24 @@ impl VideoOut {
     }
 }
 
-/// Decode `input` again, draw and encode into `target`, taking records from `events`. Returns the
-/// number of frames written.
-pub fn write(input: &str, target: &Target, names: &[String], model: &str, top_k: usize, events: Receiver<Event>) -> anyhow::Result<u64> {
+/// What the overlay thread wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub frames: u64,
+    /// Seconds spent drawing and encoding (waits for frames and records left out): the thread's
+    /// own cost, `frames / busy_s` the rate it could sustain.
+    pub busy_s: f64,
+}
+
+/// Decode `input` again, draw and encode into `target`, taking records from `events`.
+pub fn write(
+    input: &str,
+    target: &Target,
+    names: &[String],
+    model: &str,
+    top_k: usize,
+    events: Receiver<Event>,
+) -> anyhow::Result<Written> {
     let mut ictx = format::input(&input).map_err(|e| anyhow::anyhow!("overlay: cannot open {input}: {e}"))?;
     let video_in = ictx.streams().best(media::Type::Video).ok_or_else(|| anyhow::anyhow!("overlay: {input} has no video stream"))?;
     let video_index = video_in.index();
@@ -287,7 +303,7 @@ pub fn write(input: &str, target: &Target, names: &[String], model: &str, top_k:
 
     let mut drawer = Drawer::new(names, model, top_k, planar, draw_format, &look);
     let mut records = Records::new(events);
-    let mut written = 0u64;
+    let mut written = Written::default();
     let mut decoded = frame::Video::empty();
     let mut index = 0u64;
     let mut done = false;
@@ -310,10 +326,12 @@ pub fn write(input: &str, target: &Target, names: &[String], model: &str, top_k:
                 done = true;
                 break 'packets;
             }
+            let t0 = Instant::now();
             let pts = decoded.timestamp();
             let frame = drawer.draw(&mut decoded, records.shown, pts)?;
             out.encode(Some(frame))?;
-            written += 1;
+            written.busy_s += t0.elapsed().as_secs_f64();
+            written.frames += 1;
             index += 1;
         }
     }
@@ -323,10 +341,12 @@ pub fn write(input: &str, target: &Target, names: &[String], model: &str, top_k:
             if !records.resolve(index) {
                 break;
             }
+            let t0 = Instant::now();
             let pts = decoded.timestamp();
             let frame = drawer.draw(&mut decoded, records.shown, pts)?;
             out.encode(Some(frame))?;
-            written += 1;
+            written.busy_s += t0.elapsed().as_secs_f64();
+            written.frames += 1;
             index += 1;
         }
     }
@@ -348,8 +368,7 @@ pub struct Tapped {
 
 /// The live preview: draw every frame the model's decoder passes on with the newest record at hand,
 /// encode it and send it on at once (docs/visual.md, "The live preview"). Ends when the decoder stops
-/// passing frames, or once the run has ended and the frames already passed are drawn. Returns the
-/// number of frames written.
+/// passing frames, or once the run has ended and the frames already passed are drawn.
 pub fn write_live(
     target: &Target,
     names: &[String],
@@ -357,14 +376,14 @@ pub fn write_live(
     top_k: usize,
     frames: Receiver<Tapped>,
     events: Receiver<Event>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Written> {
     let mut records = Records::new(events);
     // Nothing to write until the first frame tells the size, format and clock.
     let first = loop {
         match frames.recv_timeout(POLL) {
             Ok(t) => break t,
-            Err(RecvTimeoutError::Disconnected) => return Ok(0),
-            Err(RecvTimeoutError::Timeout) if records.ended() => return Ok(0),
+            Err(RecvTimeoutError::Disconnected) => return Ok(Written::default()),
+            Err(RecvTimeoutError::Timeout) if records.ended() => return Ok(Written::default()),
             Err(RecvTimeoutError::Timeout) => {}
         }
     };
@@ -381,7 +400,7 @@ pub fn write_live(
     let (mut out, draw_format, planar) = VideoOut::open(target, &look)?;
     out.start(target)?;
     let mut drawer = Drawer::new(names, model, top_k, planar, draw_format, &look);
-    let mut written = 0u64;
+    let mut written = Written::default();
     let mut last_pts: Option<i64> = None;
     let mut next = Some(first);
     loop {
@@ -398,13 +417,15 @@ pub fn write_live(
                 Err(RecvTimeoutError::Disconnected) => break,
             },
         };
+        let t0 = Instant::now();
         // Timestamps must rise for the muxer; a repeated one (a broken source) moves on by one tick.
         let pts = last_pts.map_or(tapped.pts, |last| tapped.pts.max(last + 1));
         last_pts = Some(pts);
         let shown = records.newest(tapped.index);
         let frame = drawer.draw(&mut tapped.frame, shown, Some(pts))?;
         out.encode(Some(frame))?;
-        written += 1;
+        written.busy_s += t0.elapsed().as_secs_f64();
+        written.frames += 1;
     }
     out.close(target)?;
     Ok(written)
