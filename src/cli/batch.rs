@@ -39,7 +39,7 @@ Examples:
   coinfer batch 'clips/**/*.mp4' @more.txt --out labels.csv --jobs 2
   coinfer batch videos/ --out labels.jsonl --resume      # after an interruption
   coinfer batch videos/ --shard 3/8 --out part-3.jsonl   # one of 8 machines
-  coinfer batch videos/ --out labels.jsonl --timeline charts/   # and a chart per clip
+  coinfer batch videos/ --out labels.jsonl --timeline charts/  # chart per clip
 
 Slurm (#SBATCH --array=0-7):
   coinfer batch data/ --resume --shard $SLURM_ARRAY_TASK_ID/8 \\
