@@ -255,7 +255,7 @@ fn bad_outputs_are_refused_before_any_work() {
     assert_fails(&[SAMPLE, "--overlay", ok, "--overlay-codec", "no-such-encoder"], 2, "no such encoder");
     assert_fails(&[SAMPLE, "--overlay", ok, "--overlay-codec", "aac"], 2, "not a video encoder");
     assert_fails(&[SAMPLE, "--timeline", "t.jpg"], 2, ".svg or .png");
-    assert_fails(&["-", "--overlay", ok], 2, "needs a file input");
+    assert_fails(&[SAMPLE, "--input-format", "mov", "--overlay", ok], 2, "without --input-format");
     assert_fails(&[SAMPLE, "--overlay", SAMPLE], 2, "overwrite the input");
     assert_fails(&[SAMPLE, "--overlay-crf", "20"], 2, "--overlay");
     // Nothing was left behind by the refusals.

@@ -16,6 +16,7 @@ use crate::error::{ErrorKind, classified};
 use crate::labels::Labels;
 use crate::models::{self, Fill, ModelOptions, StreamModel};
 use crate::pipeline;
+use crate::sink::timeline::{self, Timeline};
 use crate::sink::{Sink, StepRecord, Summary};
 use crate::smooth::SmoothMode;
 use crate::source::{self, OpenOptions};
@@ -40,6 +41,7 @@ Examples:
   coinfer batch 'clips/**/*.mp4' @more.txt --out labels.csv --jobs 2
   coinfer batch videos/ --out labels.jsonl --resume      # after an interruption
   coinfer batch videos/ --shard 3/8 --out part-3.jsonl   # one of 8 machines
+  coinfer batch videos/ --out labels.jsonl --timeline charts/  # chart per clip
 
 Slurm (#SBATCH --array=0-7):
   coinfer batch data/ --resume --shard $SLURM_ARRAY_TASK_ID/8 \\
@@ -95,6 +97,37 @@ pub struct BatchArgs {
     /// How the network's threads share a step (auto: the pipeline on two threads)
     #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
     pub schedule: ScheduleArg,
+    /// Also draw each clip's label track into DIR, one chart per clip named after its path (see docs/visual.md)
+    #[arg(long, value_name = "DIR")]
+    pub timeline: Option<PathBuf>,
+    /// Picture format of the --timeline charts
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ChartFormat::Svg, requires = "timeline")]
+    pub timeline_format: ChartFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChartFormat {
+    Svg,
+    Png,
+}
+
+impl ChartFormat {
+    fn kind(self) -> timeline::Kind {
+        match self {
+            ChartFormat::Svg => timeline::Kind::Svg,
+            ChartFormat::Png => timeline::Kind::Png,
+        }
+    }
+}
+
+/// `--timeline DIR`: made if missing, and proved writable before any clip (66 if not).
+fn prepare_chart_dir(dir: &Path) -> anyhow::Result<()> {
+    let cannot = |e: std::io::Error| classified(ErrorKind::NoInput, format!("cannot write timelines into {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let probe = dir.join(".coinfer-write-test");
+    std::fs::write(&probe, b"").map_err(cannot)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 impl BatchArgs {
@@ -141,6 +174,8 @@ struct ModelLabeler {
     model: Box<dyn StreamModel>,
     labels: Arc<Labels>,
     top_k: usize,
+    /// `--timeline DIR` and the charts' format.
+    charts: Option<(PathBuf, timeline::Kind)>,
 }
 
 impl ClipLabeler for ModelLabeler {
@@ -163,7 +198,21 @@ impl ClipLabeler for ModelLabeler {
             live: None,
         };
         let mut collect = Collect::new(classes);
-        let summary = pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?;
+        // The chart follows the clip record's top-k; it is written before the record, so a clip
+        // recorded (and skipped by --resume) has its chart.
+        let mut chart = match &self.charts {
+            Some((dir, kind)) => {
+                let file = dir.join(timeline::clip_chart_name(path, *kind));
+                let expected = duration_s.map_or(0, |d| (d * spec.fps) as usize + 2);
+                let title = format!("{} on {}", spec.name, path.display());
+                Some(Timeline::new(file, self.labels.names().to_vec(), title, duration_s, expected, self.top_k)?)
+            }
+            None => None,
+        };
+        let summary = match chart.as_mut() {
+            Some(chart) => pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect, chart], &stop)?,
+            None => pipeline::run(packets, self.model.as_mut(), &self.labels, &opts, &mut [&mut collect], &stop)?,
+        };
         let _ = decoder.join();
         if summary.status == "interrupted" {
             return Err(classified(ErrorKind::Interrupted, format!("{}: interrupted", path.display())));
@@ -178,6 +227,9 @@ impl ClipLabeler for ModelLabeler {
         };
         if n == 0 {
             return Err(classified(ErrorKind::Data, format!("{}: no frames decoded", path.display())));
+        }
+        if let Some(chart) = &chart {
+            chart.write()?;
         }
         let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
         let mut order = vec![0; classes];
@@ -213,6 +265,9 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     if args.resume && args.out.is_none() {
         return Err(classified(ErrorKind::Usage, "--resume needs --out (the file to continue)"));
     }
+    if let Some(dir) = &args.timeline {
+        prepare_chart_dir(dir)?;
+    }
     let expanded = inputs::expand(&args.inputs)?;
     let keys = ClipKeys::new(args.root.as_deref().unwrap_or(&expanded.root))?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -235,7 +290,8 @@ pub fn execute(args: &BatchArgs) -> anyhow::Result<()> {
     let make = || -> anyhow::Result<Box<dyn ClipLabeler>> {
         let mut model = models::build(&args.model, &model_opts)?;
         model.set_schedule(args.schedule.resolve(false))?;
-        Ok(Box::new(ModelLabeler { model, labels: labels.clone(), top_k: args.top_k }))
+        let charts = args.timeline.clone().map(|dir| (dir, args.timeline_format.kind()));
+        Ok(Box::new(ModelLabeler { model, labels: labels.clone(), top_k: args.top_k, charts }))
     };
     let summary = batch::run(expanded.clips, &opts, &make)?;
     if !args.quiet {

@@ -219,7 +219,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     check_input(&args.input, args.input_format.is_some())?;
     // Records and the visual outputs name the input by its text; only the decoder needs its bytes.
     let input_text = crate::paths::text(Path::new(&args.input)).into_owned();
-    let visual = args.visual.prepare(&input_text, args.input_format.is_some())?;
+    let mut visual = args.visual.prepare(&input_text, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
@@ -236,6 +236,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     };
     let src = source::open(&args.input, &open_opts)?;
     let info = src.info().clone();
+    let src = visual.tap(src, labels.names(), &desc.spec.name, args.top_k)?;
     // Decoding starts now and runs ahead while the model is built and its weights hashed.
     let max_lag = args.max_lag.filter(|_| info.is_stream);
     let (packets, decoder) = pipeline::spawn_live_decoder(src, &desc.spec, stop.clone(), max_lag)?;

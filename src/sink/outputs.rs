@@ -12,6 +12,7 @@ use super::timeline::{self, Timeline};
 use super::{Human, JsonLines, Meta, Progress, Sink};
 use crate::error::{ErrorKind, classified};
 use crate::labels::Labels;
+use crate::source::FrameSource;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct VisualArgs {
@@ -43,7 +44,22 @@ pub struct VisualArgs {
 /// The checks made before any work, and what they settled.
 pub struct Prepared {
     overlay: Option<Target>,
+    /// The overlay of a live input, started by [`Prepared::tap`].
+    live_overlay: Option<(Overlay, Target)>,
     jsonl_file: Option<std::fs::File>,
+}
+
+impl Prepared {
+    /// With `--overlay` on a live input: start the overlay thread now and return the input wrapped so
+    /// that the model's decoder passes it every frame (docs/visual.md, "The live preview"). Any other
+    /// input is returned as it is. Call before the decoder starts.
+    pub fn tap(&mut self, source: Box<dyn FrameSource>, names: &[String], model: &str, top_k: u64) -> anyhow::Result<Box<dyn FrameSource>> {
+        let Some(target) = self.overlay.take_if(|t| t.live) else { return Ok(source) };
+        let top_k = (top_k as usize).min(overlay::panel::MAX_BARS);
+        let (sink, source) = Overlay::start_live(target.clone(), source, names.to_vec(), model.to_string(), top_k)?;
+        self.live_overlay = Some((sink, target));
+        Ok(source)
+    }
 }
 
 impl Drop for Prepared {
@@ -52,6 +68,8 @@ impl Drop for Prepared {
         if let Some(target) = self.overlay.take().filter(|t| t.rename_to.is_some()) {
             let _ = std::fs::remove_file(&target.open_as);
         }
+        // A live overlay that never reached the outputs closes (or removes) its video itself.
+        drop(self.live_overlay.take());
     }
 }
 
@@ -75,12 +93,18 @@ impl VisualArgs {
         };
         let overlay = match &self.overlay {
             Some(name) => {
-                let stream = input == "-" || forced_format || input.contains("://") || !Path::new(input).is_file();
+                let stream = input == "-" || input.contains("://") || !Path::new(input).is_file();
+                if forced_format && !stream {
+                    return Err(classified(
+                        ErrorKind::Usage,
+                        "--overlay decodes a file a second time, by its content: give it without --input-format",
+                    ));
+                }
                 Some(overlay::prepare(name, self.overlay_codec.as_deref(), self.overlay_crf, input, stream)?)
             }
             None => None,
         };
-        Ok(Prepared { overlay, jsonl_file })
+        Ok(Prepared { overlay, live_overlay: None, jsonl_file })
     }
 }
 
@@ -116,8 +140,17 @@ impl Outputs {
             (false, true, Some(bar)) => Some(Box::new(JsonLines::new(AboveBar::new(io::stdout().lock(), Some(bar))))),
             (false, false, bar) => Some(Box::new(Human::new(AboveBar::new(io::stdout().lock(), bar)))),
         };
-        let overlay = match prepared.overlay.take() {
-            Some(target) => {
+        let overlay = match (prepared.overlay.take(), prepared.live_overlay.take()) {
+            (_, Some((sink, target))) => {
+                if verbose {
+                    eprintln!(
+                        "coinfer: overlay: {} in {} to {} (live: the frames the model's decoder reads)",
+                        target.encoder, target.muxer, target.name
+                    );
+                }
+                Some((sink, target.name))
+            }
+            (Some(target), None) => {
                 if verbose {
                     eprintln!("coinfer: overlay: {} in {} to {}", target.encoder, target.muxer, target.name);
                 }
@@ -126,7 +159,7 @@ impl Outputs {
                 let sink = Overlay::start(target, meta.source.input.clone(), labels.names().to_vec(), meta.model.clone(), top_k)?;
                 Some((sink, name))
             }
-            None => None,
+            (None, None) => None,
         };
         let timeline = match &args.timeline {
             Some(path) => {
@@ -169,9 +202,19 @@ impl Outputs {
     /// After the run: complete the video and draw the timeline.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         if let Some((overlay, name)) = self.overlay.as_mut() {
-            let frames = overlay.finish()?;
+            let written = overlay.finish()?;
+            let dropped = overlay.dropped();
+            if dropped > 0 {
+                eprintln!(
+                    "coinfer: warning: overlay: {dropped} frames left out of {name}: drawing and encoding could not keep up with the input"
+                );
+            }
             if self.verbose {
-                eprintln!("coinfer: overlay: {frames} frames written to {name}");
+                let rate = if written.busy_s > 0.0 { written.frames as f64 / written.busy_s } else { 0.0 };
+                eprintln!(
+                    "coinfer: overlay: {} frames written to {name} ({:.1} s drawing and encoding, {rate:.0} frames/s)",
+                    written.frames, written.busy_s
+                );
             }
         }
         if let Some(t) = &self.timeline {

@@ -45,6 +45,22 @@ pub fn check_writable(path: &Path) -> anyhow::Result<Kind> {
     Ok(kind)
 }
 
+/// The chart of one clip of `batch --timeline DIR`: the clip's file name, a dash, the first 8 hex
+/// digits of the SHA-256 of its path as the batch records name it (so clips of the same name in
+/// different folders get charts of their own, and a resumed run the same names), and the extension
+/// (docs/visual.md, "Timelines of a batch").
+pub fn clip_chart_name(clip: &Path, kind: Kind) -> String {
+    use sha2::{Digest, Sha256};
+    let name = clip.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
+    let digest = Sha256::digest(clip.to_string_lossy().as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let ext = match kind {
+        Kind::Svg => "svg",
+        Kind::Png => "png",
+    };
+    format!("{name}-{hash}.{ext}")
+}
+
 /// One output on the track: its time and its top classes (a range of `Timeline::entries`).
 #[derive(Debug, Clone, Copy)]
 struct Point {
@@ -64,6 +80,8 @@ pub struct Timeline {
     duration: Option<f64>,
     points: Vec<Point>,
     entries: Vec<(usize, f32)>,
+    /// Classes kept of each record's ranked `top` (batch records list every class).
+    top_k: usize,
     segments: Vec<SegmentRecord>,
 }
 
@@ -87,6 +105,7 @@ impl Timeline {
             duration,
             points: Vec::with_capacity(expected_outputs),
             entries: Vec::with_capacity(expected_outputs * top_k),
+            top_k,
             segments: Vec::new(),
         })
     }
@@ -98,8 +117,14 @@ impl Timeline {
             Kind::Svg => to_svg(&scene).into_bytes(),
             Kind::Png => to_png(&scene)?,
         };
-        std::fs::write(&self.path, bytes)
-            .map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the timeline to {}: {e}", self.path.display())))
+        // Whole or not at all: a run killed while writing leaves no half picture under the name.
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = self.path.with_file_name(format!(".{name}.coinfer-part"));
+        let failed = |e: io::Error| classified(ErrorKind::NoInput, format!("cannot write the timeline to {}: {e}", self.path.display()));
+        std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &self.path)).map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            failed(e)
+        })
     }
 
     /// The classes drawn, best peak first, with their peak score.
@@ -289,8 +314,9 @@ const PALETTE: [Rgba; 8] = [
 impl Sink for Timeline {
     fn step(&mut self, rec: &StepRecord<'_>) -> io::Result<()> {
         let first = self.entries.len();
-        self.entries.extend(rec.top.iter().map(|e| (e.id, e.score)));
-        self.points.push(Point { pts: rec.pts, ready: rec.ready, first, len: rec.top.len() });
+        let top = &rec.top[..rec.top.len().min(self.top_k)];
+        self.entries.extend(top.iter().map(|e| (e.id, e.score)));
+        self.points.push(Point { pts: rec.pts, ready: rec.ready, first, len: top.len() });
         Ok(())
     }
 

@@ -516,6 +516,12 @@ impl FrameSource for AvSource {
         self.skipped
     }
 
+    fn decoded(&self) -> Option<(&frame::Video, ffmpeg_next::Rational)> {
+        // While a frame is held, the one returned last was a skipped one, without pixels.
+        let stream = self.input.stream(self.stream_index)?;
+        (!self.held && self.next_index > 0).then(|| (&self.decoded, stream.time_base()))
+    }
+
     fn next_frame_if(&mut self, frame: &mut Frame, selector: &mut dyn FrameSelector) -> anyhow::Result<Option<bool>> {
         if self.finished {
             return Ok(None);

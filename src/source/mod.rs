@@ -107,6 +107,12 @@ pub trait FrameSource: Send {
     fn frames_skipped(&self) -> u64 {
         0
     }
+    /// The frame last returned as the decoder output it (its own pixel format and size, timestamps
+    /// in the given time base), unless it came without pixels: what `--overlay` draws on for a live
+    /// input (docs/visual.md, "The live preview"). `None` for sources that decode nothing (raw frames).
+    fn decoded(&self) -> Option<(&ffmpeg_next::frame::Video, ffmpeg_next::Rational)> {
+        None
+    }
 }
 
 /// Decides which frames a consumer needs, fed the frames' timestamps in presentation order.

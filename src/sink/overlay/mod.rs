@@ -1,34 +1,34 @@
 //! `--overlay FILE`: the input video with a panel of the current labels drawn on every frame
 //! (docs/visual.md). The model side only sends each record's ids and scores down a channel; a thread
-//! of its own decodes the input again, draws and encodes, so the network's timeline is untouched.
+//! of its own draws and encodes, so the network's timeline is untouched. For a file that thread
+//! decodes the input again; a live input is read once, and the model's decoder passes every frame
+//! on (`live`).
 
 pub mod blend;
+pub mod live;
 pub mod panel;
 pub mod video;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::{Sink, StepRecord, Summary};
 use crate::error::{ErrorKind, classified};
-pub use video::{Event, Target};
+pub use live::TappedSource;
+pub use video::{Event, Target, Written};
 
 /// Records in flight to the overlay thread before the model waits for it: records come every few
 /// steps, so this is seconds of video.
 const CHANNEL_RECORDS: usize = 256;
 
 /// Settle where the video goes and with what, before any work: a bad name or encoder is a usage
-/// error (2), a place that cannot be written is "no such output" (66), and an input that cannot be
-/// read a second time (stdin, a device, a stream) is refused.
+/// error (2), a place that cannot be written is "no such output" (66). A live input (stdin, a device,
+/// a stream) is drawn from the model's own decoder (`live`), a file is decoded a second time.
 pub fn prepare(name: &str, codec: Option<&str>, crf: Option<u32>, input: &str, input_is_stream: bool) -> anyhow::Result<Target> {
-    if input_is_stream || input == "-" {
-        return Err(classified(
-            ErrorKind::Usage,
-            "--overlay needs a file input: the video is decoded a second time to draw on it (see docs/visual.md)",
-        ));
-    }
     crate::source::init_ffmpeg();
     let muxer = video::muxer_for(name)?;
     let encoder = video::encoder_for(&muxer, codec)?;
@@ -46,7 +46,7 @@ pub fn prepare(name: &str, codec: Option<&str>, crf: Option<u32>, input: &str, i
         std::fs::File::create(&temp).map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the overlay to {name}: {e}")))?;
         (temp.to_string_lossy().into_owned(), Some(path))
     };
-    Ok(Target { name: name.to_string(), open_as, rename_to, muxer, encoder, crf })
+    Ok(Target { name: name.to_string(), open_as, rename_to, muxer, encoder, crf, live: input_is_stream || input == "-" })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -59,12 +59,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The sink that feeds the overlay thread.
 pub struct Overlay {
     tx: Option<SyncSender<Event>>,
-    handle: Option<JoinHandle<anyhow::Result<u64>>>,
+    handle: Option<JoinHandle<anyhow::Result<Written>>>,
     temp: Option<String>,
+    /// Live input: frames the overlay thread could not take in time (left out of the video).
+    dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Overlay {
-    /// Start the overlay thread on `input`.
+    /// Start the overlay thread on `input`, decoded a second time.
     pub fn start(target: Target, input: String, names: Vec<String>, model: String, top_k: usize) -> anyhow::Result<Self> {
         let (tx, rx) = sync_channel(CHANNEL_RECORDS);
         let temp = target.rename_to.is_some().then(|| target.open_as.clone());
@@ -72,13 +74,39 @@ impl Overlay {
             .name("overlay".into())
             .spawn(move || video::write(&input, &target, &names, &model, top_k, rx))
             .map_err(|e| anyhow::anyhow!("cannot start the overlay thread: {e}"))?;
-        Ok(Overlay { tx: Some(tx), handle: Some(handle), temp })
+        Ok(Overlay { tx: Some(tx), handle: Some(handle), temp, dropped: None })
     }
 
-    /// Wait for the video to be complete; returns the frames written.
-    pub fn finish(&mut self) -> anyhow::Result<u64> {
+    /// Start the overlay thread of a live input, and wrap the input so that every frame the model's
+    /// decoder reads is passed on to it (docs/visual.md, "The live preview").
+    pub fn start_live(
+        target: Target,
+        source: Box<dyn crate::source::FrameSource>,
+        names: Vec<String>,
+        model: String,
+        top_k: usize,
+    ) -> anyhow::Result<(Self, Box<dyn crate::source::FrameSource>)> {
+        let (tx, rx) = sync_channel(CHANNEL_RECORDS);
+        let (frames_tx, frames_rx) = sync_channel(live::queue_frames(source.info().width, source.info().height));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let temp = target.rename_to.is_some().then(|| target.open_as.clone());
+        let handle = std::thread::Builder::new()
+            .name("overlay".into())
+            .spawn(move || video::write_live(&target, &names, &model, top_k, frames_rx, rx))
+            .map_err(|e| anyhow::anyhow!("cannot start the overlay thread: {e}"))?;
+        let source = Box::new(TappedSource::new(source, frames_tx, dropped.clone()));
+        Ok((Overlay { tx: Some(tx), handle: Some(handle), temp, dropped: Some(dropped) }, source))
+    }
+
+    /// Frames of a live input left out of the video because the overlay thread was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.as_ref().map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    /// Wait for the video to be complete; returns what was written.
+    pub fn finish(&mut self) -> anyhow::Result<Written> {
         self.tx = None;
-        let Some(handle) = self.handle.take() else { return Ok(0) };
+        let Some(handle) = self.handle.take() else { return Ok(Written::default()) };
         let result = handle.join().map_err(|_| anyhow::anyhow!("the overlay thread panicked"))?;
         if result.is_err()
             && let Some(temp) = &self.temp
