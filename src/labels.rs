@@ -5,7 +5,9 @@
 //! - `.csv`: lines `id,name`, an optional header line whose id is not a number;
 //! - anything else: plain text, one name per line, ids in line order.
 //!
-//! Ids are 0-based and must cover `0..n` exactly once.
+//! One contract for the three (docs/models.md, "Label files"): UTF-8, a leading BOM ignored; names
+//! trimmed of surrounding whitespace; blank lines ignored (never a name, never an id); an empty name
+//! is an error; ids are 0-based and must be `0..N-1` for N names, each exactly once.
 
 use std::path::Path;
 
@@ -26,7 +28,7 @@ pub struct Labels {
 impl Labels {
     /// The embedded Kinetics-400 list (400 names).
     pub fn kinetics400() -> Self {
-        let names = parse_text(KINETICS400);
+        let names = parse_text(KINETICS400).expect("the embedded list is well formed");
         Labels { source: "kinetics400".into(), names }
     }
 
@@ -34,23 +36,12 @@ impl Labels {
         Labels { source: source.into(), names }
     }
 
-    /// Read a label file (see the module docs for the formats).
+    /// Read a label file (see the module docs for the formats and their one contract).
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::InvalidData { ErrorKind::Data } else { ErrorKind::NoInput };
-            classified(kind, format!("cannot read labels file {}: {e}", path.display()))
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|e| classified(ErrorKind::NoInput, format!("cannot read labels file {}: {e}", path.display())))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let names = match ext.as_str() {
-            "json" => parse_json(&text),
-            "csv" => parse_csv(&text),
-            _ if text.trim_start().starts_with('{') => parse_json(&text),
-            _ => Ok(parse_text(&text)),
-        }
-        .map_err(|e| classified(ErrorKind::Data, format!("labels file {}: {e}", path.display())))?;
-        if names.is_empty() {
-            return Err(classified(ErrorKind::Data, format!("labels file {} has no names", path.display())));
-        }
+        let names = parse(&bytes, &ext).map_err(|e| classified(ErrorKind::Data, format!("labels file {}: {e}", path.display())))?;
         Ok(Labels { source: path.display().to_string(), names })
     }
 
@@ -105,57 +96,116 @@ impl Labels {
     }
 }
 
-/// One name per line; surrounding blanks and a trailing empty line are dropped.
-fn parse_text(text: &str) -> Vec<String> {
+/// The names of a label file's bytes; `ext` (lower case) picks the form, content decides otherwise.
+fn parse(bytes: &[u8], ext: &str) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    while names.last().is_some_and(|n| n.is_empty()) {
-        names.pop();
+    let names = match ext {
+        "json" => parse_json(text)?,
+        "csv" => parse_csv(text)?,
+        _ if text.trim_start().starts_with('{') => parse_json(text)?,
+        _ => parse_text(text)?,
+    };
+    if names.is_empty() {
+        return Err("no names".into());
     }
-    names
+    Ok(names)
+}
+
+/// One name per non-blank line, ids in line order.
+fn parse_text(text: &str) -> Result<Vec<String>, String> {
+    dense(text.lines().map(str::trim).filter(|l| !l.is_empty()).enumerate().map(|(i, l)| (i as u64, l.to_string())).collect())
 }
 
 fn parse_json(text: &str) -> Result<Vec<String>, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let map = value.as_object().ok_or("expected a JSON object {\"name\": id}")?;
-    let mut pairs = Vec::with_capacity(map.len());
-    for (name, id) in map {
-        let id = id.as_u64().ok_or_else(|| format!("id of '{name}' is not a non-negative integer"))?;
-        pairs.push((id, name.clone()));
+    let JsonEntries(entries) = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (name, id) in entries {
+        let id = id.as_u64().ok_or_else(|| format!("the id of '{name}' is not a whole number >= 0"))?;
+        pairs.push((id, named(&name, id)?));
     }
     dense(pairs)
 }
 
+/// The entries of a JSON object in file order, a repeated key kept (a map would keep only its last
+/// value, and a class would vanish without a word).
+struct JsonEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for JsonEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = JsonEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object {\"name\": id}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(JsonEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// `id,name` lines; a name may be quoted (`"jump, high"`, `""` for a quote inside). The first
+/// non-blank line is a header when its id is not a number.
 fn parse_csv(text: &str) -> Result<Vec<String>, String> {
     let mut pairs = Vec::new();
+    let mut first = true;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
+        let is_first = std::mem::replace(&mut first, false);
         let (id, name) = line.split_once(',').ok_or_else(|| format!("line {}: expected 'id,name'", n + 1))?;
-        let id = id.trim().trim_matches('"');
-        let name = name.trim().trim_matches('"').to_string();
-        match id.parse::<u64>() {
-            Ok(id) => pairs.push((id, name)),
-            Err(_) if n == 0 => continue, // header such as "id,name"
-            Err(_) => return Err(format!("line {}: id '{id}' is not a non-negative integer", n + 1)),
-        }
+        let id = unquote(id.trim());
+        let Ok(id) = id.parse::<u64>() else {
+            if is_first {
+                continue; // a header such as "id,name"
+            }
+            return Err(format!("line {}: the id '{id}' is not a whole number >= 0", n + 1));
+        };
+        pairs.push((id, named(&unquote(name.trim()), id)?));
     }
     dense(pairs)
 }
 
-/// Order (id, name) pairs by id, requiring ids 0..n each exactly once.
+/// A CSV field without its surrounding quotes, `""` read as one quote.
+fn unquote(field: &str) -> String {
+    match field.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => field.to_string(),
+    }
+}
+
+/// A name trimmed of surrounding whitespace; an error when nothing is left.
+fn named(name: &str, id: u64) -> Result<String, String> {
+    match name.trim() {
+        "" => Err(format!("id {id} has an empty name")),
+        name => Ok(name.to_string()),
+    }
+}
+
+/// Order (id, name) pairs by id, requiring ids `0..N-1` for N pairs, each exactly once, and no name
+/// twice; the first duplicate or gap is reported, in the same words for every form.
 fn dense(mut pairs: Vec<(u64, String)>) -> Result<Vec<String>, String> {
+    let rule = |n: usize| format!("ids must be 0..{}, one per name", n.saturating_sub(1));
+    let mut by_name: Vec<&(u64, String)> = pairs.iter().collect();
+    by_name.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    if let Some(w) = by_name.windows(2).find(|w| w[0].1 == w[1].1) {
+        return Err(format!("the name '{}' is used twice (ids {} and {}): one name per class", w[0].1, w[0].0, w[1].0));
+    }
     pairs.sort_by_key(|p| p.0);
-    for (i, (id, name)) in pairs.iter().enumerate() {
-        if *id != i as u64 {
-            return Err(if *id < i as u64 {
-                format!("id {id} used twice ('{name}')")
-            } else {
-                format!("id {i} is missing (ids must be 0..{})", pairs.len())
-            });
-        }
+    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("id {} is used twice ('{}' and '{}'): {}", w[0].0, w[0].1, w[1].1, rule(pairs.len())));
+    }
+    if let Some(missing) = pairs.iter().enumerate().find(|(i, p)| p.0 != *i as u64).map(|(i, _)| i) {
+        return Err(format!("id {missing} is missing: {}", rule(pairs.len())));
     }
     Ok(pairs.into_iter().map(|p| p.1).collect())
 }
@@ -172,12 +222,102 @@ mod tests {
         assert_eq!(l.name(399), "zumba");
     }
 
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The same classes written in each form, parsed as `from_file` parses them.
+    fn all_forms(txt: &str, json: &str, csv: &str) -> [(&'static str, Result<Vec<String>, String>); 3] {
+        [("txt", parse(txt.as_bytes(), "txt")), ("json", parse(json.as_bytes(), "json")), ("csv", parse(csv.as_bytes(), "csv"))]
+    }
+
     #[test]
     fn formats_agree() {
-        let want = vec!["run".to_string(), "jump, high".to_string(), "swim".to_string()];
-        assert_eq!(parse_text("run\n jump, high \nswim\n\n"), want);
-        assert_eq!(parse_json(r#"{"swim": 2, "run": 0, "jump, high": 1}"#).unwrap(), want);
-        assert_eq!(parse_csv("id,name\n1,\"jump, high\"\n0,run\n2,swim\n").unwrap(), want);
+        let want = names(&["run", "jump, high", "swim"]);
+        for (form, got) in all_forms(
+            "run\n jump, high \nswim\n",
+            r#"{"swim": 2, "run": 0, "jump, high": 1}"#,
+            "id,name\n1,\"jump, high\"\n0,run\n2,swim\n",
+        ) {
+            assert_eq!(got.as_ref(), Ok(&want), "{form}");
+        }
+    }
+
+    #[test]
+    fn a_bom_is_accepted_in_every_form() {
+        let want = names(&["run", "swim"]);
+        for (form, got) in all_forms("\u{feff}run\nswim\n", "\u{feff}{\"run\": 0, \"swim\": 1}", "\u{feff}0,run\n1,swim\n") {
+            assert_eq!(got.as_ref(), Ok(&want), "{form}");
+        }
+        // With a header after the BOM too.
+        assert_eq!(parse("\u{feff}id,name\n0,run\n1,swim\n".as_bytes(), "csv"), Ok(want.clone()));
+        // A JSON file without the .json extension is still told by its first character.
+        assert_eq!(parse("\u{feff}{\"run\": 0, \"swim\": 1}".as_bytes(), "txt"), Ok(want));
+    }
+
+    #[test]
+    fn blank_lines_and_surrounding_whitespace_are_ignored_in_every_form() {
+        let want = names(&["run", "swim"]);
+        for (form, got) in all_forms(
+            "\n  \nrun  \r\n\n\t\n swim\t\n\n \n",
+            "\n\n{ \"run \": 0,\n\n  \" swim\": 1 }\n\n",
+            "\n id,name \n\n0, run \r\n  \n1 ,swim\t\n\n",
+        ) {
+            assert_eq!(got.as_ref(), Ok(&want), "{form}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_has_no_names_in_every_form() {
+        for (form, got) in all_forms("\n \n", "{}", "id,name\n\n") {
+            assert_eq!(got, Err("no names".to_string()), "{form}");
+        }
+    }
+
+    #[test]
+    fn empty_names_are_errors() {
+        assert_eq!(parse(br#"{"run": 0, " ": 1}"#, "json"), Err("id 1 has an empty name".into()));
+        assert_eq!(parse(b"0,run\n1,\"\"\n", "csv"), Err("id 1 has an empty name".into()));
+        assert_eq!(parse(b"0,run\n1, \n", "csv"), Err("id 1 has an empty name".into()));
+    }
+
+    #[test]
+    fn gaps_name_the_missing_id_and_the_real_range() {
+        let json = parse(br#"{"a": 0, "b": 2, "c": 3}"#, "json");
+        let csv = parse(b"0,a\n2,b\n3,c\n", "csv");
+        assert_eq!(json, Err("id 1 is missing: ids must be 0..2, one per name".into()));
+        assert_eq!(csv, json);
+        // An id counted from 1 leaves 0 missing.
+        let csv = parse(b"1,a\n2,b\n", "csv");
+        assert_eq!(csv, Err("id 0 is missing: ids must be 0..1, one per name".into()));
+        assert_eq!(parse(br#"{"a": 1, "b": 2}"#, "json"), csv);
+    }
+
+    #[test]
+    fn duplicate_ids_and_names_are_reported_alike() {
+        let json = parse(br#"{"a": 0, "b": 1, "c": 1}"#, "json");
+        assert_eq!(json, Err("id 1 is used twice ('b' and 'c'): ids must be 0..2, one per name".into()));
+        assert_eq!(parse(b"0,a\n1,b\n1,c\n", "csv"), json);
+        // A repeated name (a repeated JSON key would otherwise drop a class silently).
+        let want = Err("the name 'a' is used twice (ids 0 and 1): one name per class".to_string());
+        for (form, got) in all_forms("a\na\n", r#"{"a": 0, "a": 1}"#, "0,a\n1,a\n") {
+            assert_eq!(got, want, "{form}");
+        }
+    }
+
+    #[test]
+    fn malformed_entries_are_errors() {
+        assert!(parse(b"0,a\nx,b\n", "csv").unwrap_err().contains("line 2: the id 'x'"));
+        assert!(parse(b"0,a\nb\n", "csv").unwrap_err().contains("line 2: expected 'id,name'"));
+        assert!(parse(br#"{"a": -1}"#, "json").unwrap_err().contains("not a whole number"));
+        assert!(parse(br#"{"a": 0.5}"#, "json").unwrap_err().contains("not a whole number"));
+        assert!(parse(b"[1,2]", "json").unwrap_err().contains("not valid JSON"));
+        assert!(parse(b"run\n\xff\n", "txt").unwrap_err().contains("not UTF-8"));
+    }
+
+    #[test]
+    fn quoted_csv_names_keep_their_commas_and_quotes() {
+        assert_eq!(parse(b"0,\"jump, \"\"high\"\"\"\n", "csv"), Ok(names(&["jump, \"high\""])));
     }
 
     #[test]
@@ -187,14 +327,5 @@ mod tests {
         let err = l.check_fits("m", 3).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), ErrorKind::Usage);
         assert_eq!(err.to_string(), "the labels (two.txt) have 2 names but model m has 3 classes");
-    }
-
-    #[test]
-    fn rejects_gaps_and_duplicates() {
-        assert!(parse_json(r#"{"a": 0, "b": 2}"#).unwrap_err().contains("missing"));
-        assert!(parse_csv("0,a\n0,b\n").unwrap_err().contains("twice"));
-        assert!(parse_csv("0,a\nx,b\n").is_err());
-        assert!(parse_json(r#"{"a": -1}"#).is_err());
-        assert!(parse_json("[1,2]").is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod flops;
 pub mod labels;
+pub mod latency;
 pub mod models;
 pub mod paths;
 pub mod pipeline;

@@ -6,13 +6,11 @@ use coinfer::cli;
 use coinfer::error::{ErrorKind, kind_of};
 
 fn main() {
-    let cli = match cli::parse(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::parse(args.clone()) {
         Ok(cli) => cli,
-        Err(e) => {
-            // clap prints usage errors to stderr (exit 2) and --help/--version to stdout (exit 0).
-            let _ = e.print();
-            std::process::exit(e.exit_code());
-        }
+        // One line for an argument error (exit 2); --help and --version as clap prints them (exit 0).
+        Err(e) => std::process::exit(cli::report_parse_error(&e, &args)),
     };
     let code = match cli::apply_threads(&cli).and_then(|()| cli::dispatch(cli)) {
         Ok(()) => 0,

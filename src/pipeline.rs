@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::labels::Labels;
+use crate::latency::LatencyHistogram;
 use crate::models::{ModelSpec, StreamModel};
 use crate::sink::{NO_ACTION, ReportedLabel, SegmentRecord, Sink, StepRecord, Summary, TopEntry};
 use crate::smooth::{Hysteresis, Segments, SmoothMode, Smoother};
@@ -317,7 +318,8 @@ pub fn run(
         skipped: 0,
     };
     let mut probs = vec![0f32; classes];
-    let mut latencies: Vec<f32> = Vec::new();
+    // Bounded on a days-long stream (docs/records.md, "Latency quantiles").
+    let mut latencies = LatencyHistogram::new();
     // The origins of the last `lag + 1` steps: an output comes `lag` steps after its frame's.
     let mut recent: VecDeque<StepOrigin> = VecDeque::with_capacity(shape.lag + 1);
     let mut times = StepTimes::new(shape.receptive_field, shape.lag);
@@ -390,7 +392,7 @@ pub fn run(
             let elapsed = t0.elapsed().as_secs_f64();
             step_cost.push(elapsed);
             let latency = elapsed * 1e3;
-            latencies.push(latency as f32);
+            latencies.record(latency);
             steps += 1;
             if recent.len() > shape.lag {
                 recent.pop_front();
@@ -444,7 +446,6 @@ pub fn run(
     } else {
         "ok"
     };
-    latencies.sort_by(f32::total_cmp);
     let summary = Summary {
         kind: Summary::KIND,
         status,
@@ -454,10 +455,11 @@ pub fn run(
         records: reporter.records,
         wall_s,
         steps_per_s: if wall_s > 0.0 { steps as f64 / wall_s } else { 0.0 },
-        p50_ms: percentile(&latencies, 0.50),
-        p95_ms: percentile(&latencies, 0.95),
+        p50_ms: latencies.quantile(0.50).map(|ms| (ms * 1e3).round() / 1e3),
+        p95_ms: latencies.quantile(0.95).map(|ms| (ms * 1e3).round() / 1e3),
         skipped,
         max_lag_s: clock.map(|c| millis(c.max_lag)),
+        segments_dropped: reporter.segments.dropped(),
         segments: reporter
             .segments
             .snapshot()
@@ -507,15 +509,6 @@ pub fn rank_classes<S>(scores: &[S], order: &mut [usize], total_cmp: impl Fn(&S,
         *o = i;
     }
     order.sort_unstable_by(|&a, &b| total_cmp(&scores[b], &scores[a]).then(a.cmp(&b)));
-}
-
-/// Nearest-rank percentile of sorted values, rounded to microseconds.
-fn percentile(sorted: &[f32], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some((sorted[rank - 1] as f64 * 1e3).round() / 1e3)
 }
 
 /// Packets from the decoder thread; ends when the decoder ends or when `stop` is raised, checking
@@ -848,15 +841,6 @@ mod tests {
         let got: Vec<(u64, bool, u64, u64)> = packets.iter().map(|p| (p.frame, p.skipped, p.unsent_before, p.skipped_before)).collect();
         assert_eq!(got, [(0, false, 0, 0), (1, false, 0, 0), (11, true, 9, 9)]);
         assert_eq!(source.converted, [0, 1], "no frame converted while the channel is full");
-    }
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let v: Vec<f32> = (1..=20).map(|x| x as f32).collect();
-        assert_eq!(percentile(&v, 0.5), Some(10.0));
-        assert_eq!(percentile(&v, 0.95), Some(19.0));
-        assert_eq!(percentile(&[3.0], 0.95), Some(3.0));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Smoothing between the network and the sinks: temporal averaging of the class probabilities,
 //! hysteresis on the reported label, and the segments of the resulting label track.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
@@ -193,16 +194,34 @@ pub struct Segment {
     pub mean_score: f64,
 }
 
-/// Collects segments from the reported label track.
-#[derive(Debug, Clone, Default)]
+/// Most segments a run keeps for its summary, the open one included; older ones are dropped and
+/// counted, so a days-long stream keeps its latest segments in bounded memory (docs/records.md,
+/// "Segments"). Ten thousand are about 400 kB here and 1 MB of summary.
+pub const MAX_SEGMENTS: usize = 10_000;
+
+/// Collects segments from the reported label track, the latest [`MAX_SEGMENTS`] of them.
+#[derive(Debug, Clone)]
 pub struct Segments {
-    done: Vec<Segment>,
+    done: VecDeque<Segment>,
     open: Option<Segment>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Segments {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(MAX_SEGMENTS)
+    }
+
+    /// Keep at most `limit` (at least 1) segments, the open one included.
+    pub fn with_limit(limit: usize) -> Self {
+        Segments { done: VecDeque::new(), open: None, limit: limit.max(1), dropped: 0 }
     }
 
     /// Add one output: reported id, the `[start, end]` window its output covers (s), and its smoothed
@@ -219,20 +238,39 @@ impl Segments {
             }
             let seg = self.open.take().expect("checked");
             let previous_end = seg.end;
-            self.done.push(close(seg));
+            self.done.push_back(close(seg));
+            // Room for the new open one.
+            if self.done.len() + 1 > self.limit {
+                self.done.pop_front();
+                self.dropped += 1;
+            }
             self.open = Some(Segment { start: previous_end, end, id, outputs: 1, mean_score: score as f64 });
             return;
         }
         self.open = Some(Segment { start, end, id, outputs: 1, mean_score: score as f64 });
     }
 
-    /// The segments so far, the open one included.
+    /// The segments kept so far, the open one included, oldest first.
     pub fn snapshot(&self) -> Vec<Segment> {
-        let mut v = self.done.clone();
+        let mut v: Vec<Segment> = self.done.iter().cloned().collect();
         if let Some(seg) = &self.open {
             v.push(close(seg.clone()));
         }
         v
+    }
+
+    /// Segments held now (closed and open): never more than the limit.
+    pub fn len(&self) -> usize {
+        self.done.len() + usize::from(self.open.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The oldest segments dropped to stay within the limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
 

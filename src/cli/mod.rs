@@ -11,7 +11,8 @@ pub mod run;
 
 use std::ffi::OsString;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind as ClapErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::models::Schedule;
 
@@ -67,9 +68,75 @@ pub enum Command {
 
 /// Parse the process arguments, inserting `run` when the first argument is not a subcommand
 /// (so `coinfer clip.mp4` and `coinfer -k 3 clip.mp4` work). A file named like a subcommand can be
-/// given as `./models` or `coinfer run models`.
+/// given as `./models` or `coinfer run models`. Print a failure with [`report_parse_error`].
 pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-    Cli::try_parse_from(with_default_subcommand(args))
+    let matches = command().try_get_matches_from(with_default_subcommand(args))?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The clap command, every option's value allowed to look like a negative number: `--fps -5` then
+/// reaches the option's own range check instead of clap's advice to write `-- -5`, which cannot work.
+fn command() -> clap::Command {
+    negative_values(Cli::command())
+}
+
+fn negative_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| if arg.is_positional() || !arg.get_action().takes_values() { arg } else { arg.allow_negative_numbers(true) })
+        .mut_subcommands(negative_values)
+}
+
+/// Print a failed parse the way every error is printed (README, "Exit codes"): one line
+/// `coinfer: error: …` on stderr, and return the exit code (2). Help and version keep clap's own
+/// output (on stdout, exit 0; a bare `coinfer` prints the help on stderr, exit 2).
+pub fn report_parse_error(err: &clap::Error, args: &[OsString]) -> i32 {
+    use std::io::Write;
+    let is_help = matches!(
+        err.kind(),
+        ClapErrorKind::DisplayHelp | ClapErrorKind::DisplayVersion | ClapErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if is_help {
+        let _ = err.print();
+    } else {
+        let _ = writeln!(std::io::stderr(), "coinfer: error: {}", argument_error_line(err, args));
+    }
+    err.exit_code()
+}
+
+/// One line for an argument error: clap's message, its tips but the `-- VALUE` one, and where the
+/// help is (`see 'coinfer run --help'`), without clap's usage block.
+pub fn argument_error_line(err: &clap::Error, args: &[OsString]) -> String {
+    // Plain text (StyledStr's Display writes no colours), in paragraphs: the message (an indented
+    // list may follow it, as for missing arguments), tips, the usage, the help hint.
+    let text = err.render().to_string();
+    let mut paragraphs = text.split("\n\n");
+    let first = paragraphs.next().unwrap_or_default();
+    let message: Vec<&str> = first.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let message = message.join(" ");
+    let mut line = message.strip_prefix("error: ").unwrap_or(&message).to_string();
+    let tips = paragraphs
+        .flat_map(str::lines)
+        .filter_map(|l| l.trim().strip_prefix("tip: "))
+        // "to pass '-x' as a value, use '-- -x'": negative numbers already pass, and `--` only helps
+        // an input file named like an option, which the help explains.
+        .filter(|tip| !tip.contains("as a value, use '--"));
+    for tip in tips {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    line.push_str(&format!("; see '{} --help'", command_path(&with_default_subcommand(args.to_vec()))));
+    line.replace(['\n', '\r'], " ")
+}
+
+/// `coinfer` and the subcommands the arguments name (`coinfer weights pull`), for the help hint.
+fn command_path(args: &[OsString]) -> String {
+    let mut cmd = Cli::command();
+    let mut path = vec!["coinfer".to_string()];
+    for arg in args.iter().skip(1) {
+        let Some(sub) = cmd.find_subcommand(arg).cloned() else { break };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
 }
 
 fn with_default_subcommand(mut args: Vec<OsString>) -> Vec<OsString> {
@@ -219,6 +286,34 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// Letting option values look like negative numbers changes no help text.
+    #[test]
+    fn negative_values_leave_every_help_unchanged() {
+        fn helps(mut cmd: clap::Command) -> Vec<String> {
+            let mut all = vec![cmd.render_long_help().to_string()];
+            for sub in cmd.get_subcommands_mut() {
+                all.extend(helps(sub.clone()));
+            }
+            all
+        }
+        assert_eq!(helps(command()), helps(Cli::command()));
+    }
+
+    #[test]
+    fn a_negative_value_reaches_the_option_check() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let a = args(&["coinfer", "--fps", "-5", "-"]);
+        let err = parse(a.clone()).unwrap_err();
+        let line = argument_error_line(&err, &a);
+        assert!(line.starts_with("invalid value '-5' for '--fps <FPS>'"), "{line}");
+        assert!(!line.contains("'-- -5'") && line.ends_with("; see 'coinfer run --help'"), "{line}");
+        // Still an error for a word that is not a number, and the path to the help is the subcommand's.
+        let a = args(&["coinfer", "weights", "pull", "--layout", "-x"]);
+        let line = argument_error_line(&parse(a.clone()).unwrap_err(), &a);
+        assert!(line.ends_with("; see 'coinfer weights pull --help'"), "{line}");
     }
 
     /// Example lines (indented) fit an 80-column terminal, so none wraps mid-command and each can be

@@ -225,9 +225,10 @@ pub fn load_with<T>(
     let name = entry.name;
     if !path.is_file() {
         let advice = match entry.weights {
-            registry::DefaultWeights::Pulled => format!("run `coinfer weights pull {name}`"),
-            registry::DefaultWeights::Bundled(_) => format!("set {} to the folder holding the bundled file", i3d::WEIGHTS_DIR_ENV),
-        };
+            registry::DefaultWeights::Pulled => crate::weights::pull::pull_advice(name),
+            registry::DefaultWeights::Bundled(_) => None,
+        }
+        .unwrap_or_else(|| bundled_advice(&path));
         return Err(crate::error::classified(
             crate::error::ErrorKind::NoInput,
             format!("no weights for {name} at {}: {advice} or pass --weights FILE", path.display()),
@@ -245,6 +246,12 @@ pub fn load_with<T>(
         .finish()
         .map_err(|e| crate::error::classified(crate::error::ErrorKind::Data, format!("{} does not fit {name}: {e:#}", path.display())))?;
     Ok(model)
+}
+
+/// What to do about a missing bundled weights file: point the environment at a folder holding it.
+fn bundled_advice(path: &std::path::Path) -> String {
+    let file = path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+    format!("set {} to the folder holding {file} (it ships in coinfer's weights/ folder)", i3d::WEIGHTS_DIR_ENV)
 }
 
 /// Build a built-in model with deterministic random weights (FLOP counts, benchmarks, tests).

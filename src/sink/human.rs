@@ -142,6 +142,7 @@ mod tests {
             p95_ms: None,
             skipped: 0,
             max_lag_s: None,
+            segments_dropped: 0,
             segments: vec![SegmentRecord { start: 1.25, end: 1.5, id: Some(1), label: "high jump".into(), outputs: 2, mean_score: 0.5 }],
         };
         h.summary(&summary).unwrap();

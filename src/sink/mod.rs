@@ -195,6 +195,10 @@ pub struct Summary {
     pub skipped: u64,
     /// The largest `lag_s` of the run; null for files.
     pub max_lag_s: Option<f64>,
+    /// The oldest segments left out of `segments` to keep it bounded (docs/records.md, "Segments");
+    /// absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub segments_dropped: u64,
     pub segments: Vec<SegmentRecord>,
 }
 

@@ -467,6 +467,7 @@ mod tests {
             p95_ms: None,
             skipped: 0,
             max_lag_s: None,
+            segments_dropped: 0,
             segments: vec![seg(1.0, 3.8, 1), seg(4.0, 7.8, 2)],
         };
         t.summary(&summary).unwrap();

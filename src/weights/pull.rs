@@ -32,6 +32,13 @@ pub fn official(model: &str, layout: Option<Layout>) -> Option<(&'static str, &'
     Some((m.name, c))
 }
 
+/// The advice for a model whose default weights are not in the cache: the `weights pull` command
+/// that fetches them, with the name `pull` itself looks up (so the advice always works); `None` when
+/// the model has no published checkpoint to pull.
+pub fn pull_advice(model: &str) -> Option<String> {
+    official(model, None).map(|(name, _)| format!("run `coinfer weights pull {name}`"))
+}
+
 /// Every published checkpoint with its model's registry name, layout by layout.
 pub fn pullable() -> Vec<(&'static str, &'static Checkpoint)> {
     use clap::ValueEnum;
