@@ -166,6 +166,10 @@ fn within_bound(lag: f64, cost: f64, max: f64) -> bool {
 /// See [`within_bound`].
 const FRESH_SHARE: f64 = 0.25;
 
+/// How much longer than the longest recent step the next step is assumed to take: on a busy host a
+/// step's time varies by more than its phase explains (docs/records.md, "Staying live").
+const STEP_MARGIN: f64 = 1.5;
+
 /// The presentation times of the last steps, to tell the span an output covers (its window).
 struct StepTimes {
     /// The times of steps `last + 1 − len ..= last`; at most `receptive_field + lag` of them.
@@ -372,7 +376,7 @@ pub fn run(
             // This frame's own record comes after its steps, and under a pipelined schedule (`lag`
             // steps later) after the next frames' steps too, which may have to wait for those frames.
             let lag_steps = shape.lag as f64;
-            let cost = step_cost.longest() * (packet.steps as f64 + lag_steps) + lag_steps / model_fps;
+            let cost = STEP_MARGIN * step_cost.longest() * (packet.steps as f64 + lag_steps) + lag_steps / model_fps;
             if !within_bound(clock.lag_now(packet.pts), cost, max) {
                 skipped += 1;
                 reporter.skipped += 1;
