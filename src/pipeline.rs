@@ -372,12 +372,18 @@ pub fn run(
                 break 'packets;
             }
         }
-        if let (Some(max), Some(clock)) = (opts.live.and_then(|l| l.max_lag_s), clock.as_ref()) {
+        if let (Some(live), Some(max), Some(clock)) = (opts.live.as_ref(), opts.live.and_then(|l| l.max_lag_s), clock.as_mut()) {
             // This frame's own record comes after its steps, and under a pipelined schedule (`lag`
             // steps later) after the next frames' steps too, which may have to wait for those frames.
             let lag_steps = shape.lag as f64;
             let cost = STEP_MARGIN * step_cost.longest() * (packet.steps as f64 + lag_steps) + lag_steps / model_fps;
-            if !within_bound(clock.lag_now(packet.pts), cost, max) {
+            let lag = clock.lag_now(packet.pts);
+            if !within_bound(lag, cost, max) {
+                // The first skip tells the user, as passing the bound would (it may never pass it now).
+                if !clock.warned {
+                    clock.warned = true;
+                    (live.warn)(&lag_warning(lag, live.max_lag_s));
+                }
                 skipped += 1;
                 reporter.skipped += 1;
                 continue;
@@ -493,7 +499,7 @@ pub fn run(
 /// The one-time warning of a live run whose labels fall behind.
 fn lag_warning(lag: f64, max_lag_s: Option<f64>) -> String {
     match max_lag_s {
-        Some(max) => format!("labels are {lag:.1} s behind live: skipping frames to stay within --max-lag {max}"),
+        Some(max) => format!("the host does not keep up (labels {lag:.1} s behind live): skipping frames to stay within --max-lag {max}"),
         None => format!("labels are {lag:.1} s behind live and the host is not keeping up; --max-lag SECONDS skips frames to stay live"),
     }
 }
