@@ -127,6 +127,18 @@ impl TemporalPool {
     }
 }
 
+/// The frame a window combines: `x` pooled spatially into `pooled` where the layer pools in space
+/// too, else `x` itself.
+fn window_input<'a>(spatial: Option<&SpatialPool>, x: FrameRef<'a>, pooled: &'a mut Frame) -> FrameRef<'a> {
+    match spatial {
+        Some(p) => {
+            p.apply_frame(x, pooled);
+            pooled.as_ref()
+        }
+        None => x,
+    }
+}
+
 impl Layer for TemporalPool {
     fn forward(&self, x: &Tensor, mode: PadMode) -> Result<Tensor> {
         let (k, s) = (self.k, self.stride);
@@ -151,15 +163,8 @@ impl Layer for TemporalPool {
     }
 
     fn step_frame<'a>(&'a mut self, x: FrameRef<'a>) -> Result<Option<FrameRef<'a>>> {
-        // The frame this window combines: the spatially pooled input, or the input itself.
         let mut pooled = std::mem::take(&mut self.pooled);
-        let src = match &self.spatial {
-            Some(p) => {
-                p.apply_frame(x, &mut pooled);
-                pooled.as_ref()
-            }
-            None => x,
-        };
+        let src = window_input(self.spatial.as_ref(), x, &mut pooled);
         self.frame_shape = src.shape;
         // With a replicate fill the first frame also stands for the virtual past (it cannot emit).
         let mut done = None;
@@ -188,13 +193,7 @@ impl Layer for TemporalPool {
             return prime_by_stepping(self, x, n);
         }
         let mut pooled = std::mem::take(&mut self.pooled);
-        let src = match &self.spatial {
-            Some(p) => {
-                p.apply_frame(x, &mut pooled);
-                pooled.as_ref()
-            }
-            None => x,
-        };
+        let src = window_input(self.spatial.as_ref(), x, &mut pooled);
         self.frame_shape = src.shape;
         if self.position.seen() > 0 {
             // Every output pending before completed during the warm-up.

@@ -305,10 +305,9 @@ pub fn write(
     let mut records = Records::new(events);
     let mut written = Written::default();
     let mut decoded = frame::Video::empty();
-    let mut index = 0u64;
     let mut done = false;
 
-    'packets: for (stream, mut packet) in ictx.packets() {
+    for (stream, mut packet) in ictx.packets() {
         let si = stream.index();
         if si == video_index {
             decoder.send_packet(&packet)?;
@@ -321,37 +320,41 @@ pub fn write(
             }
             continue;
         }
-        while decoder.receive_frame(&mut decoded).is_ok() {
-            if !records.resolve(index) {
-                done = true;
-                break 'packets;
-            }
-            let t0 = Instant::now();
-            let pts = decoded.timestamp();
-            let frame = drawer.draw(&mut decoded, records.shown, pts)?;
-            out.encode(Some(frame))?;
-            written.busy_s += t0.elapsed().as_secs_f64();
-            written.frames += 1;
-            index += 1;
+        if !draw_ready(&mut decoder, &mut decoded, &mut records, &mut drawer, &mut out, &mut written)? {
+            done = true;
+            break;
         }
     }
     if !done {
         decoder.send_eof()?;
-        while decoder.receive_frame(&mut decoded).is_ok() {
-            if !records.resolve(index) {
-                break;
-            }
-            let t0 = Instant::now();
-            let pts = decoded.timestamp();
-            let frame = drawer.draw(&mut decoded, records.shown, pts)?;
-            out.encode(Some(frame))?;
-            written.busy_s += t0.elapsed().as_secs_f64();
-            written.frames += 1;
-            index += 1;
-        }
+        draw_ready(&mut decoder, &mut decoded, &mut records, &mut drawer, &mut out, &mut written)?;
     }
     out.close(target)?;
     Ok(written)
+}
+
+/// Draw and encode the frames `decoder` has ready, each with the record in force at it (the frame's
+/// index is the count written so far); false once the records end before a frame (the run stopped).
+fn draw_ready(
+    decoder: &mut ffmpeg_next::decoder::Video,
+    decoded: &mut frame::Video,
+    records: &mut Records,
+    drawer: &mut Drawer<'_>,
+    out: &mut VideoOut,
+    written: &mut Written,
+) -> anyhow::Result<bool> {
+    while decoder.receive_frame(decoded).is_ok() {
+        if !records.resolve(written.frames) {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
+        let pts = decoded.timestamp();
+        let frame = drawer.draw(decoded, records.shown, pts)?;
+        out.encode(Some(frame))?;
+        written.busy_s += t0.elapsed().as_secs_f64();
+        written.frames += 1;
+    }
+    Ok(true)
 }
 
 /// A source frame passed on by the model's decoder (live inputs): the picture as decoded, its index
