@@ -243,6 +243,7 @@ impl ClipLabeler for ModelLabeler {
             aggregation,
             top,
             segments: summary.segments.iter().map(|s| json!(s)).collect(),
+            segments_dropped: summary.segments_dropped,
         })
     }
 }
