@@ -217,9 +217,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
     check_input(&args.input, args.input_format.is_some())?;
-    // Records and the visual outputs name the input by its text; only the decoder needs its bytes.
+    // Records and the visual outputs name the input by its text; the decoders open it by its bytes.
     let input_text = crate::paths::text(Path::new(&args.input)).into_owned();
-    let mut visual = args.visual.prepare(&input_text, args.input_format.is_some())?;
+    let mut visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;
