@@ -124,12 +124,15 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        const RANGE: &str = "need I/N with 0 <= I < N, e.g. 0/4";
         let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
-        let index: u64 = i.trim().parse().map_err(|_| format!("bad shard index '{i}'"))?;
-        let count: u64 = n.trim().parse().map_err(|_| format!("bad shard count '{n}'"))?;
-        if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: need 0 <= I < N"));
+        // Signed, so that a negative I or N is told the range, not "invalid digit".
+        let number = |v: &str| v.trim().parse::<i128>().map_err(|_| format!("'{v}' is not a whole number: {RANGE}"));
+        let (index, count) = (number(i)?, number(n)?);
+        if count <= 0 || index < 0 || index >= count || u64::try_from(count).is_err() {
+            return Err(format!("shard {index}/{count}: {RANGE}"));
         }
+        let (index, count) = (index as u64, count as u64);
         Ok(Shard { index, count })
     }
 }

@@ -27,7 +27,7 @@ pub struct VisualArgs {
     pub overlay_codec: Option<String>,
 
     /// Quality of --overlay for encoders with a constant rate factor (lower is better; x264's default 23)
-    #[arg(long, value_name = "N", requires = "overlay", value_parser = clap::value_parser!(u32).range(0..=63))]
+    #[arg(long, value_name = "N", requires = "overlay", value_parser = |s: &str| crate::cli::values::whole::<u32>(s, 0, Some(63)))]
     pub overlay_crf: Option<u32>,
 
     /// Also draw the label track over the clip's time: FILE.svg or FILE.png
