@@ -370,3 +370,31 @@ fn recorded_keys_and_roots_identify_clips() {
     assert!(j.is_done(&clip(&sub, &data.join("sub/b.mp4"), 2)));
     assert!(!j.is_done(&clip(&sub, &data.join("sub/a.mp4"), 1)), "its key is a.mp4, but data/a.mp4 is another file");
 }
+
+/// A glob finds a name that is not UTF-8 as a directory walk does (docs/records.md, "File names"),
+/// at any depth of `**` and under folders so named.
+#[cfg(unix)]
+#[test]
+fn globs_find_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let latin1 = |b: &[u8]| PathBuf::from(std::ffi::OsString::from_vec(b.to_vec()));
+    let odd = d.join(latin1(b"caf\xe9 \xff.mp4"));
+    std::fs::write(&odd, b"1").unwrap();
+    touch(d, "a.mp4", b"2");
+    let folder = d.join(latin1(b"vid\xe9os"));
+    std::fs::create_dir_all(folder.join("deeper")).unwrap();
+    std::fs::write(folder.join("deeper").join(latin1(b"\xfe.mkv")), b"3").unwrap();
+    std::fs::write(folder.join("b.mp4"), b"4").unwrap();
+    let walked = expand(&[d.display().to_string()]).unwrap().clips;
+    assert_eq!(walked.len(), 4, "{walked:?}");
+    let globbed = |pattern: &str| expand(&[format!("{}/{pattern}", d.display())]).unwrap().clips;
+    // One level: the two files directly in the folder, the odd one included.
+    assert_eq!(globbed("*.mp4"), vec![d.join("a.mp4"), odd.clone()]);
+    // Any depth, and a pattern that matches folders (then walked): every clip, as the walk finds them.
+    assert_eq!(globbed("**/*.m[pk][4v]"), walked);
+    assert_eq!(globbed("vid*"), walked.iter().filter(|p| p.starts_with(&folder)).cloned().collect::<Vec<_>>());
+    // `?` takes one character; a byte that is not UTF-8 reads as one (U+FFFD).
+    assert_eq!(globbed("caf? ?.mp4"), vec![odd]);
+}
