@@ -577,7 +577,7 @@ fn csv_resume_cuts_a_record_torn_inside_a_quoted_name() {
     let paths: BTreeSet<&str> = rows.iter().map(|r| &r[1]).collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(paths, [dir.join("a.mp4"), odd].iter().map(|p| p.to_str().unwrap()).collect());
-    assert!(rows.iter().all(|r| r.len() == 17 && &r[0] == "error"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.len() == 20 && &r[0] == "error"), "{rows:?}");
 }
 
 #[cfg(unix)]
@@ -649,5 +649,69 @@ fn names_that_are_not_utf8_are_run_labelled_recorded_and_resumed() {
         let out = run(batch(&weights).arg(input).arg("--out").arg(out_file).arg("--resume"));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("1 clips: 0 labelled, 0 failed, 1 already recorded"), "{input:?}: {}", stderr(&out));
+    }
+}
+
+/// Resumed from another working directory, with another spelling of the data or another root, a
+/// journal's clips are found by the key and root its records carry: nothing is labelled twice.
+#[test]
+fn resume_from_another_working_directory_or_root_labels_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = write_weights(tmp.path());
+    let work = tmp.path().join("x/a");
+    std::fs::create_dir_all(&work).unwrap();
+    let data = tmp.path().join("x/data");
+    make_broken(&data, 5);
+    let first = |format: &str| {
+        let name = format!("o.{format}");
+        let out = run(batch(&weights).current_dir(&work).args(["../data", "--out", &name, "--jobs", "1", "-q"]));
+        assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+        work.join(name)
+    };
+    let journal = first("jsonl");
+    let records = read_jsonl(&journal);
+    assert_eq!(records.len(), 5);
+    for rec in &records {
+        // The path as found, the key relative to the root, the root absolute.
+        let path = path_of(rec);
+        assert!(path.starts_with("../data/part/"), "{rec}");
+        assert_eq!(rec["key"].as_str(), Some(&path["../data/".len()..]), "{rec}");
+        assert_eq!(rec["root"].as_str(), data.to_str(), "{rec}");
+    }
+    let csv_journal = first("csv");
+    let before = [std::fs::read(&journal).unwrap(), std::fs::read(&csv_journal).unwrap()];
+    // Elsewhere: `../data` there names no such directory, so the recorded relative paths cannot
+    // be read against this working directory; the recorded keys still name the clips.
+    let elsewhere = tmp.path().join("y");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let abs = data.to_str().unwrap();
+    let sub = data.join("part");
+    for (cwd, args) in [
+        (&elsewhere, vec![abs]),
+        (&elsewhere, vec!["../x/data/"]),
+        // Another root: a subfolder as the input (its own default root), or --root given.
+        (&elsewhere, vec![sub.to_str().unwrap()]),
+        (&elsewhere, vec![abs, "--root", "/"]),
+        (&work, vec!["../data/part/..", "--root", "."]),
+    ] {
+        for (journal, before) in [&journal, &csv_journal].into_iter().zip(&before) {
+            let out = run(batch(&weights).current_dir(cwd).args(&args).arg("--out").arg(journal).arg("--resume"));
+            assert_eq!(out.status.code(), Some(0), "{args:?} from {cwd:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("5 clips: 0 labelled, 0 failed, 5 already recorded"),
+                "{args:?} from {cwd:?} into {journal:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(&std::fs::read(journal).unwrap(), before, "{args:?}: nothing appended");
+        }
+    }
+    // Another machine mounts the data elsewhere (here: the data moved, so the recorded root is no
+    // directory any more), and resumes by the keys, keyed from the same level.
+    let mounted = tmp.path().join("mnt/data");
+    std::fs::create_dir_all(mounted.parent().unwrap()).unwrap();
+    std::fs::rename(&data, &mounted).unwrap();
+    for journal in [&journal, &csv_journal] {
+        let out = run(batch(&weights).current_dir(&elsewhere).arg(&mounted).arg("--out").arg(journal).arg("--resume"));
+        assert!(stderr(&out).contains("5 clips: 0 labelled, 0 failed, 5 already recorded"), "{journal:?}: {}", stderr(&out));
     }
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use coinfer::batch::inputs::{Shard, expand, stable_hash};
-use coinfer::batch::journal::{CSV_COLUMNS, ClipId, Format, Journal, csv_complete_len, csv_line};
+use coinfer::batch::journal::{CSV_COLUMNS, ClipId, Format, Journal, LEGACY_CSV_COLUMNS, csv_complete_len, csv_line};
 use coinfer::batch::keys::ClipKeys;
 
 fn touch(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -57,7 +57,7 @@ fn shards_partition_the_clips() {
 }
 
 fn id(path: &str, size: u64) -> ClipId {
-    ClipId { key: PathBuf::from(path), size, mtime_ns: 1_700_000_000_123_456_789 }
+    ClipId { key: PathBuf::from(path), absolute: Path::new("/data").join(path), size, mtime_ns: 1_700_000_000_123_456_789 }
 }
 
 /// Keys of relative paths under `/data`, journal entries as they are.
@@ -221,7 +221,7 @@ fn names_that_are_not_utf8_round_trip_through_both_journals() {
     let name = PathBuf::from(std::ffi::OsString::from_vec(b"caf\xe9, \"\xff\"\n.mp4".to_vec()));
     let keys = ClipKeys::with_cwd(dir.path(), Path::new("."));
     assert!(name.to_str().is_none());
-    let clip = ClipId { key: name.clone(), size: 7, mtime_ns: 1_700_000_000_123_456_789 };
+    let clip = ClipId { key: name.clone(), absolute: dir.path().join(&name), size: 7, mtime_ns: 1_700_000_000_123_456_789 };
     // JSON: the text, and the exact bytes in hex beside it.
     let jsonl = dir.path().join("out.jsonl");
     let hex: String = name.as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -249,4 +249,152 @@ fn names_that_are_not_utf8_round_trip_through_both_journals() {
     assert_eq!(rows.len(), 1);
     assert_eq!(&rows[0][1], name.as_os_str().as_bytes());
     assert!(Journal::open(Some(&csv_file), Format::Csv, true, &keys).unwrap().is_done(&clip));
+}
+
+/// A labeler that answers without a model: every clip gets one segment and `dropped` left out.
+struct Fixed {
+    dropped: u64,
+}
+
+impl coinfer::batch::ClipLabeler for Fixed {
+    fn label(&mut self, _path: &Path) -> anyhow::Result<coinfer::batch::ClipResult> {
+        Ok(coinfer::batch::ClipResult {
+            duration_s: Some(1.0),
+            frames: 30,
+            steps: 3,
+            outputs: 3,
+            aggregation: "steady-mean",
+            top: vec![(0, "abseiling".into(), 0.5)],
+            segments: vec![serde_json::json!({"start": 0.0, "end": 1.0, "label": "abseiling", "id": 0, "mean_score": 0.5})],
+            segments_dropped: self.dropped,
+        })
+    }
+}
+
+fn run_fixed(clips: Vec<PathBuf>, out: &Path, format: Format, dropped: u64, root: &Path) -> coinfer::batch::BatchSummary {
+    let opts = coinfer::batch::BatchOptions {
+        out: Some(out.to_path_buf()),
+        format,
+        jobs: 1,
+        shard: None,
+        keys: ClipKeys::with_cwd(Path::new("/"), root),
+        resume: true,
+        fail_fast: false,
+        progress: false,
+    };
+    let make = move || -> anyhow::Result<Box<dyn coinfer::batch::ClipLabeler>> { Ok(Box::new(Fixed { dropped })) };
+    coinfer::batch::run(clips, &opts, &make).unwrap()
+}
+
+#[test]
+fn clip_records_say_how_many_segments_were_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = touch(dir.path(), "a.mp4", b"1");
+    let b = touch(dir.path(), "b.mp4", b"22");
+    let jsonl = dir.path().join("out.jsonl");
+    run_fixed(vec![a.clone()], &jsonl, Format::Jsonl, 0, dir.path());
+    run_fixed(vec![b.clone()], &jsonl, Format::Jsonl, 7, dir.path());
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Absent when none were dropped, as in `run`'s summary.
+    assert!(recs[0].get("segments_dropped").is_none(), "{}", recs[0]);
+    assert_eq!(recs[1]["segments_dropped"], 7, "{}", recs[1]);
+    assert_eq!((recs[1]["key"].as_str(), recs[1]["root"].as_str()), (Some("b.mp4"), dir.path().to_str()));
+    // CSV has the column, always filled.
+    let csv_file = dir.path().join("out.csv");
+    run_fixed(vec![a, b], &csv_file, Format::Csv, 7, dir.path());
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (dropped, key) = (column("segments_dropped"), column("key"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| (&r[dropped], &r[key])).collect::<Vec<_>>(), [("7", "a.mp4"), ("7", "b.mp4")]);
+}
+
+/// A CSV journal begun before records carried their key goes on with its own columns (one table),
+/// and its rows are recognised by their paths as before.
+#[test]
+fn a_csv_journal_without_the_key_column_goes_on_with_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = touch(dir.path(), "a.mp4", b"1");
+    let b = touch(dir.path(), "b.mp4", b"22");
+    let csv_file = dir.path().join("old.csv");
+    let keys = ClipKeys::with_cwd(Path::new("/"), dir.path());
+    let id_a = ClipId::of(&a, &keys).unwrap();
+    let mut old = csv_line(&CSV_COLUMNS[..LEGACY_CSV_COLUMNS]).unwrap();
+    let mut row = vec![String::new(); LEGACY_CSV_COLUMNS];
+    row[0] = "ok".into();
+    row[1] = a.to_str().unwrap().into();
+    row[2] = id_a.size.to_string();
+    row[3] = id_a.mtime_ns.to_string();
+    old.extend(csv_line(row).unwrap());
+    std::fs::write(&csv_file, &old).unwrap();
+    let summary = run_fixed(vec![a, b], &csv_file, Format::Csv, 0, dir.path());
+    assert_eq!((summary.skipped, summary.labelled), (1, 1));
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    assert_eq!(reader.headers().unwrap().len(), LEGACY_CSV_COLUMNS);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.len() == LEGACY_CSV_COLUMNS), "{rows:?}");
+}
+
+/// A record's key and root name the clip, whatever its path says: a relative path written from
+/// another working directory no longer decides.
+#[test]
+fn recorded_keys_and_roots_identify_clips() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let line = |path: &str, key: &str, root: &Path, size: u64| {
+        let root = root.display();
+        format!(
+            "{{\"type\":\"clip\",\"path\":\"{path}\",\"key\":\"{key}\",\"root\":\"{root}\",\"size\":{size},\"mtime_ns\":1700000000123456789}}\n"
+        )
+    };
+    let mounted_elsewhere = Path::new("/nowhere/nfs/data");
+    let records =
+        [line("../../x/a.mp4", "a.mp4", &data, 1), line("x.mp4", "sub/b.mp4", &data, 2), line("c.mp4", "c.mp4", mounted_elsewhere, 3)];
+    std::fs::write(&out, records.concat()).unwrap();
+    let clip = |keys: &ClipKeys, path: &Path, size| ClipId { size, mtime_ns: 1_700_000_000_123_456_789, ..ClipId::named(path, keys) };
+    // The same root, from another working directory: the keys.
+    let same = ClipKeys::with_cwd(Path::new("/tmp"), &data);
+    let j = Journal::open(Some(&out), Format::Jsonl, true, &same).unwrap();
+    assert!(j.is_done(&clip(&same, &data.join("a.mp4"), 1)) && j.is_done(&clip(&same, &data.join("sub/b.mp4"), 2)));
+    assert!(!j.is_done(&clip(&same, &data.join("a.mp4"), 2)), "another size is another clip");
+    // Data mounted here that was mounted elsewhere when recorded: the key, from the same level.
+    assert!(j.is_done(&clip(&same, &data.join("c.mp4"), 3)));
+    // Another root on this machine: the absolute paths (root joined with key), not the keys.
+    let sub = ClipKeys::with_cwd(Path::new("/"), &data.join("sub"));
+    let j = Journal::open(Some(&out), Format::Jsonl, true, &sub).unwrap();
+    assert_eq!(clip(&sub, &data.join("sub/b.mp4"), 2).key, Path::new("b.mp4"));
+    assert!(j.is_done(&clip(&sub, &data.join("sub/b.mp4"), 2)));
+    assert!(!j.is_done(&clip(&sub, &data.join("sub/a.mp4"), 1)), "its key is a.mp4, but data/a.mp4 is another file");
+}
+
+/// A glob finds a name that is not UTF-8 as a directory walk does (docs/records.md, "File names"),
+/// at any depth of `**` and under folders so named.
+#[cfg(unix)]
+#[test]
+fn globs_find_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let latin1 = |b: &[u8]| PathBuf::from(std::ffi::OsString::from_vec(b.to_vec()));
+    let odd = d.join(latin1(b"caf\xe9 \xff.mp4"));
+    std::fs::write(&odd, b"1").unwrap();
+    touch(d, "a.mp4", b"2");
+    let folder = d.join(latin1(b"vid\xe9os"));
+    std::fs::create_dir_all(folder.join("deeper")).unwrap();
+    std::fs::write(folder.join("deeper").join(latin1(b"\xfe.mkv")), b"3").unwrap();
+    std::fs::write(folder.join("b.mp4"), b"4").unwrap();
+    let walked = expand(&[d.display().to_string()]).unwrap().clips;
+    assert_eq!(walked.len(), 4, "{walked:?}");
+    let globbed = |pattern: &str| expand(&[format!("{}/{pattern}", d.display())]).unwrap().clips;
+    // One level: the two files directly in the folder, the odd one included.
+    assert_eq!(globbed("*.mp4"), vec![d.join("a.mp4"), odd.clone()]);
+    // Any depth, and a pattern that matches folders (then walked): every clip, as the walk finds them.
+    assert_eq!(globbed("**/*.m[pk][4v]"), walked);
+    assert_eq!(globbed("vid*"), walked.iter().filter(|p| p.starts_with(&folder)).cloned().collect::<Vec<_>>());
+    // `?` takes one character; a byte that is not UTF-8 reads as one (U+FFFD).
+    assert_eq!(globbed("caf? ?.mp4"), vec![odd]);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -65,11 +65,12 @@ fn expand_one(input: &OsStr, cwd: &Path, out: &mut BTreeSet<PathBuf>, bases: &mu
         out.insert(path.to_path_buf());
         return Ok(());
     }
-    // Glob patterns are text: a name that is not UTF-8 is taken literally (above), never as a pattern.
+    // Glob patterns are text: an argument that is not UTF-8 is taken literally (above), never as a
+    // pattern. The names it matches need not be UTF-8 (`glob_paths`).
     if let Some(pattern) = input.to_str().filter(|s| s.contains(['*', '?', '['])) {
-        let matches = glob::glob(pattern).map_err(|e| classified(ErrorKind::Usage, format!("bad glob {pattern}: {e}")))?;
+        let matches = glob_paths(pattern)?;
         let mut matched = false;
-        for m in matches.flatten() {
+        for m in matches {
             matched = true;
             if m.is_dir() {
                 walk(&m, out)?;
@@ -83,6 +84,62 @@ fn expand_one(input: &OsStr, cwd: &Path, out: &mut BTreeSet<PathBuf>, bases: &mu
         return Ok(());
     }
     Err(classified(ErrorKind::NoInput, format!("no such file or directory: {}", path.display())))
+}
+
+/// The paths that match a glob pattern, component by component: `*`, `?` and `[…]` within a name,
+/// `**` for any depth of folders (itself included), as the `glob` crate reads them. Unlike the
+/// crate's own walk, a name that is not UTF-8 is matched as its text (U+FFFD for the bytes that are
+/// not UTF-8), so a glob finds every name a directory walk finds (docs/records.md, "File names").
+/// Folders that cannot be read match nothing.
+fn glob_paths(pattern: &str) -> Result<Vec<PathBuf>> {
+    let bad = |e: glob::PatternError| classified(ErrorKind::Usage, format!("bad glob {pattern}: {e}"));
+    let mut found = vec![PathBuf::new()];
+    for component in Path::new(pattern).components() {
+        let Component::Normal(part) = component else {
+            // `/`, `.` and `..` are taken as they are.
+            found.iter_mut().for_each(|p| p.push(component));
+            continue;
+        };
+        let part = part.to_str().unwrap_or_default();
+        found = if part == "**" {
+            let mut all = Vec::new();
+            for dir in found.into_iter().filter(|d| d.as_os_str().is_empty() || d.is_dir()) {
+                folders_under(&dir, &mut all);
+            }
+            all
+        } else if part.contains(['*', '?', '[']) {
+            let names = glob::Pattern::new(part).map_err(bad)?;
+            let mut matched = Vec::new();
+            for dir in &found {
+                let listed = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                let Ok(entries) = std::fs::read_dir(listed) else { continue };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if names.matches(&name.to_string_lossy()) {
+                        matched.push(dir.join(name));
+                    }
+                }
+            }
+            matched
+        } else {
+            found.into_iter().map(|p| p.join(part)).collect()
+        };
+    }
+    found.retain(|p| !p.as_os_str().is_empty() && p.exists());
+    Ok(found)
+}
+
+/// `dir` and every folder under it, as `**` matches them (`dir` empty: the working directory).
+fn folders_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    let listed = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(listed) else { return };
+    for entry in entries.flatten() {
+        // Links to folders are not followed: a link to a folder above would never end.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            folders_under(&dir.join(entry.file_name()), out);
+        }
+    }
 }
 
 /// The clips that the input arguments name, and the directory that holds them all.
@@ -124,12 +181,15 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        const RANGE: &str = "need I/N with 0 <= I < N, e.g. 0/4";
         let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
-        let index: u64 = i.trim().parse().map_err(|_| format!("bad shard index '{i}'"))?;
-        let count: u64 = n.trim().parse().map_err(|_| format!("bad shard count '{n}'"))?;
-        if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: need 0 <= I < N"));
+        // Signed, so that a negative I or N is told the range, not "invalid digit".
+        let number = |v: &str| v.trim().parse::<i128>().map_err(|_| format!("'{v}' is not a whole number: {RANGE}"));
+        let (index, count) = (number(i)?, number(n)?);
+        if count <= 0 || index < 0 || index >= count || u64::try_from(count).is_err() {
+            return Err(format!("shard {index}/{count}: {RANGE}"));
         }
+        let (index, count) = (index as u64, count as u64);
         Ok(Shard { index, count })
     }
 }

@@ -1,8 +1,10 @@
 //! The batch output file as a journal: each record is appended whole and flushed to disk when its clip
 //! finishes, so a killed run loses at most the clips in flight; on `--resume` a torn last line is cut
 //! off and every recorded clip (identified by its key, size and modification time) is skipped.
+//! Records carry the key and the root it was taken against, so a journal is resumed from any working
+//! directory and with any `--root` on the same machine (docs/records.md, "Clip keys").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -13,11 +15,12 @@ use super::keys::ClipKeys;
 use crate::error::{ErrorKind, classified};
 use crate::paths;
 
-/// Identity of a clip: its key (`ClipKeys::key`, the same for every spelling of its path), size in
-/// bytes, modification time in nanoseconds since the epoch.
+/// Identity of a clip: its key (`ClipKeys::key`, the same for every spelling of its path), its path
+/// made absolute and normalised, size in bytes, modification time in nanoseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClipId {
     pub key: PathBuf,
+    pub absolute: PathBuf,
     pub size: u64,
     pub mtime_ns: i128,
 }
@@ -26,9 +29,17 @@ impl ClipId {
     pub fn of(path: &Path, keys: &ClipKeys) -> std::io::Result<ClipId> {
         let meta = std::fs::metadata(path)?;
         let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
-        Ok(ClipId { key: keys.key(path), size: meta.len(), mtime_ns })
+        Ok(ClipId { size: meta.len(), mtime_ns, ..ClipId::named(path, keys) })
+    }
+
+    /// The identity of a clip whose file cannot be read (size and time 0, as its error record).
+    pub fn named(path: &Path, keys: &ClipKeys) -> ClipId {
+        ClipId { key: keys.key(path), absolute: keys.absolute(path), size: 0, mtime_ns: 0 }
     }
 }
+
+/// A name a recorded clip is known by (a key, or an absolute path), with its size and time.
+type Recorded = (PathBuf, u64, i128);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -36,7 +47,8 @@ pub enum Format {
     Csv,
 }
 
-/// CSV columns, in order (also the header line).
+/// CSV columns, in order (also the header line). Columns added later go at the end: readers by
+/// position keep working, and a journal begun with fewer (`LEGACY_CSV_COLUMNS`) goes on with those.
 pub const CSV_COLUMNS: &[&str] = &[
     "status",
     "path",
@@ -55,21 +67,40 @@ pub const CSV_COLUMNS: &[&str] = &[
     "wall_s",
     "error_kind",
     "error_message",
+    "segments_dropped",
+    "key",
+    "root",
 ];
+
+/// How many of `CSV_COLUMNS` a batch CSV had before records carried their key: such a journal is
+/// continued with rows of that many columns, so that it stays one table.
+pub const LEGACY_CSV_COLUMNS: usize = 17;
+
+/// The position of a CSV column by name.
+pub fn csv_column(name: &str) -> usize {
+    CSV_COLUMNS.iter().position(|c| *c == name).expect("a batch CSV column")
+}
 
 pub struct Journal {
     file: Option<File>,
-    done: HashSet<ClipId>,
+    /// Every recorded clip, by its recorded key and, where the record has its root, by its absolute
+    /// path too: so a later run with another `--root` still finds it.
+    done: HashSet<Recorded>,
+    /// Records appended (and found on `--resume`).
+    records: usize,
     format: Format,
+    /// The CSV columns this journal's rows have (its header's).
+    csv_columns: usize,
 }
 
 impl Journal {
-    /// Open `path` (or stdout when `None`). With `resume`, read the clips already recorded, each
-    /// keyed by `keys` as the clips of this run are.
+    /// Open `path` (or stdout when `None`). With `resume`, read the clips already recorded: by the
+    /// key the record carries, or for a record written before records had one, by its path keyed
+    /// with `keys` as the clips of this run are.
     pub fn open(path: Option<&Path>, format: Format, resume: bool, keys: &ClipKeys) -> Result<Journal> {
         let Some(path) = path else {
             // CSV on stdout starts with its header too, as a file does.
-            let mut journal = Journal { file: None, done: HashSet::new(), format };
+            let mut journal = Journal { file: None, done: HashSet::new(), records: 0, format, csv_columns: CSV_COLUMNS.len() };
             if format == Format::Csv {
                 journal.write_raw(&csv_line(CSV_COLUMNS)?)?;
             }
@@ -99,58 +130,81 @@ impl Journal {
             file.seek(SeekFrom::End(0))?;
             text.truncate(keep);
         }
-        check_format(&text, format, path)?;
-        let done = match format {
+        let csv_columns = check_format(&text, format, path)?;
+        let (done, records) = match format {
             Format::Jsonl => Self::read_jsonl(&text, keys),
             Format::Csv => Self::read_csv(&text, keys),
         };
-        let mut journal = Journal { file: Some(file), done, format };
+        let mut journal = Journal { file: Some(file), done, records, format, csv_columns };
         if format == Format::Csv && text.is_empty() {
             journal.write_raw(&csv_line(CSV_COLUMNS)?)?;
         }
         Ok(journal)
     }
 
-    fn read_jsonl(text: &[u8], keys: &ClipKeys) -> HashSet<ClipId> {
-        text.split(|&b| b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-            .filter_map(|v| {
-                let path = paths::from_record(v.get("path")?.as_str()?, v.get("path_bytes").and_then(|b| b.as_str()))?;
-                Some(ClipId {
-                    key: keys.key(&path),
-                    size: v.get("size")?.as_u64()?,
-                    mtime_ns: v.get("mtime_ns")?.as_i64().map(i128::from)?,
-                })
-            })
-            .collect()
+    fn read_jsonl(text: &[u8], keys: &ClipKeys) -> (HashSet<Recorded>, usize) {
+        let mut done = HashSet::new();
+        let mut records = 0;
+        let mut names = RecordedNames { keys, root_here: HashMap::new() };
+        for v in text.split(|&b| b == b'\n').filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok()) {
+            let name = |field: &str| paths::from_record(v.get(field)?.as_str()?, v.get(format!("{field}_bytes")).and_then(|b| b.as_str()));
+            let (Some(size), Some(mtime_ns)) = (v.get("size").and_then(|s| s.as_u64()), v.get("mtime_ns").and_then(|t| t.as_i64())) else {
+                continue;
+            };
+            let recorded = match name("key") {
+                Some(key) => names.of(key, name("root")),
+                None => match name("path") {
+                    Some(path) => vec![keys.key(&path)],
+                    None => continue,
+                },
+            };
+            records += 1;
+            done.extend(recorded.into_iter().map(|n| (n, size, i128::from(mtime_ns))));
+        }
+        (done, records)
     }
 
-    /// Byte records: the path field holds the name's bytes as they are (README, "Batch labelling").
-    fn read_csv(text: &[u8], keys: &ClipKeys) -> HashSet<ClipId> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text);
+    /// Byte records: the path, key and root fields hold the names' bytes as they are (docs/records.md,
+    /// "File names").
+    fn read_csv(text: &[u8], keys: &ClipKeys) -> (HashSet<Recorded>, usize) {
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text);
         let mut done = HashSet::new();
+        let mut records = 0;
+        let name = |f: &[u8]| PathBuf::from(paths::from_bytes(f.to_vec()));
+        let mut names = RecordedNames { keys, root_here: HashMap::new() };
         for row in reader.byte_records().flatten() {
             let number = |i| row.get(i).and_then(|f| std::str::from_utf8(f).ok());
-            if let (Some(path), Some(size), Some(mtime)) = (row.get(1), number(2), number(3))
-                && let (Ok(size), Ok(mtime_ns)) = (size.parse(), mtime.parse())
-            {
-                let path = PathBuf::from(paths::from_bytes(path.to_vec()));
-                done.insert(ClipId { key: keys.key(&path), size, mtime_ns });
-            }
+            let (Some(size), Some(mtime)) = (number(csv_column("size")), number(csv_column("mtime_ns"))) else { continue };
+            let (Ok(size), Ok(mtime_ns)) = (size.parse(), mtime.parse()) else { continue };
+            let recorded = match (row.get(csv_column("key")).filter(|k| !k.is_empty()), row.get(csv_column("path"))) {
+                (Some(key), _) => names.of(name(key), row.get(csv_column("root")).filter(|r| !r.is_empty()).map(name)),
+                (None, Some(path)) => vec![keys.key(&name(path))],
+                (None, None) => continue,
+            };
+            records += 1;
+            done.extend(recorded.into_iter().map(|n| (n, size, mtime_ns)));
         }
-        done
+        (done, records)
+    }
+
+    /// The CSV columns of this journal's rows: `CSV_COLUMNS.len()`, or `LEGACY_CSV_COLUMNS` for a
+    /// journal begun before the key was recorded.
+    pub fn csv_columns(&self) -> usize {
+        self.csv_columns
     }
 
     pub fn format(&self) -> Format {
         self.format
     }
 
+    /// Whether the clip is recorded: by its key, or by its absolute path (a record with a root).
     pub fn is_done(&self, id: &ClipId) -> bool {
-        self.done.contains(id)
+        [&id.key, &id.absolute].into_iter().any(|name| self.done.contains(&(name.clone(), id.size, id.mtime_ns)))
     }
 
+    /// Records in the journal.
     pub fn recorded(&self) -> usize {
-        self.done.len()
+        self.records
     }
 
     fn write_raw(&mut self, line: &[u8]) -> Result<()> {
@@ -172,21 +226,46 @@ impl Journal {
     pub fn append(&mut self, id: ClipId, line: &[u8]) -> Result<()> {
         debug_assert!(line.ends_with(b"\n"));
         self.write_raw(line)?;
-        self.done.insert(id);
+        self.records += 1;
+        self.done.insert((id.key, id.size, id.mtime_ns));
+        self.done.insert((id.absolute, id.size, id.mtime_ns));
         Ok(())
     }
 }
 
+/// The names recorded clips are known by, from the key and root their records carry.
+struct RecordedNames<'a> {
+    keys: &'a ClipKeys,
+    /// Whether each recorded root is a directory here (asked once per root).
+    root_here: HashMap<PathBuf, bool>,
+}
+
+impl RecordedNames<'_> {
+    /// A record with a root is known by its absolute path (root joined with key): on this machine
+    /// that is the file, whatever this run's root. It is known by its key too when the key means
+    /// the same here: the root is this run's, or it is no directory here (the data mounted
+    /// elsewhere, keyed from the same level: docs/records.md, "Clip keys"). A key that is absolute
+    /// (the clip was outside the root) is its own absolute path.
+    fn of(&mut self, key: PathBuf, root: Option<PathBuf>) -> Vec<PathBuf> {
+        let Some(root) = root.filter(|_| key.is_relative()) else { return vec![key] };
+        let absolute = root.join(&key);
+        let keys_agree = root == self.keys.root() || !*self.root_here.entry(root).or_insert_with_key(|r| r.is_dir());
+        if keys_agree { vec![absolute, key] } else { vec![absolute] }
+    }
+}
+
 /// Refuse to continue a file written in the other format: appending would mix two formats in one
-/// file, and none of its clips would be recognised as done.
-fn check_format(text: &[u8], format: Format, path: &Path) -> Result<()> {
-    let Some(first) = text.split(|&b| b == b'\n').next().filter(|l| !l.is_empty()) else { return Ok(()) };
-    let fits = match format {
-        Format::Jsonl => serde_json::from_slice::<serde_json::Value>(first).is_ok_and(|v| v.is_object()),
-        Format::Csv => csv_line(CSV_COLUMNS)?.strip_suffix(b"\n") == Some(first),
+/// file, and none of its clips would be recognised as done. Gives the CSV columns of its rows.
+fn check_format(text: &[u8], format: Format, path: &Path) -> Result<usize> {
+    let Some(first) = text.split(|&b| b == b'\n').next().filter(|l| !l.is_empty()) else { return Ok(CSV_COLUMNS.len()) };
+    let columns = match format {
+        Format::Jsonl => serde_json::from_slice::<serde_json::Value>(first).is_ok_and(|v| v.is_object()).then_some(CSV_COLUMNS.len()),
+        Format::Csv => [CSV_COLUMNS.len(), LEGACY_CSV_COLUMNS]
+            .into_iter()
+            .find(|&n| csv_line(&CSV_COLUMNS[..n]).ok().as_deref().and_then(|h| h.strip_suffix(b"\n")) == Some(first)),
     };
-    if fits {
-        return Ok(());
+    if let Some(columns) = columns {
+        return Ok(columns);
     }
     let name = match format {
         Format::Jsonl => "JSON lines",

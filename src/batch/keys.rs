@@ -33,10 +33,15 @@ impl ClipKeys {
         &self.root
     }
 
+    /// `path` made absolute against the working directory and normalised.
+    pub fn absolute(&self, path: &Path) -> PathBuf {
+        normalise(&self.cwd, path)
+    }
+
     /// The key of `path`: relative to the root when the path is under it, else absolute (both
     /// normalised). Symbolic links are not followed: a key is about the name, not the file.
     pub fn key(&self, path: &Path) -> PathBuf {
-        let abs = normalise(&self.cwd, path);
+        let abs = self.absolute(path);
         match abs.strip_prefix(&self.root) {
             Ok(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
             _ => abs,

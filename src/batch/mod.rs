@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::error::{ErrorKind, kind_of};
 use crate::paths;
 use inputs::Shard;
-use journal::{ClipId, Format, Journal, csv_line};
+use journal::{CSV_COLUMNS, ClipId, Format, Journal, csv_column, csv_line};
 use keys::ClipKeys;
 
 /// What labelling one clip produced.
@@ -35,6 +35,9 @@ pub struct ClipResult {
     pub top: Vec<(usize, String, f32)>,
     /// Action segments of the smoothed track, as JSON objects `{start, end, label, id, mean_score}`.
     pub segments: Vec<Value>,
+    /// The oldest segments left out of `segments` to keep it bounded, as in `run`'s summary
+    /// (docs/records.md, "Segments").
+    pub segments_dropped: u64,
 }
 
 /// Labels whole clips; each worker thread owns one.
@@ -65,83 +68,109 @@ pub struct BatchSummary {
     pub first_failure: Option<ErrorKind>,
 }
 
-/// A JSON record with the clip's name: `path` as text, and for a name that is not UTF-8 also
-/// `path_bytes`, its exact bytes in hex (docs/records.md, "File names").
-fn json_line(mut v: Value, path: &Path) -> Vec<u8> {
-    v["path"] = paths::text(path).into();
-    if let Some(hex) = paths::bytes_hex(path.as_os_str()) {
-        v["path_bytes"] = hex.into();
+/// A JSON record with the clip's names: `path`, `key` and `root` as text, and for a name that is not
+/// UTF-8 also `path_bytes` (`key_bytes`, `root_bytes`), its exact bytes in hex (docs/records.md,
+/// "File names").
+fn json_line(mut v: Value, path: &Path, id: &ClipId, keys: &ClipKeys) -> Vec<u8> {
+    for (field, name) in [("path", path), ("key", &id.key), ("root", keys.root())] {
+        v[field] = paths::text(name).into();
+        if let Some(hex) = paths::bytes_hex(name.as_os_str()) {
+            v[format!("{field}_bytes")] = hex.into();
+        }
     }
     format!("{v}\n").into_bytes()
 }
 
-/// A CSV record whose `path` column (the second) holds the name's bytes as they are.
-fn csv_record(path: &Path, fields: &[String]) -> Result<Vec<u8>> {
-    let name = paths::as_bytes(path.as_os_str());
-    csv_line(fields.iter().enumerate().map(|(i, f)| if i == 1 { name } else { f.as_bytes() }))
+/// A CSV record from its fields in `CSV_COLUMNS` order, of which `path`, `key` and `root` are filled
+/// in here with the names' bytes as they are. Only the journal's first `columns` are written (a
+/// journal begun with fewer columns keeps them).
+fn csv_record(path: &Path, id: &ClipId, keys: &ClipKeys, mut fields: Vec<Vec<u8>>, columns: usize) -> Result<Vec<u8>> {
+    for (column, name) in [("path", path), ("key", &id.key), ("root", keys.root())] {
+        fields[csv_column(column)] = paths::as_bytes(name.as_os_str()).to_vec();
+    }
+    fields.truncate(columns);
+    csv_line(fields)
 }
 
-fn ok_record(path: &Path, id: &ClipId, r: &ClipResult, wall_s: f64, format: Format) -> Result<Vec<u8>> {
-    let top = |(i, l, s): &(usize, String, f32)| json!({"id": i, "label": l, "score": s});
-    match format {
-        Format::Jsonl => {
-            let v = json!({
-                "type": "clip", "size": id.size, "mtime_ns": id.mtime_ns as i64,
-                "duration_s": r.duration_s, "frames": r.frames, "steps": r.steps, "outputs": r.outputs,
-                "aggregation": r.aggregation, "top": r.top.iter().map(top).collect::<Vec<_>>(),
-                "segments": r.segments, "wall_s": wall_s,
-            });
-            Ok(json_line(v, path))
+/// How a record is written: the format, the keys, and for CSV the journal's columns.
+struct RecordFormat<'a> {
+    format: Format,
+    keys: &'a ClipKeys,
+    csv_columns: usize,
+}
+
+impl RecordFormat<'_> {
+    fn ok(&self, path: &Path, id: &ClipId, r: &ClipResult, wall_s: f64) -> Result<Vec<u8>> {
+        let top = |(i, l, s): &(usize, String, f32)| json!({"id": i, "label": l, "score": s});
+        match self.format {
+            Format::Jsonl => {
+                let mut v = json!({
+                    "type": "clip", "size": id.size, "mtime_ns": id.mtime_ns as i64,
+                    "duration_s": r.duration_s, "frames": r.frames, "steps": r.steps, "outputs": r.outputs,
+                    "aggregation": r.aggregation, "top": r.top.iter().map(top).collect::<Vec<_>>(),
+                    "segments": r.segments, "wall_s": wall_s,
+                });
+                // Absent when none were dropped, as in `run`'s summary.
+                if r.segments_dropped > 0 {
+                    v["segments_dropped"] = r.segments_dropped.into();
+                }
+                Ok(json_line(v, path, id, self.keys))
+            }
+            Format::Csv => {
+                let first = r.top.first();
+                let topk = r.top.iter().map(|(_, l, s)| format!("{l}:{s:.4}")).collect::<Vec<_>>().join(";");
+                let mut fields = vec![String::new(); CSV_COLUMNS.len()];
+                for (column, value) in [
+                    ("status", "ok".to_string()),
+                    ("size", id.size.to_string()),
+                    ("mtime_ns", id.mtime_ns.to_string()),
+                    ("duration_s", r.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default()),
+                    ("frames", r.frames.to_string()),
+                    ("steps", r.steps.to_string()),
+                    ("outputs", r.outputs.to_string()),
+                    ("aggregation", r.aggregation.to_string()),
+                    ("top1_id", first.map(|t| t.0.to_string()).unwrap_or_default()),
+                    ("top1_label", first.map(|t| t.1.clone()).unwrap_or_default()),
+                    ("top1_score", first.map(|t| format!("{:.6}", t.2)).unwrap_or_default()),
+                    ("top_k", topk),
+                    ("segments", Value::from(r.segments.clone()).to_string()),
+                    ("wall_s", format!("{wall_s:.3}")),
+                    ("segments_dropped", r.segments_dropped.to_string()),
+                ] {
+                    fields[csv_column(column)] = value;
+                }
+                csv_record(path, id, self.keys, fields.into_iter().map(String::into_bytes).collect(), self.csv_columns)
+            }
         }
-        Format::Csv => {
-            let first = r.top.first();
-            let topk = r.top.iter().map(|(_, l, s)| format!("{l}:{s:.4}")).collect::<Vec<_>>().join(";");
-            csv_record(
-                path,
-                &[
-                    "ok".into(),
-                    String::new(),
-                    id.size.to_string(),
-                    id.mtime_ns.to_string(),
-                    r.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
-                    r.frames.to_string(),
-                    r.steps.to_string(),
-                    r.outputs.to_string(),
-                    r.aggregation.to_string(),
-                    first.map(|t| t.0.to_string()).unwrap_or_default(),
-                    first.map(|t| t.1.clone()).unwrap_or_default(),
-                    first.map(|t| format!("{:.6}", t.2)).unwrap_or_default(),
-                    topk,
-                    Value::from(r.segments.clone()).to_string(),
-                    format!("{wall_s:.3}"),
-                    String::new(),
-                    String::new(),
-                ],
-            )
+    }
+
+    fn error(&self, path: &Path, id: &ClipId, err: &anyhow::Error) -> Result<Vec<u8>> {
+        let kind = kind_of(err).as_str();
+        let message = format!("{err:#}");
+        match self.format {
+            Format::Jsonl => {
+                let v = json!({"type": "error", "size": id.size, "mtime_ns": id.mtime_ns as i64, "kind": kind, "message": message});
+                Ok(json_line(v, path, id, self.keys))
+            }
+            Format::Csv => {
+                let mut fields = vec![String::new(); CSV_COLUMNS.len()];
+                for (column, value) in [
+                    ("status", "error".to_string()),
+                    ("size", id.size.to_string()),
+                    ("mtime_ns", id.mtime_ns.to_string()),
+                    ("error_kind", kind.to_string()),
+                    ("error_message", message),
+                ] {
+                    fields[csv_column(column)] = value;
+                }
+                csv_record(path, id, self.keys, fields.into_iter().map(String::into_bytes).collect(), self.csv_columns)
+            }
         }
     }
 }
 
-fn error_record(path: &Path, id: &ClipId, err: &anyhow::Error, format: Format) -> Result<Vec<u8>> {
-    let kind = kind_of(err).as_str();
-    let message = format!("{err:#}");
-    match format {
-        Format::Jsonl => {
-            let v = json!({"type": "error", "size": id.size, "mtime_ns": id.mtime_ns as i64, "kind": kind, "message": message});
-            Ok(json_line(v, path))
-        }
-        Format::Csv => {
-            let mut fields = vec![String::new(); journal::CSV_COLUMNS.len()];
-            fields[0] = "error".into();
-            fields[2] = id.size.to_string();
-            fields[3] = id.mtime_ns.to_string();
-            fields[15] = kind.into();
-            fields[16] = message;
-            csv_record(path, &fields)
-        }
-    }
-}
-
+// One message per clip, moved once: the size of the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     Labelled(PathBuf, ClipId, Result<ClipResult>, f64),
     /// A worker could not build its labeler (model or weights): the run fails as a whole.
@@ -156,6 +185,7 @@ pub fn run(
 ) -> Result<BatchSummary> {
     let keys = &opts.keys;
     let mut journal = Journal::open(opts.out.as_deref(), opts.format, opts.resume, keys)?;
+    let records = RecordFormat { format: opts.format, keys, csv_columns: journal.csv_columns() };
     let mut summary = BatchSummary::default();
     let mut todo = Vec::new();
     for path in clips {
@@ -167,14 +197,14 @@ pub fn run(
             Ok(id) if journal.is_done(&id) => summary.skipped += 1,
             Ok(id) => todo.push((path, id)),
             Err(e) => {
-                let id = ClipId { key: keys.key(&path), size: 0, mtime_ns: 0 };
+                let id = ClipId::named(&path, keys);
                 if journal.is_done(&id) {
                     // Its error record (size and time 0) is already there: one record per clip.
                     summary.skipped += 1;
                     continue;
                 }
                 let err = crate::error::classified(ErrorKind::NoInput, format!("{}: {e}", path.display()));
-                let line = error_record(&path, &id, &err, opts.format)?;
+                let line = records.error(&path, &id, &err)?;
                 journal.append(id, &line)?;
                 summary.failed += 1;
                 summary.first_failure.get_or_insert(ErrorKind::NoInput);
@@ -228,13 +258,13 @@ pub fn run(
         for done in rx {
             let (id, line, failed) = match done {
                 Done::Labelled(path, id, Ok(r), wall) => {
-                    let line = ok_record(&path, &id, &r, wall, opts.format)?;
+                    let line = records.ok(&path, &id, &r, wall)?;
                     (id, line, None)
                 }
                 // Stopped by a signal: not a result, so nothing is recorded and --resume labels it.
                 Done::Labelled(_, _, Err(e), _) if kind_of(&e) == ErrorKind::Interrupted => continue,
                 Done::Labelled(path, id, Err(e), _) => {
-                    let line = error_record(&path, &id, &e, opts.format)?;
+                    let line = records.error(&path, &id, &e)?;
                     (id, line, Some(e))
                 }
                 Done::NoLabeler(e) => {

@@ -61,10 +61,11 @@ pub struct BatchArgs {
     #[arg(long, value_enum, value_name = "FORMAT", alias = "format")]
     pub out_format: Option<FormatArg>,
     /// Clips labelled in parallel, each worker with its own model (default: half the cores, at least 1)
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = |s: &str| super::values::threads::<usize>("--jobs", s))]
     pub jobs: Option<usize>,
     /// Take only shard I of N (0-based), chosen by a stable hash of the clip's key (its path relative to --root)
-    #[arg(long)]
+    // `-1/4` is a value (a bad one), not an option.
+    #[arg(long, allow_hyphen_values = true)]
     pub shard: Option<Shard>,
     /// Key clips (--resume, --shard) on their paths relative to DIR [default: the deepest directory holding every input]
     #[arg(long, value_name = "DIR")]
@@ -82,11 +83,11 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Classes per clip record
-    #[arg(long, short = 'k', default_value_t = 5)]
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = super::values::at_least_one::<usize>)]
     pub top_k: usize,
     /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
     /// CoSlowFast: slow positions) [default: the model's]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub pool: Option<usize>,
     /// Labels file (txt, JSON {name: id} or CSV id,name); default Kinetics-400
     #[arg(long)]
@@ -243,6 +244,7 @@ impl ClipLabeler for ModelLabeler {
             aggregation,
             top,
             segments: summary.segments.iter().map(|s| json!(s)).collect(),
+            segments_dropped: summary.segments_dropped,
         })
     }
 }

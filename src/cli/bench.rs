@@ -24,13 +24,13 @@ pub struct BenchArgs {
     pub model: Option<String>,
     /// Continual steps to time (after warming up to steady state), 1 to 1000000
     // At least one: a mean over no steps is NaN. At most a million: their times are kept (8 MB).
-    #[arg(long, default_value_t = 60, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    #[arg(long, default_value_t = 60, value_parser = |s: &str| super::values::whole::<usize>(s, 1, Some(1_000_000)))]
     pub steps: usize,
     /// Regular sliding-window clips to time, 1 to 10000
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    #[arg(long, default_value_t = 5, value_parser = |s: &str| super::values::whole::<usize>(s, 1, Some(10_000)))]
     pub regular_runs: usize,
     /// Threads for the network step, 1 to 4 × the cores [default: the cores available]
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| super::values::threads::<usize>("--threads", s))]
     pub threads: Option<usize>,
     /// Feed frames of this video (preprocessed) instead of random frames
     #[arg(long)]

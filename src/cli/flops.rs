@@ -31,7 +31,7 @@ pub struct FlopsArgs {
     pub convention: ConventionArg,
     /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
     /// CoSlowFast: slow positions) [default: the model's]
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::at_least_one::<usize>)]
     pub pool: Option<usize>,
     /// One JSON object per model
     #[arg(long)]

@@ -8,6 +8,7 @@ pub mod flops;
 pub mod labels;
 pub mod models;
 pub mod run;
+pub mod values;
 
 use std::ffi::OsString;
 
@@ -199,15 +200,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// contend for the cores, and thousands cannot all be spawned (README, "Options"). A usage error
 /// that states the cap otherwise.
 pub fn check_threads(option: &str, n: u64) -> anyhow::Result<usize> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cap = 4 * cores;
-    if n == 0 || n > cap as u64 {
-        return Err(crate::error::classified(
-            crate::error::ErrorKind::Usage,
-            format!("{option} {n} is out of range: 1 to {cap} (4 × the {cores} cores available)"),
-        ));
-    }
-    Ok(n as usize)
+    values::threads(option, &n.to_string()).map_err(|line| crate::error::classified(crate::error::ErrorKind::Usage, line))
 }
 
 /// Apply a `--threads` option to the process environment (candle and rayon read it once, at their

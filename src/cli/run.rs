@@ -54,7 +54,7 @@ pub struct RunArgs {
     pub labels: Option<PathBuf>,
 
     /// Classes listed per output
-    #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'k', long, default_value_t = 5, value_parser = super::values::at_least_one::<u64>)]
     pub top_k: u64,
 
     /// List only classes whose (smoothed) score is at least P; under it the label is "none"
@@ -66,7 +66,7 @@ pub struct RunArgs {
     pub smooth: SmoothMode,
 
     /// A new label must lead for K outputs before the reported label switches (0: at once)
-    #[arg(long, value_name = "K", default_value_t = 0)]
+    #[arg(long, value_name = "K", default_value_t = 0, value_parser = super::values::at_least_zero::<usize>)]
     pub hold: usize,
 
     /// How each layer's temporal state starts: zeros (the clip network's padding) or replicate (as if the first frame had always been there)
@@ -83,11 +83,12 @@ pub struct RunArgs {
 
     /// Head window: the positions the head averages, 1 to 1024 (CoX3D, CoI3D: emitted positions; CoSlow,
     /// CoSlowFast: slow positions) [default: the model's]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<u64>)]
     pub pool: Option<u64>,
 
     /// Read raw frames of this size from the input (e.g. `--raw 640x360 --fps 30 -`)
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    // `-3x4` is a value (a bad one), not an option.
+    #[arg(long, value_name = "WxH", value_parser = parse_size, allow_hyphen_values = true)]
     pub raw: Option<(u32, u32)>,
 
     /// Pixel format of raw frames (rgb24, bgr24, gray, yuv420p, … as FFmpeg names them)
@@ -119,7 +120,7 @@ pub struct RunArgs {
     pub verbose: u8,
 
     /// Threads for the network step, 1 to 4 × the cores [default: the cores available]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = |s: &str| super::values::threads::<u64>("--threads", s))]
     pub threads: Option<u64>,
 
     /// How the network's threads share a step
@@ -179,8 +180,8 @@ fn parse_fps(s: &str) -> Result<f64, String> {
 pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}' is not WxH, e.g. 640x360"))?;
     let side = |v: &str| -> Result<u32, String> {
-        let n: u32 = v.trim().parse().map_err(|_| format!("'{s}' is not WxH, e.g. 640x360"))?;
-        if (1..=16384).contains(&n) { Ok(n) } else { Err(format!("{n} is not a frame side (1..=16384)")) }
+        let n: i128 = v.trim().parse().map_err(|_| format!("'{s}' is not WxH, e.g. 640x360"))?;
+        u32::try_from(n).ok().filter(|n| (1..=16384).contains(n)).ok_or_else(|| format!("{n} is not a frame side (1..=16384)"))
     };
     Ok((side(w)?, side(h)?))
 }
@@ -217,9 +218,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         return Err(classified(ErrorKind::Usage, "--raw needs --fps: a raw stream carries no frame rate"));
     }
     check_input(&args.input, args.input_format.is_some())?;
-    // Records and the visual outputs name the input by its text; only the decoder needs its bytes.
+    // Records and the visual outputs name the input by its text; the decoders open it by its bytes.
     let input_text = crate::paths::text(Path::new(&args.input)).into_owned();
-    let mut visual = args.visual.prepare(&input_text, args.input_format.is_some())?;
+    let mut visual = args.visual.prepare(&args.input, args.input_format.is_some())?;
 
     let model_opts = ModelOptions { weights: args.weights.clone(), fill: args.fill.fill(), pool: args.pool.map(|p| p as usize) };
     let desc = models::describe(&args.model, &model_opts)?;

@@ -1,6 +1,7 @@
 //! Where a run's results go, as the user asked: the options (`--overlay`, `--timeline`, `--jsonl`,
 //! `--json`) and the set of sinks they make (docs/visual.md).
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 
@@ -17,15 +18,16 @@ use crate::source::FrameSource;
 #[derive(Debug, Clone, Default, Args)]
 pub struct VisualArgs {
     /// Also write the video with the labels drawn on it: FILE.mp4, .mkv, .webm, .mov, or `-` for Matroska on stdout
+    // Bytes: a file name need not be UTF-8 (docs/records.md, "File names").
     #[arg(long, value_name = "FILE")]
-    pub overlay: Option<String>,
+    pub overlay: Option<OsString>,
 
     /// Video encoder for --overlay (an FFmpeg encoder name) [default: libx264 where the container takes H.264, else the container's own]
     #[arg(long, value_name = "NAME", requires = "overlay")]
     pub overlay_codec: Option<String>,
 
     /// Quality of --overlay for encoders with a constant rate factor (lower is better; x264's default 23)
-    #[arg(long, value_name = "N", requires = "overlay", value_parser = clap::value_parser!(u32).range(0..=63))]
+    #[arg(long, value_name = "N", requires = "overlay", value_parser = |s: &str| crate::cli::values::whole::<u32>(s, 0, Some(63)))]
     pub overlay_crf: Option<u32>,
 
     /// Also draw the label track over the clip's time: FILE.svg or FILE.png
@@ -76,8 +78,8 @@ impl Drop for Prepared {
 impl VisualArgs {
     /// Refuse conflicting or unwritable outputs before the model is loaded: both the video and the
     /// records on stdout is a usage error (2), a place that cannot be written is 66.
-    pub fn prepare(&self, input: &str, forced_format: bool) -> anyhow::Result<Prepared> {
-        let video_on_stdout = self.overlay.as_deref() == Some("-");
+    pub fn prepare(&self, input: &OsStr, forced_format: bool) -> anyhow::Result<Prepared> {
+        let video_on_stdout = self.overlay.as_deref().is_some_and(|o| o == "-");
         if video_on_stdout && (self.json || self.jsonl.as_deref() == Some("-")) {
             return Err(classified(ErrorKind::Usage, "--overlay - writes the video to stdout: give the records a file with --jsonl FILE"));
         }
@@ -93,7 +95,7 @@ impl VisualArgs {
         };
         let overlay = match &self.overlay {
             Some(name) => {
-                let stream = input == "-" || input.contains("://") || !Path::new(input).is_file();
+                let stream = input == "-" || input.to_str().is_some_and(|i| i.contains("://")) || !Path::new(input).is_file();
                 if forced_format && !stream {
                     return Err(classified(
                         ErrorKind::Usage,
@@ -130,7 +132,7 @@ impl Outputs {
     ) -> anyhow::Result<Self> {
         let info = &meta.source.info;
         let progress = Progress::new(progress, if info.is_stream { None } else { info.frames });
-        let video_on_stdout = args.overlay.as_deref() == Some("-");
+        let video_on_stdout = args.overlay.as_deref().is_some_and(|o| o == "-");
         let json_on_stdout = args.json || args.jsonl.as_deref() == Some("-") || !io::stdout().is_terminal();
         // A progress bar on the terminal that stdout also writes to: records go out above it.
         let bar = progress.as_ref().filter(|_| io::stdout().is_terminal()).map(Progress::bar);
@@ -156,7 +158,7 @@ impl Outputs {
                 }
                 let name = target.name.clone();
                 let top_k = meta.top_k.min(overlay::panel::MAX_BARS);
-                let sink = Overlay::start(target, meta.source.input.clone(), labels.names().to_vec(), meta.model.clone(), top_k)?;
+                let sink = Overlay::start(target, labels.names().to_vec(), meta.model.clone(), top_k)?;
                 Some((sink, name))
             }
             (None, None) => None,

@@ -5,10 +5,12 @@
 //! on (`live`).
 
 pub mod blend;
+pub mod files;
 pub mod live;
 pub mod panel;
 pub mod video;
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,26 +29,30 @@ const CHANNEL_RECORDS: usize = 256;
 
 /// Settle where the video goes and with what, before any work: a bad name or encoder is a usage
 /// error (2), a place that cannot be written is "no such output" (66). A live input (stdin, a device,
-/// a stream) is drawn from the model's own decoder (`live`), a file is decoded a second time.
-pub fn prepare(name: &str, codec: Option<&str>, crf: Option<u32>, input: &str, input_is_stream: bool) -> anyhow::Result<Target> {
+/// a stream) is drawn from the model's own decoder (`live`), a file is decoded a second time. Names
+/// are bytes: neither the input's nor the video's need be UTF-8 (docs/records.md, "File names").
+pub fn prepare(name: &OsStr, codec: Option<&str>, crf: Option<u32>, input: &OsStr, input_is_stream: bool) -> anyhow::Result<Target> {
     crate::source::init_ffmpeg();
-    let muxer = video::muxer_for(name)?;
+    // Messages, the container's guess from the extension and the stdout/URL tests go by the text.
+    let text = crate::paths::text(Path::new(name)).into_owned();
+    let muxer = video::muxer_for(&text)?;
     let encoder = video::encoder_for(&muxer, codec)?;
     let (open_as, rename_to) = if name == "-" {
-        ("pipe:1".to_string(), None)
-    } else if name.contains("://") {
-        (name.to_string(), None)
+        (OsString::from("pipe:1"), None)
+    } else if name.to_str().is_some_and(|n| n.contains("://")) {
+        (name.to_os_string(), None)
     } else {
         let path = PathBuf::from(name);
         if same_file(&path, Path::new(input)) {
-            return Err(classified(ErrorKind::Usage, format!("--overlay {name} would overwrite the input")));
+            return Err(classified(ErrorKind::Usage, format!("--overlay {text} would overwrite the input")));
         }
         let temp = video::temporary_beside(&path);
         // Proves the folder is writable now, not after the whole run.
-        std::fs::File::create(&temp).map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the overlay to {name}: {e}")))?;
-        (temp.to_string_lossy().into_owned(), Some(path))
+        std::fs::File::create(&temp).map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the overlay to {text}: {e}")))?;
+        (temp.into_os_string(), Some(path))
     };
-    Ok(Target { name: name.to_string(), open_as, rename_to, muxer, encoder, crf, live: input_is_stream || input == "-" })
+    let live = input_is_stream || input == "-";
+    Ok(Target { name: text, open_as, rename_to, muxer, encoder, crf, live, input: input.to_os_string() })
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -60,19 +66,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub struct Overlay {
     tx: Option<SyncSender<Event>>,
     handle: Option<JoinHandle<anyhow::Result<Written>>>,
-    temp: Option<String>,
+    temp: Option<OsString>,
     /// Live input: frames the overlay thread could not take in time (left out of the video).
     dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Overlay {
-    /// Start the overlay thread on `input`, decoded a second time.
-    pub fn start(target: Target, input: String, names: Vec<String>, model: String, top_k: usize) -> anyhow::Result<Self> {
+    /// Start the overlay thread on the target's input, decoded a second time.
+    pub fn start(target: Target, names: Vec<String>, model: String, top_k: usize) -> anyhow::Result<Self> {
         let (tx, rx) = sync_channel(CHANNEL_RECORDS);
         let temp = target.rename_to.is_some().then(|| target.open_as.clone());
         let handle = std::thread::Builder::new()
             .name("overlay".into())
-            .spawn(move || video::write(&input, &target, &names, &model, top_k, rx))
+            .spawn(move || video::write(&target, &names, &model, top_k, rx))
             .map_err(|e| anyhow::anyhow!("cannot start the overlay thread: {e}"))?;
         Ok(Overlay { tx: Some(tx), handle: Some(handle), temp, dropped: None })
     }

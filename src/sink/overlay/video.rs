@@ -3,7 +3,7 @@
 //! (docs/visual.md, "The labelled video").
 
 use std::collections::VecDeque;
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Instant;
@@ -31,7 +31,7 @@ pub struct Target {
     /// The name given on the command line (`-` for stdout).
     pub name: String,
     /// What libavformat opens: a temporary file beside the final one, `pipe:1`, or the URL.
-    pub open_as: String,
+    pub open_as: OsString,
     /// Renamed to `name` once complete (files only).
     pub rename_to: Option<PathBuf>,
     /// Muxer short name (`mp4`, `matroska`, …).
@@ -41,6 +41,8 @@ pub struct Target {
     pub crf: Option<u32>,
     /// The input is live: frames come from the model's decoder (docs/visual.md, "The live preview").
     pub live: bool,
+    /// The input, as its bytes: a file is decoded from it a second time.
+    pub input: OsString,
 }
 
 impl Target {
@@ -141,7 +143,7 @@ impl VideoOut {
     /// Open the output and add the video stream; returns it with the format the panel is drawn in.
     /// The header is written by [`VideoOut::start`], after any audio stream is added.
     fn open(target: &Target, look: &Look) -> anyhow::Result<(Self, Pixel, PlanarYuv)> {
-        let mut octx = format::output_as(&target.open_as, &target.muxer)
+        let mut octx = super::files::open_output(&target.open_as, &target.muxer)
             .map_err(|e| classified(ErrorKind::NoInput, format!("cannot write the overlay to {}: {e}", target.name)))?;
         let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
         let codec = encoder::find_by_name(&target.encoder).ok_or_else(|| anyhow::anyhow!("no encoder {}", target.encoder))?;
@@ -238,8 +240,9 @@ impl VideoOut {
         self.octx.write_trailer()?;
         drop(self.octx);
         if let Some(final_path) = &target.rename_to {
-            std::fs::rename(&target.open_as, final_path)
-                .map_err(|e| anyhow::anyhow!("overlay: cannot rename {} to {}: {e}", target.open_as, final_path.display()))?;
+            std::fs::rename(&target.open_as, final_path).map_err(|e| {
+                anyhow::anyhow!("overlay: cannot rename {} to {}: {e}", super::files::shown(&target.open_as), final_path.display())
+            })?;
         }
         Ok(())
     }
@@ -254,16 +257,10 @@ pub struct Written {
     pub busy_s: f64,
 }
 
-/// Decode `input` again, draw and encode into `target`, taking records from `events`.
-pub fn write(
-    input: &str,
-    target: &Target,
-    names: &[String],
-    model: &str,
-    top_k: usize,
-    events: Receiver<Event>,
-) -> anyhow::Result<Written> {
-    let mut ictx = format::input(&input).map_err(|e| anyhow::anyhow!("overlay: cannot open {input}: {e}"))?;
+/// Decode the target's input again, draw and encode into `target`, taking records from `events`.
+pub fn write(target: &Target, names: &[String], model: &str, top_k: usize, events: Receiver<Event>) -> anyhow::Result<Written> {
+    let input = super::files::shown(&target.input);
+    let mut ictx = super::files::open_input(&target.input).map_err(|e| anyhow::anyhow!("overlay: cannot open {input}: {e}"))?;
     let video_in = ictx.streams().best(media::Type::Video).ok_or_else(|| anyhow::anyhow!("overlay: {input} has no video stream"))?;
     let video_index = video_in.index();
     let in_time_base = video_in.time_base();
@@ -608,6 +605,11 @@ fn same(a: Option<&Shown>, b: Option<&Shown>) -> bool {
 /// A temporary name beside `path` (same folder, so the final rename is atomic), keeping nothing of
 /// the extension: the muxer is named explicitly.
 pub fn temporary_beside(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.coinfer-part"))
+    // Built from the name's bytes, not its text, so that the temporary is beside the final file
+    // whatever its name. A relative one is anchored with `./` (`data:x.mkv` is no protocol).
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".coinfer-part");
+    let temp = path.with_file_name(name);
+    if temp.is_relative() { Path::new(".").join(temp) } else { temp }
 }
